@@ -1,0 +1,42 @@
+"""``build_model``: a zoo name (or config) + optional weights -> a ready detector."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import checkpoint
+from .config import ModelConfig
+from .models.detector import CascadeRCNN
+from .zoo import get_config
+
+
+def build_model(model: str | ModelConfig, weights: str | os.PathLike | None = None,
+                device: str | torch.device = "cpu", class_names: list[str] | None = None,
+                reinit_class_layers: bool = False) -> CascadeRCNN:
+    """Build a zoo model (``"cascade_mask_rcnn_r50_fpn_1x_coco"``) or a custom ``ModelConfig``.
+
+    ``weights``: a local ``.pth`` (MMDetection's or ours), a URL (downloaded once and cached), or
+    ``"zoo"`` for the config's published checkpoint. Our own checkpoints also restore the class
+    names. ``class_names`` sets another class list (the class layers must then be re-initialised:
+    ``reinit_class_layers=True``, or the checkpoint must have that many classes).
+    The model is returned in eval mode on ``device``.
+    """
+    config = get_config(model) if isinstance(model, str) else model
+    if weights == "zoo":
+        if config.url is None:
+            raise ValueError(f"{config.name} has no published weights")
+        weights = config.url
+    loaded = path = None
+    if weights is not None:
+        path = checkpoint.resolve(weights)
+        loaded = checkpoint.read(path)
+        meta = checkpoint.meta_of(loaded)
+        if meta.get("class_names") and class_names is None:
+            config = config.with_classes(tuple(meta["class_names"]), meta.get("category_ids"))
+    if class_names is not None:
+        config = config.with_classes(tuple(class_names))
+    detector = CascadeRCNN(config)
+    if loaded is not None:
+        checkpoint.load_into(detector, loaded, path, reinit_class_layers=reinit_class_layers)
+    return detector.to(device).eval()

@@ -1,0 +1,165 @@
+"""Reading and writing weights: MMDetection ``.pth`` files, our own checkpoints, URLs.
+
+A checkpoint is untrusted input: it is read with ``torch.load(weights_only=True)``, which builds
+tensors and plain containers only. Objects of any other class (e.g. version objects in an
+MMDetection ``meta``) are replaced by an inert placeholder - never imported, never called.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+FORMAT = "cascade_rcnn/1"
+CLASS_LAYER_SUFFIXES = ("fc_cls.weight", "fc_cls.bias", "conv_logits.weight", "conv_logits.bias")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the problem."""
+
+
+class _Inert:
+    """Stands in for a non-allowlisted object found in a checkpoint; holds nothing, runs nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+def cache_dir() -> Path:
+    """Where downloaded weights live: $CASCADE_RCNN_CACHE, else ~/.cache/cascade_rcnn."""
+    return Path(os.environ.get("CASCADE_RCNN_CACHE", Path.home() / ".cache" / "cascade_rcnn"))
+
+
+def resolve(source: str | os.PathLike) -> Path:
+    """A local path for ``source``: the path itself, or a URL downloaded once into the cache."""
+    text = str(source)
+    if urlparse(text).scheme in ("http", "https"):
+        target = cache_dir() / Path(urlparse(text).path).name
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".part")
+            try:
+                torch.hub.download_url_to_file(text, str(partial), progress=True)
+            except Exception as error:
+                raise CheckpointError(f"{text}: download failed ({error})") from None
+            os.replace(partial, target)
+        return target
+    return Path(text)
+
+
+def read(path: Path) -> dict[str, Any]:
+    """The checkpoint object at local ``path``, loaded without running any of its code."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        loaded = _weights_only_load(path)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({str(error).splitlines()[0]})") from None
+    if not isinstance(loaded, dict):
+        raise CheckpointError(f"{path}: not a checkpoint (holds a {type(loaded).__name__}, not a dict)")
+    return loaded
+
+
+def _weights_only_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        find_unsafe = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+        if find_unsafe is None:
+            raise
+        unsafe = find_unsafe(str(path))
+        if not unsafe:
+            raise
+        with torch.serialization.safe_globals([(_Inert, name) for name in unsafe]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def state_dict_of(checkpoint: dict[str, Any], path: str | os.PathLike = "checkpoint") -> dict[str, torch.Tensor]:
+    """The tensors of an MMDetection (``state_dict`` + ``meta``) or bare state dict."""
+    state = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: no state dict of tensors found (keys: {_few(list(checkpoint))})")
+    # Checkpoints saved from DistributedDataParallel prefix every key with "module.".
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def meta_of(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Our metadata (config name, class names, category ids), empty for foreign checkpoints."""
+    meta = checkpoint.get("meta")
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else {}
+
+
+def load_into(model: nn.Module, loaded: dict[str, Any], path: str | os.PathLike,
+              reinit_class_layers: bool = False) -> list[str]:
+    """Load a checkpoint read from ``path`` into ``model``, strictly: every key must exist on both
+    sides with equal shape.
+
+    With ``reinit_class_layers`` the class-dependent layers (``fc_cls``, ``conv_logits`` of every
+    stage) keep the model's fresh initialisation - for fine-tuning on another class count.
+    Returns the names of the keys that were not loaded for that reason.
+    """
+    state = dict(state_dict_of(loaded, path))
+    own = model.state_dict()
+    skipped = [k for k in own if reinit_class_layers and k.endswith(CLASS_LAYER_SUFFIXES)]
+    for key in skipped:
+        state.pop(key, None)
+    missing = [k for k in own if k not in state and k not in skipped]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: keys do not match the model {getattr(model, 'config', None) and model.config.name}: "
+            f"{len(missing)} missing (e.g. {_few(missing)}), {len(unexpected)} unexpected "
+            f"(e.g. {_few(unexpected)}). Is it a checkpoint of another architecture "
+            "(box-only vs mask, R-50 vs R-101)?")
+    mismatched = [k for k in state if state[k].shape != own[k].shape]
+    if mismatched:
+        if all(k.endswith(CLASS_LAYER_SUFFIXES) for k in mismatched):
+            key = next(k for k in mismatched if k.endswith("fc_cls.weight"))
+            raise CheckpointError(
+                f"{path}: the checkpoint has {state[key].shape[0] - 1} classes, the model "
+                f"{own[key].shape[0] - 1}. To fine-tune it on your classes, load it with "
+                "reinit_class_layers=True (CLI: --reinit-class-layers), which re-initialises only "
+                "the classification layers.")
+        details = ", ".join(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                            for k in mismatched[:3])
+        raise CheckpointError(f"{path}: {len(mismatched)} tensors have other shapes ({details}). "
+                              "Is it a checkpoint of another architecture?")
+    model.load_state_dict(state, strict=not skipped)
+    return skipped
+
+
+def save(path: str | os.PathLike, model: nn.Module, **extra: Any) -> None:
+    """Write ``{"state_dict", "meta", **extra}`` atomically (temp file + rename).
+
+    ``meta`` records the config name, class names and category ids, so the file alone rebuilds
+    the model. Keys are the same as MMDetection's.
+    """
+    config = model.config
+    meta = {"format": FORMAT, "config_name": config.name, "class_names": list(config.class_names),
+            "category_ids": None if config.category_ids is None else list(config.category_ids)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(descriptor)
+    try:
+        torch.save({"state_dict": model.state_dict(), "meta": meta, **extra}, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _few(names: list[str], count: int = 3) -> str:
+    return ", ".join(names[:count]) + (", ..." if len(names) > count else "") if names else "none"

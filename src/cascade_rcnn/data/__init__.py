@@ -1,0 +1,1 @@
+"""Reading images and turning them into the network's input."""

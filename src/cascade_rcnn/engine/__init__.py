@@ -1,0 +1,1 @@
+"""Jobs that run a model over many inputs: prediction (and, later, training and evaluation)."""

@@ -1,0 +1,140 @@
+"""ResNet / ResNeXt backbones with MMDetection's module names (== torchvision's).
+
+Two styles decide where a bottleneck's stride goes: ``pytorch`` on the 3x3 conv (conv2),
+``caffe`` on the first 1x1 conv (conv1). BatchNorm always uses its running statistics
+(``norm_eval``); the stem and ``layer1`` never train (``frozen_stages=1``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """depth 18/34 use basic blocks, 50/101 bottlenecks; groups > 1 makes it a ResNeXt."""
+
+    depth: int = 50
+    style: str = "pytorch"  # or "caffe"
+    groups: int = 1
+    width_per_group: int = 64
+    base_channels: int = 64
+    train_bn_affine: bool = True  # caffe-style checkpoints keep BN scale/shift frozen too
+
+    @property
+    def stage_blocks(self) -> tuple[int, int, int, int]:
+        return {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}[self.depth]
+
+    @property
+    def expansion(self) -> int:
+        return 1 if self.depth < 50 else 4
+
+    @property
+    def out_channels(self) -> list[int]:
+        """Channels of C2..C5."""
+        return [self.base_channels * 2 ** i * self.expansion for i in range(4)]
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs (ResNet-18/34)."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None,
+                 config: BackboneConfig):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 (grouped for ResNeXt) -> 1x1, expansion 4."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None,
+                 config: BackboneConfig):
+        super().__init__()
+        # ResNeXt width: floor(planes * width_per_group / 64) * groups; plain ResNet: planes.
+        width = planes if config.groups == 1 else planes * config.width_per_group // 64 * config.groups
+        conv1_stride, conv2_stride = (stride, 1) if config.style == "caffe" else (1, stride)
+        self.conv1 = nn.Conv2d(inplanes, width, 1, conv1_stride, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, conv2_stride, 1, groups=config.groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = torch.relu(self.bn2(self.conv2(out)))
+        return torch.relu(self.bn3(self.conv3(out)) + identity)
+
+
+class ResNet(nn.Module):
+    """Image (B, 3, H, W) -> [C2, C3, C4, C5] at strides 4, 8, 16, 32."""
+
+    def __init__(self, config: BackboneConfig):
+        super().__init__()
+        self.config = config
+        block = BasicBlock if config.expansion == 1 else Bottleneck
+        stem = config.base_channels
+        self.conv1 = nn.Conv2d(3, stem, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        inplanes = stem
+        for index, num_blocks in enumerate(config.stage_blocks):
+            planes = config.base_channels * 2 ** index
+            stride = 1 if index == 0 else 2
+            blocks = []
+            for block_index in range(num_blocks):
+                downsample = None
+                if block_index == 0 and (stride != 1 or inplanes != planes * config.expansion):
+                    downsample = nn.Sequential(
+                        nn.Conv2d(inplanes, planes * config.expansion, 1, stride, bias=False),
+                        nn.BatchNorm2d(planes * config.expansion))
+                blocks.append(block(inplanes, planes, stride if block_index == 0 else 1, downsample, config))
+                inplanes = planes * config.expansion
+            # Attribute names layer1..layer4 are the checkpoints' keys.
+            self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
+        self._init_weights()
+        self._freeze()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def _freeze(self) -> None:
+        for module in (self.conv1, self.bn1, self.layer1):
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+        if not self.config.train_bn_affine:
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    for parameter in module.parameters():
+                        parameter.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "ResNet":
+        """BatchNorm stays in eval mode: detection batches are too small for batch statistics."""
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = self.maxpool(torch.relu(self.bn1(self.conv1(images))))
+        features = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+            features.append(x)
+        return features

@@ -1,0 +1,137 @@
+"""Cascade (Mask) R-CNN: image -> backbone -> FPN -> RPN proposals -> cascade -> detections.
+
+Module attribute names (backbone, neck, rpn_head, roi_head) are MMDetection's checkpoint keys,
+so a published ``.pth`` loads with ``strict=True``.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..data.images import ImageInput, to_rgb_uint8
+from ..data.transforms import ResizedImage, normalize, pad_batch, padded_size, resize
+from ..ops.paste_masks import paste_masks
+from ..results import Detections
+from .backbone import ResNet
+from .cascade import CascadeRoIHead, DetectionSettings, select_detections
+from .fpn import FPN
+from .rpn import ProposalSettings, RPNHead, propose
+
+
+class CascadeRCNN(nn.Module):
+    """The whole detector; ``predict`` is the user-facing entry point."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = ResNet(config.backbone)
+        self.neck = FPN(config.backbone.out_channels, config.fpn_channels)
+        self.rpn_head = RPNHead(config.fpn_channels)
+        self.roi_head = CascadeRoIHead(config.num_classes, config.with_mask, config.fpn_channels,
+                                       config.fc_channels)
+        self.test_proposals = ProposalSettings(pre_nms_per_level=1000, nms_iou=0.7, max_proposals=1000)
+        self.test_detections = DetectionSettings(score_thr=0.05, nms_iou=0.5, max_per_image=100)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.config.class_names
+
+    def features(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) normalised, padded images -> P2..P6."""
+        return self.neck(self.backbone(batch))
+
+    def proposals(self, features: list[torch.Tensor], image_sizes: list[tuple[int, int]],
+                  settings: ProposalSettings) -> list[torch.Tensor]:
+        """Per image (P_i, 4) RPN proposals in resized-image pixels."""
+        logits, deltas = self.rpn_head(features)
+        anchors = self.rpn_head.anchors(features)
+        return [propose([level[i] for level in logits], [level[i] for level in deltas], anchors,
+                        size, settings)[0] for i, size in enumerate(image_sizes)]
+
+    def preprocess(self, image: ImageInput, name: str = "image") -> tuple[ResizedImage, torch.Tensor]:
+        """Any input -> (resize record, normalised (3, h, w) tensor)."""
+        resized = resize(to_rgb_uint8(image, name), self.config.image_scale)
+        return resized, normalize(resized.image, self.config.pixel_mean, self.config.pixel_std,
+                                  self.config.bgr_input)
+
+    @torch.no_grad()
+    def detect(self, resized: list[ResizedImage], tensors: list[torch.Tensor],
+               settings: DetectionSettings) -> list[Detections]:
+        """Detections of preprocessed images, mapped back to the original images' pixels."""
+        device = self.device
+        batch = pad_batch(tensors).to(device)
+        sizes = [r.size for r in resized]
+        features = self.features(batch)
+        proposals = self.proposals(features, sizes, self.test_proposals)
+        boxes, class_probs, image_index = self.roi_head.predict_boxes(features, proposals, sizes)
+        outputs = []
+        for i, record in enumerate(resized):
+            mine = image_index == i
+            # Box-only models map boxes to the original image BEFORE NMS (multiply by 1/s);
+            # mask models AFTER NMS and the mask heads (divide by s) - MMDetection's two paths.
+            inverse_scale = boxes.new_tensor([1 / s for s in record.scale_factor]).repeat(2)
+            image_boxes = boxes[mine] if self.config.with_mask else boxes[mine] * inverse_scale
+            outputs.append(select_detections(image_boxes, class_probs[mine], settings))
+        results = []
+        mask_probs = (self.roi_head.predict_masks(features, [o[0] for o in outputs], [o[2] for o in outputs])
+                      if self.config.with_mask else [None] * len(outputs))
+        for record, (det_boxes, scores, labels), probs in zip(resized, outputs, mask_probs):
+            masks = None
+            if probs is not None:
+                det_boxes = det_boxes / det_boxes.new_tensor(record.scale_factor).repeat(2)
+                masks = paste_masks(probs, det_boxes, record.original_size)
+            results.append(Detections(det_boxes.cpu(), scores.cpu(), labels.cpu(), self.class_names,
+                                      record.original_size, None if masks is None else masks.cpu()))
+        return results
+
+    def predict(self, images: ImageInput | Sequence[ImageInput], score_thr: float | None = None,
+                nms_iou: float | None = None, max_per_image: int | None = None,
+                batch_size: int = 1) -> list[Detections]:
+        """Detect objects in images: paths, PIL images, numpy (H, W, 3) RGB uint8, or torch
+        (3, H, W) uint8 / float in [0, 1]. One ``Detections`` per image, in input order.
+
+        ``score_thr``, ``nms_iou`` and ``max_per_image`` override the test settings (0.05, 0.5,
+        100) for this call. Images are batched only with images of the same padded size, so a
+        batch gives the same detections as one image at a time.
+        """
+        if isinstance(images, (str, torch.Tensor)) or not isinstance(images, Sequence):
+            images = [images]
+        settings = replace(self.test_detections, **{k: v for k, v in dict(
+            score_thr=score_thr, nms_iou=nms_iou, max_per_image=max_per_image).items() if v is not None})
+        prepared = [self.preprocess(image, _input_name(image, i)) for i, image in enumerate(images)]
+        was_training = self.training
+        self.eval()
+        try:
+            results: list[Detections | None] = [None] * len(prepared)
+            for group in batches_by_size([p[0].size for p in prepared], batch_size):
+                detections = self.detect([prepared[i][0] for i in group], [prepared[i][1] for i in group], settings)
+                for i, detection in zip(group, detections):
+                    results[i] = detection
+        finally:
+            self.train(was_training)
+        return results
+
+
+def batches_by_size(sizes: list[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of at most ``batch_size`` images with equal padded size.
+
+    Padding is never shared across differently sized images, so results do not depend on
+    which other images were in the batch.
+    """
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, size in enumerate(sizes):
+        groups.setdefault(padded_size(size), []).append(index)
+    return [members[start:start + batch_size] for members in groups.values()
+            for start in range(0, len(members), max(batch_size, 1))]
+
+
+def _input_name(image: ImageInput, index: int) -> str:
+    return str(image) if isinstance(image, str) or hasattr(image, "__fspath__") else f"images[{index}]"

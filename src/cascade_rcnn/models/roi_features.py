@@ -1,0 +1,46 @@
+"""RoIAlign from the pyramid level that matches each RoI's size."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.ops import roi_align
+
+# A 224 px RoI reads P4 (canonical ImageNet size); MMDetection states it as finest_scale=56 on P2.
+FINEST_SCALE = 56
+
+
+def roi_levels(rois: torch.Tensor, num_levels: int) -> torch.Tensor:
+    """(K,) pyramid index: floor(log2(sqrt(area) / 56 + 1e-6)) clamped to [0, num_levels - 1].
+
+    rois (K, 5) = (batch index, x1, y1, x2, y2): < 112 px -> P2, < 224 -> P3, < 448 -> P4, else P5.
+    """
+    scale = torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2]))
+    levels = torch.floor(torch.log2(scale / FINEST_SCALE + 1e-6))
+    return levels.clamp(min=0, max=num_levels - 1).long()
+
+
+class MultiLevelRoIAlign(nn.Module):
+    """(K, 5) RoIs + P2..P5 -> (K, C, size, size) features.
+
+    torchvision's ``roi_align`` with ``sampling_ratio=0`` (adaptive) and ``aligned=True`` equals
+    mmcv's RoIAlign bit for bit (spec §2.6).
+    """
+
+    def __init__(self, output_size: int, strides: tuple[int, ...] = (4, 8, 16, 32)):
+        super().__init__()
+        self.output_size = output_size
+        self.strides = strides
+
+    def forward(self, features: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+        features = features[:len(self.strides)]
+        out = features[0].new_zeros(
+            (rois.shape[0], features[0].shape[1], self.output_size, self.output_size))
+        if rois.shape[0] == 0:
+            return out
+        levels = roi_levels(rois, len(self.strides))
+        for level, (feature, stride) in enumerate(zip(features, self.strides)):
+            index = torch.nonzero(levels == level).squeeze(1)
+            if index.numel():
+                out[index] = roi_align(feature, rois[index], self.output_size, 1.0 / stride,
+                                       sampling_ratio=0, aligned=True).to(out.dtype)
+        return out

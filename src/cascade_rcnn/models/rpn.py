@@ -1,0 +1,82 @@
+"""Region proposal network: a shared 3x3 conv + ReLU, then sigmoid objectness and box deltas."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..ops.box_coder import BoxCoder
+from ..ops.nms import batched_nms
+from .anchors import base_anchors, grid_anchors
+
+RPN_CODER = BoxCoder((1.0, 1.0, 1.0, 1.0))
+
+
+@dataclass
+class ProposalSettings:
+    """How many proposals survive, per image (MMDetection: 1000 at test, 2000 in training)."""
+
+    pre_nms_per_level: int = 1000
+    nms_iou: float = 0.7
+    max_proposals: int = 1000
+
+
+class RPNHead(nn.Module):
+    """Anchor head on each pyramid level; ``num_anchors`` = ratios x scales (3)."""
+
+    def __init__(self, channels: int = 256, strides: tuple[int, ...] = (4, 8, 16, 32, 64),
+                 scales: tuple[float, ...] = (8.0,), ratios: tuple[float, ...] = (0.5, 1.0, 2.0)):
+        super().__init__()
+        self.strides = strides
+        num_anchors = len(scales) * len(ratios)
+        self.rpn_conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.rpn_cls = nn.Conv2d(channels, num_anchors, 1)
+        self.rpn_reg = nn.Conv2d(channels, num_anchors * 4, 1)
+        for conv in (self.rpn_conv, self.rpn_cls, self.rpn_reg):
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
+        self.register_buffer("base_anchors", torch.stack(
+            [base_anchors(s, scales, ratios) for s in strides]), persistent=False)
+
+    def forward(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per level: objectness logits (B, H*W*A) and deltas (B, H*W*A, 4), in anchor order."""
+        logits, deltas = [], []
+        for feature in features:
+            hidden = torch.relu(self.rpn_conv(feature))
+            batch = feature.shape[0]
+            logits.append(self.rpn_cls(hidden).permute(0, 2, 3, 1).reshape(batch, -1))
+            deltas.append(self.rpn_reg(hidden).permute(0, 2, 3, 1).reshape(batch, -1, 4))
+        return logits, deltas
+
+    def anchors(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per level (H*W*A, 4) anchors in padded-image pixels."""
+        return [grid_anchors(self.base_anchors[level], tuple(f.shape[-2:]), stride)
+                for level, (f, stride) in enumerate(zip(features, self.strides))]
+
+
+def propose(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
+            image_size: tuple[int, int], settings: ProposalSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Proposals (P, 4) and their scores (P,) for ONE image, from per-level (N_l,) logits.
+
+    MMDetection's order of work: the top ``pre_nms_per_level`` anchors of each level by sigmoid
+    score, decoded and clipped to the resized (unpadded) image, boxes with zero width or height
+    dropped, NMS separately per level, then the best ``max_proposals`` overall.
+    """
+    level_boxes, level_scores, level_ids = [], [], []
+    for level, (level_logits, level_deltas, level_anchors) in enumerate(zip(logits, deltas, anchors)):
+        scores = level_logits.sigmoid()
+        if 0 < settings.pre_nms_per_level < scores.shape[0]:
+            scores, order = scores.sort(descending=True)
+            scores, order = scores[:settings.pre_nms_per_level], order[:settings.pre_nms_per_level]
+            level_deltas, level_anchors = level_deltas[order], level_anchors[order]
+        level_boxes.append(RPN_CODER.decode(level_anchors, level_deltas, max_shape=image_size))
+        level_scores.append(scores)
+        level_ids.append(torch.full_like(scores, level, dtype=torch.long))
+    boxes = torch.cat(level_boxes)
+    scores, ids = torch.cat(level_scores), torch.cat(level_ids)
+    valid = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
+    if not bool(valid.all()):
+        boxes, scores, ids = boxes[valid], scores[valid], ids[valid]
+    keep = batched_nms(boxes, scores, ids, settings.nms_iou)[:settings.max_proposals]
+    return boxes[keep], scores[keep]

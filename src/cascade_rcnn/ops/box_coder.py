@@ -1,0 +1,64 @@
+"""Delta (dx, dy, dw, dh) <-> box (x1, y1, x2, y2) encoding, as MMDetection's DeltaXYWHBBoxCoder.
+
+Widths are ``x2 - x1`` (no +1). The operation order of :func:`decode` is MMDetection's, so that
+decoded boxes agree to the last bit.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+# MMDetection clamps dw, dh to |log(16 / 1000)|: a box grows or shrinks at most 62.5x per step.
+MAX_LOG_RATIO = abs(math.log(16 / 1000))
+
+
+@dataclass(frozen=True)
+class BoxCoder:
+    """Normalises deltas by per-coordinate ``stds`` (means are zero in every Cascade config).
+
+    The RPN uses stds (1, 1, 1, 1); the three cascade stages use tighter ones, because each stage
+    sees proposals that are already closer to the objects.
+    """
+
+    stds: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+
+    def encode(self, boxes: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Deltas (N, 4) that move ``boxes`` (N, 4) onto ``targets`` (N, 4)."""
+        pxy = (boxes[:, :2] + boxes[:, 2:]) * 0.5
+        pwh = boxes[:, 2:] - boxes[:, :2]
+        gxy = (targets[:, :2] + targets[:, 2:]) * 0.5
+        gwh = targets[:, 2:] - targets[:, :2]
+        deltas = torch.cat([(gxy - pxy) / pwh, torch.log(gwh / pwh)], dim=1)
+        return deltas / deltas.new_tensor(self.stds)
+
+    def decode(self, boxes: torch.Tensor, deltas: torch.Tensor,
+               max_shape: tuple[int, int] | torch.Tensor | None = None) -> torch.Tensor:
+        """Apply ``deltas`` (N, 4) to ``boxes`` (N, 4); clip to ``max_shape`` = (height, width).
+
+        ``max_shape`` may also be an (N, 2) tensor of per-box (height, width), for RoIs of several
+        images at once.
+        """
+        deltas = deltas * deltas.new_tensor(self.stds)
+        pxy = (boxes[:, :2] + boxes[:, 2:]) * 0.5
+        pwh = boxes[:, 2:] - boxes[:, :2]
+        dxy_wh = pwh * deltas[:, :2]
+        dwh = deltas[:, 2:].clamp(min=-MAX_LOG_RATIO, max=MAX_LOG_RATIO)
+        gxy = pxy + dxy_wh
+        gwh = pwh * dwh.exp()
+        decoded = torch.cat([gxy - gwh * 0.5, gxy + gwh * 0.5], dim=1)
+        if max_shape is None:
+            return decoded
+        return clip_boxes(decoded, max_shape)
+
+
+def clip_boxes(boxes: torch.Tensor, max_shape: tuple[int, int] | torch.Tensor) -> torch.Tensor:
+    """Clamp x to [0, width] and y to [0, height]; ``max_shape`` is (h, w) or an (N, 2) tensor."""
+    if isinstance(max_shape, torch.Tensor):
+        upper = max_shape.to(boxes.dtype).flip(1).repeat(1, 2)  # (N, 4): w, h, w, h
+        return torch.maximum(torch.minimum(boxes, upper), boxes.new_zeros(()))
+    height, width = max_shape
+    x = boxes[:, 0::2].clamp(min=0, max=width)
+    y = boxes[:, 1::2].clamp(min=0, max=height)
+    return torch.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], dim=1)

@@ -1,0 +1,95 @@
+"""The model zoo: MMDetection v2's 20 Cascade (Mask) R-CNN configs, plus small project configs."""
+from __future__ import annotations
+
+from .config import ModelConfig
+from .models.backbone import BackboneConfig
+
+_BASE_URL = "https://download.openmmlab.com/mmdetection/v2.0/cascade_rcnn"
+
+_BACKBONES = {
+    "r50_caffe": BackboneConfig(depth=50, style="caffe", train_bn_affine=False),
+    "r50": BackboneConfig(depth=50),
+    "r101_caffe": BackboneConfig(depth=101, style="caffe", train_bn_affine=False),
+    "r101": BackboneConfig(depth=101),
+    "x101_32x4d": BackboneConfig(depth=101, groups=32, width_per_group=4),
+    "x101_64x4d": BackboneConfig(depth=101, groups=64, width_per_group=4),
+}
+
+# (model, backbone, schedule): box AP, mask AP, memory GB, fps, checkpoint file (MODEL_ZOO.md).
+_PUBLISHED = [
+    ("cascade_rcnn", "r50_caffe", "1x", 40.4, None, 4.2, None,
+     "cascade_rcnn_r50_caffe_fpn_1x_coco_bbox_mAP-0.404_20200504_174853-b857be87.pth"),
+    ("cascade_rcnn", "r50", "1x", 40.3, None, 4.4, 16.1,
+     "cascade_rcnn_r50_fpn_1x_coco_20200316-3dc56deb.pth"),
+    ("cascade_rcnn", "r50", "20e", 41.0, None, None, None,
+     "cascade_rcnn_r50_fpn_20e_coco_bbox_mAP-0.41_20200504_175131-e9872a90.pth"),
+    ("cascade_rcnn", "r101_caffe", "1x", 42.3, None, 6.2, None,
+     "cascade_rcnn_r101_caffe_fpn_1x_coco_bbox_mAP-0.423_20200504_175649-cab8dbd5.pth"),
+    ("cascade_rcnn", "r101", "1x", 42.0, None, 6.4, 13.5,
+     "cascade_rcnn_r101_fpn_1x_coco_20200317-0b6a2fbf.pth"),
+    ("cascade_rcnn", "r101", "20e", 42.5, None, None, None,
+     "cascade_rcnn_r101_fpn_20e_coco_bbox_mAP-0.425_20200504_231812-5057dcc5.pth"),
+    ("cascade_rcnn", "x101_32x4d", "1x", 43.7, None, 7.6, 10.9,
+     "cascade_rcnn_x101_32x4d_fpn_1x_coco_20200316-95c2deb6.pth"),
+    ("cascade_rcnn", "x101_32x4d", "20e", 43.7, None, 7.6, None,
+     "cascade_rcnn_x101_32x4d_fpn_20e_coco_20200906_134608-9ae0a720.pth"),
+    ("cascade_rcnn", "x101_64x4d", "1x", 44.7, None, 10.7, None,
+     "cascade_rcnn_x101_64x4d_fpn_1x_coco_20200515_075702-43ce6a30.pth"),
+    ("cascade_rcnn", "x101_64x4d", "20e", 44.5, None, 10.7, None,
+     "cascade_rcnn_x101_64x4d_fpn_20e_coco_20200509_224357-051557b1.pth"),
+    ("cascade_mask_rcnn", "r50_caffe", "1x", 41.2, 36.0, 5.9, None,
+     "cascade_mask_rcnn_r50_caffe_fpn_1x_coco_bbox_mAP-0.412__segm_mAP-0.36_20200504_174659-5004b251.pth"),
+    ("cascade_mask_rcnn", "r50", "1x", 41.2, 35.9, 6.0, 11.2,
+     "cascade_mask_rcnn_r50_fpn_1x_coco_20200203-9d4dcb24.pth"),
+    ("cascade_mask_rcnn", "r50", "20e", 41.9, 36.5, None, None,
+     "cascade_mask_rcnn_r50_fpn_20e_coco_bbox_mAP-0.419__segm_mAP-0.365_20200504_174711-4af8e66e.pth"),
+    ("cascade_mask_rcnn", "r101_caffe", "1x", 43.2, 37.6, 7.8, None,
+     "cascade_mask_rcnn_r101_caffe_fpn_1x_coco_bbox_mAP-0.432__segm_mAP-0.376_20200504_174813-5c1e9599.pth"),
+    ("cascade_mask_rcnn", "r101", "1x", 42.9, 37.3, 7.9, 9.8,
+     "cascade_mask_rcnn_r101_fpn_1x_coco_20200203-befdf6ee.pth"),
+    ("cascade_mask_rcnn", "r101", "20e", 43.4, 37.8, None, None,
+     "cascade_mask_rcnn_r101_fpn_20e_coco_bbox_mAP-0.434__segm_mAP-0.378_20200504_174836-005947da.pth"),
+    ("cascade_mask_rcnn", "x101_32x4d", "1x", 44.3, 38.3, 9.2, 8.6,
+     "cascade_mask_rcnn_x101_32x4d_fpn_1x_coco_20200201-0f411b1f.pth"),
+    ("cascade_mask_rcnn", "x101_32x4d", "20e", 45.0, 39.0, 9.2, None,
+     "cascade_mask_rcnn_x101_32x4d_fpn_20e_coco_20200528_083917-ed1f4751.pth"),
+    ("cascade_mask_rcnn", "x101_64x4d", "1x", 45.3, 39.2, 12.2, 6.7,
+     "cascade_mask_rcnn_x101_64x4d_fpn_1x_coco_20200203-9a2db89d.pth"),
+    ("cascade_mask_rcnn", "x101_64x4d", "20e", 45.6, 39.5, 12.2, None,
+     "cascade_mask_rcnn_x101_64x4d_fpn_20e_coco_20200512_161033-bdb5126a.pth"),
+]
+
+
+def _published_configs() -> dict[str, ModelConfig]:
+    configs = {}
+    for kind, backbone, schedule, box_ap, mask_ap, mem, fps, filename in _PUBLISHED:
+        name = f"{kind}_{backbone}_fpn_{schedule}_coco"
+        configs[name] = ModelConfig(
+            name=name, backbone=_BACKBONES[backbone], with_mask=kind == "cascade_mask_rcnn",
+            schedule=schedule, reported_box_ap=box_ap, reported_mask_ap=mask_ap,
+            reported_mem_gb=mem, reported_fps=fps, url=f"{_BASE_URL}/{name}/{filename}")
+    return configs
+
+
+# Project configs: a narrow ResNet-18 (base width 32) with a light FPN, at ~320 px, that trains
+# from scratch on a CPU in minutes. No published weights.
+_PROJECT = {
+    "cascade_mask_rcnn_r18w32_fpn_320": ModelConfig(
+        name="cascade_mask_rcnn_r18w32_fpn_320",
+        backbone=BackboneConfig(depth=18, base_channels=32),
+        fpn_channels=64, fc_channels=256, image_scale=(320, 320)),
+    "cascade_rcnn_r18w32_fpn_320": ModelConfig(
+        name="cascade_rcnn_r18w32_fpn_320", with_mask=False,
+        backbone=BackboneConfig(depth=18, base_channels=32),
+        fpn_channels=64, fc_channels=256, image_scale=(320, 320)),
+}
+
+MODEL_ZOO: dict[str, ModelConfig] = {**_published_configs(), **_PROJECT}
+
+
+def get_config(name: str) -> ModelConfig:
+    """The zoo config called ``name``; a clear error listing the names otherwise."""
+    try:
+        return MODEL_ZOO[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(MODEL_ZOO)}") from None
