@@ -76,11 +76,11 @@ def _published_configs() -> dict[str, ModelConfig]:
 _PROJECT = {
     "cascade_mask_rcnn_r18w32_fpn_320": ModelConfig(
         name="cascade_mask_rcnn_r18w32_fpn_320",
-        backbone=BackboneConfig(depth=18, base_channels=32),
+        backbone=BackboneConfig(depth=18, base_channels=32, frozen_stages=0, norm_eval=False),
         fpn_channels=64, fc_channels=256, image_scale=(320, 320)),
     "cascade_rcnn_r18w32_fpn_320": ModelConfig(
         name="cascade_rcnn_r18w32_fpn_320", with_mask=False,
-        backbone=BackboneConfig(depth=18, base_channels=32),
+        backbone=BackboneConfig(depth=18, base_channels=32, frozen_stages=0, norm_eval=False),
         fpn_channels=64, fc_channels=256, image_scale=(320, 320)),
 }
 

@@ -22,6 +22,11 @@ class BackboneConfig:
     width_per_group: int = 64
     base_channels: int = 64
     train_bn_affine: bool = True  # caffe-style checkpoints keep BN scale/shift frozen too
+    # ImageNet-initialised backbones (the zoo) freeze the stem + layer1 and keep BN statistics
+    # fixed; a backbone trained from scratch must learn all of them (frozen_stages=0,
+    # norm_eval=False), or its activations are never normalised.
+    frozen_stages: int = 1
+    norm_eval: bool = True
 
     @property
     def stage_blocks(self) -> tuple[int, int, int, int]:
@@ -113,8 +118,14 @@ class ResNet(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
+    def _frozen_modules(self) -> list[nn.Module]:
+        """The stem and the first ``frozen_stages`` stages (none when frozen_stages is 0)."""
+        if self.config.frozen_stages == 0:
+            return []
+        return [self.conv1, self.bn1] + [getattr(self, f"layer{i}") for i in range(1, self.config.frozen_stages + 1)]
+
     def _freeze(self) -> None:
-        for module in (self.conv1, self.bn1, self.layer1):
+        for module in self._frozen_modules():
             for parameter in module.parameters():
                 parameter.requires_grad_(False)
         if not self.config.train_bn_affine:
@@ -124,11 +135,15 @@ class ResNet(nn.Module):
                         parameter.requires_grad_(False)
 
     def train(self, mode: bool = True) -> "ResNet":
-        """BatchNorm stays in eval mode: detection batches are too small for batch statistics."""
+        """With ``norm_eval`` BatchNorm stays in eval mode: detection batches are too small to
+        re-estimate the pretrained statistics; frozen stages stay in eval mode as well."""
         super().train(mode)
-        for module in self.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.eval()
+        for module in self._frozen_modules():
+            module.eval()
+        if self.config.norm_eval:
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
         return self
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:

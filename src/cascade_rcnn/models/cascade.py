@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import roi_align
 
+from ..ops.assign_sample import AssignerSettings, SamplerSettings, assign, sample
 from ..ops.box_coder import BoxCoder
 from ..ops.nms import batched_nms
 from .box_head import BoxHead
@@ -22,6 +25,8 @@ from .roi_features import MultiLevelRoIAlign
 STAGE_STDS = ((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067))
 STAGE_IOUS = (0.5, 0.6, 0.7)  # training IoU threshold of each stage
 STAGE_LOSS_WEIGHTS = (1.0, 0.5, 0.25)
+ROI_SAMPLER = SamplerSettings(num=512, positive_fraction=0.25)
+MASK_SIZE = 28
 
 
 @dataclass
@@ -43,6 +48,17 @@ class ImageDetections:
     mask_probs: torch.Tensor | None = None  # (N, 28, 28) probability of the predicted class
 
 
+@dataclass
+class SampledRoIs:
+    """One stage's training RoIs for the batch; positives first within each image."""
+
+    rois: torch.Tensor  # (K, 5) image index + xyxy
+    labels: torch.Tensor  # (K,) class, num_classes = background
+    box_targets: torch.Tensor  # (P, 4) encoded targets of the positives, in order
+    gt_index: torch.Tensor  # (P,) matched ground truth of each positive, within its image
+    from_gt: torch.Tensor  # (K,) bool: the RoI is a ground-truth box added as a proposal
+
+
 def rois_from_boxes(boxes_per_image: list[torch.Tensor]) -> torch.Tensor:
     """(K, 5) RoIs = (image index, x1, y1, x2, y2) from a list of (N_i, 4) boxes."""
     return torch.cat([torch.cat([b.new_full((b.shape[0], 1), i), b], dim=1)
@@ -53,10 +69,15 @@ class CascadeRoIHead(nn.Module):
     """Three ``BoxHead`` stages (+ three ``MaskHead`` stages for Cascade Mask R-CNN)."""
 
     def __init__(self, num_classes: int, with_mask: bool, channels: int = 256, fc_channels: int = 1024,
-                 stage_stds: tuple[tuple[float, ...], ...] = STAGE_STDS):
+                 stage_stds: tuple[tuple[float, ...], ...] = STAGE_STDS,
+                 stage_ious: tuple[float, ...] = STAGE_IOUS,
+                 stage_loss_weights: tuple[float, ...] = STAGE_LOSS_WEIGHTS):
         super().__init__()
         self.num_classes = num_classes
         self.coders = [BoxCoder(tuple(stds)) for stds in stage_stds]
+        # One threshold per stage, used for positives and negatives alike (no low-quality matches).
+        self.assigners = [AssignerSettings(pos_iou=iou, neg_iou=iou) for iou in stage_ious]
+        self.stage_loss_weights = stage_loss_weights
         self.box_roi_align = MultiLevelRoIAlign(7)
         self.bbox_head = nn.ModuleList(BoxHead(num_classes, channels, hidden=fc_channels) for _ in stage_stds)
         self.mask_roi_align = MultiLevelRoIAlign(14)
@@ -90,6 +111,80 @@ class CascadeRoIHead(nn.Module):
         # MMDetection averages LOGITS and applies softmax afterwards (sum(...) / 3, same order).
         mean_logits = sum(stage_logits) / float(len(stage_logits))
         return boxes, mean_logits.softmax(dim=-1), image_index
+
+    def loss(self, features: list[torch.Tensor], proposals: list[torch.Tensor], targets: list[dict],
+             image_sizes: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        """Training losses of all stages, weighted 1, 0.5, 0.25.
+
+        proposals: per image (P_i, 4) detached RPN boxes. Each stage adds the ground truth to its
+        proposals, assigns at its own IoU threshold, samples 512 RoIs (<= 25 % positive), and
+        the next stage trains on those RoIs after this stage's regression (ground truth dropped).
+        """
+        losses = {}
+        for stage, (coder, weight) in enumerate(zip(self.coders, self.stage_loss_weights)):
+            batch = self._sample_stage(stage, proposals, targets)
+            logits, deltas = self.forward_stage(stage, features, batch.rois)
+            num_rois = max(batch.rois.shape[0], 1)
+            positive = batch.labels < self.num_classes
+            losses[f"s{stage}_cls"] = weight * F.cross_entropy(logits, batch.labels)
+            losses[f"s{stage}_box"] = weight * F.smooth_l1_loss(
+                deltas[positive], batch.box_targets, beta=1.0, reduction="sum") / num_rois
+            losses[f"s{stage}_acc"] = (logits.argmax(1) == batch.labels).float().mean().detach()
+            if self.with_mask:
+                losses[f"s{stage}_mask"] = weight * self._mask_loss(stage, features, batch, targets)
+            if stage + 1 < len(self.coders):
+                proposals = self._refine(coder, batch, deltas.detach(), image_sizes)
+        return losses
+
+    def _sample_stage(self, stage: int, proposals: list[torch.Tensor], targets: list[dict]) -> "SampledRoIs":
+        rois, labels, box_targets, gt_index, from_gt = [], [], [], [], []
+        for image, (image_proposals, target) in enumerate(zip(proposals, targets)):
+            gt_boxes = target["boxes"]
+            candidates = torch.cat([gt_boxes, image_proposals])
+            assigned = assign(candidates, gt_boxes, self.assigners[stage], target.get("crowd_boxes"))
+            assigned[:gt_boxes.shape[0]] = torch.arange(gt_boxes.shape[0], device=gt_boxes.device)
+            positives, negatives = sample(assigned, ROI_SAMPLER)
+            chosen = torch.cat([positives, negatives])
+            rois.append(torch.cat([candidates.new_full((chosen.numel(), 1), image), candidates[chosen]], dim=1))
+            matched = assigned[positives]
+            labels.append(torch.cat([target["labels"][matched],
+                                     target["labels"].new_full((negatives.numel(),), self.num_classes)]))
+            box_targets.append(self.coders[stage].encode(candidates[positives], gt_boxes[matched]))
+            gt_index.append(matched)
+            from_gt.append(torch.cat([positives < gt_boxes.shape[0], torch.zeros_like(negatives, dtype=torch.bool)]))
+        return SampledRoIs(torch.cat(rois), torch.cat(labels), torch.cat(box_targets),
+                           torch.cat(gt_index), torch.cat(from_gt))
+
+    def _mask_loss(self, stage: int, features: list[torch.Tensor], batch: "SampledRoIs",
+                   targets: list[dict]) -> torch.Tensor:
+        """BCE on the ground-truth class channel of the positives' 28x28 masks (mean)."""
+        positive = batch.labels < self.num_classes
+        rois = batch.rois[positive]
+        logits = self.mask_head[stage](self.mask_roi_align(features, rois))
+        if rois.shape[0] == 0:
+            return logits.sum() * 0
+        labels = batch.labels[positive]
+        mask_targets = []
+        for image, target in enumerate(targets):
+            mine = rois[:, 0] == image
+            if mine.any():
+                # Crop each matched ground-truth bitmap with RoIAlign at the RoI, then binarise.
+                gt_rois = torch.cat([batch.gt_index[mine][:, None].to(rois.dtype), rois[mine, 1:]], dim=1)
+                crops = roi_align(target["masks"][:, None].to(rois.dtype), gt_rois, MASK_SIZE, 1.0,
+                                  sampling_ratio=0, aligned=True)
+                mask_targets.append((crops[:, 0] >= 0.5).to(logits.dtype))
+        channel = logits[torch.arange(rois.shape[0], device=rois.device), labels]
+        # RoIs are grouped by image (rois_from_boxes order), so the per-image crops line up.
+        return F.binary_cross_entropy_with_logits(channel, torch.cat(mask_targets))
+
+    def _refine(self, coder: BoxCoder, batch: "SampledRoIs", deltas: torch.Tensor,
+                image_sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """The stage's regressed RoIs, per image, without the ones that were ground truth."""
+        image_index = batch.rois[:, 0].long()
+        max_shapes = torch.tensor(image_sizes, dtype=deltas.dtype, device=deltas.device)[image_index]
+        refined = coder.decode(batch.rois[:, 1:], deltas, max_shapes)
+        keep = ~batch.from_gt
+        return [refined[keep & (image_index == i)] for i in range(len(image_sizes))]
 
     def predict_masks(self, features: list[torch.Tensor], boxes: list[torch.Tensor],
                       labels: list[torch.Tensor]) -> list[torch.Tensor]:

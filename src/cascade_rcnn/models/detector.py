@@ -19,7 +19,7 @@ from ..results import Detections
 from .backbone import ResNet
 from .cascade import CascadeRoIHead, DetectionSettings, select_detections
 from .fpn import FPN
-from .rpn import ProposalSettings, RPNHead, propose
+from .rpn import ProposalSettings, RPNHead, propose, rpn_loss
 
 
 class CascadeRCNN(nn.Module):
@@ -33,6 +33,7 @@ class CascadeRCNN(nn.Module):
         self.rpn_head = RPNHead(config.fpn_channels)
         self.roi_head = CascadeRoIHead(config.num_classes, config.with_mask, config.fpn_channels,
                                        config.fc_channels)
+        self.train_proposals = ProposalSettings(pre_nms_per_level=2000, nms_iou=0.7, max_proposals=2000)
         self.test_proposals = ProposalSettings(pre_nms_per_level=1000, nms_iou=0.7, max_proposals=1000)
         self.test_detections = DetectionSettings(score_thr=0.05, nms_iou=0.5, max_per_image=100)
 
@@ -48,13 +49,27 @@ class CascadeRCNN(nn.Module):
         """(B, 3, H, W) normalised, padded images -> P2..P6."""
         return self.neck(self.backbone(batch))
 
-    def proposals(self, features: list[torch.Tensor], image_sizes: list[tuple[int, int]],
-                  settings: ProposalSettings) -> list[torch.Tensor]:
-        """Per image (P_i, 4) RPN proposals in resized-image pixels."""
+    def proposals(self, logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
+                  image_sizes: list[tuple[int, int]], settings: ProposalSettings) -> list[torch.Tensor]:
+        """Per image (P_i, 4) RPN proposals in resized-image pixels, from the RPN head's outputs."""
+        with torch.no_grad():
+            return [propose([level[i] for level in logits], [level[i] for level in deltas], anchors,
+                            size, settings)[0] for i, size in enumerate(image_sizes)]
+
+    def loss(self, batch: torch.Tensor, targets: list[dict], image_sizes: list[tuple[int, int]]
+             ) -> dict[str, torch.Tensor]:
+        """Training losses for (B, 3, H, W) padded images.
+
+        targets: per image ``boxes`` (G, 4) xyxy and ``labels`` (G,) in resized pixels, ``masks``
+        (G, h, w) uint8 for mask models, optional ``crowd_boxes`` (M, 4) to ignore.
+        """
+        features = self.features(batch)
         logits, deltas = self.rpn_head(features)
         anchors = self.rpn_head.anchors(features)
-        return [propose([level[i] for level in logits], [level[i] for level in deltas], anchors,
-                        size, settings)[0] for i, size in enumerate(image_sizes)]
+        losses = rpn_loss(logits, deltas, anchors, targets, image_sizes)
+        proposals = self.proposals(logits, deltas, anchors, image_sizes, self.train_proposals)
+        losses.update(self.roi_head.loss(features, proposals, targets, image_sizes))
+        return losses
 
     def preprocess(self, image: ImageInput, name: str = "image") -> tuple[ResizedImage, torch.Tensor]:
         """Any input -> (resize record, normalised (3, h, w) tensor)."""
@@ -70,7 +85,8 @@ class CascadeRCNN(nn.Module):
         batch = pad_batch(tensors).to(device)
         sizes = [r.size for r in resized]
         features = self.features(batch)
-        proposals = self.proposals(features, sizes, self.test_proposals)
+        logits, deltas = self.rpn_head(features)
+        proposals = self.proposals(logits, deltas, self.rpn_head.anchors(features), sizes, self.test_proposals)
         boxes, class_probs, image_index = self.roi_head.predict_boxes(features, proposals, sizes)
         outputs = []
         for i, record in enumerate(resized):

@@ -4,11 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..ops.assign_sample import AssignerSettings, SamplerSettings, assign, sample
 from ..ops.box_coder import BoxCoder
 from ..ops.nms import batched_nms
-from .anchors import base_anchors, grid_anchors
+from .anchors import base_anchors, grid_anchors, inside_image
 
 RPN_CODER = BoxCoder((1.0, 1.0, 1.0, 1.0))
 
@@ -80,3 +82,35 @@ def propose(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: lis
         boxes, scores, ids = boxes[valid], scores[valid], ids[valid]
     keep = batched_nms(boxes, scores, ids, settings.nms_iou)[:settings.max_proposals]
     return boxes[keep], scores[keep]
+
+
+RPN_ASSIGNER = AssignerSettings(pos_iou=0.7, neg_iou=0.3, low_quality_min_iou=0.3)
+RPN_SAMPLER = SamplerSettings(num=256, positive_fraction=0.5)
+
+
+def rpn_loss(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
+             targets: list[dict], image_sizes: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+    """Objectness BCE + SmoothL1 (beta 1/9) on 256 sampled anchors per image.
+
+    Only anchors fully inside the (unpadded) image take part. Both losses are summed and divided
+    by the number of sampled anchors in the batch, as MMDetection.
+    """
+    all_anchors = torch.cat(anchors)
+    all_logits = torch.cat(logits, dim=1)  # (B, N)
+    all_deltas = torch.cat(deltas, dim=1)  # (B, N, 4)
+    cls_losses, box_losses, num_sampled = [], [], 0
+    for image, (target, size) in enumerate(zip(targets, image_sizes)):
+        inside = torch.nonzero(inside_image(all_anchors, size)).squeeze(1)
+        assigned = assign(all_anchors[inside], target["boxes"], RPN_ASSIGNER, target.get("crowd_boxes"))
+        positives, negatives = sample(assigned, RPN_SAMPLER)
+        sampled = torch.cat([positives, negatives])
+        labels = torch.cat([torch.ones_like(positives), torch.zeros_like(negatives)]).to(all_logits.dtype)
+        cls_losses.append(F.binary_cross_entropy_with_logits(
+            all_logits[image, inside[sampled]], labels, reduction="sum"))
+        positive_anchors = all_anchors[inside[positives]]
+        box_targets = RPN_CODER.encode(positive_anchors, target["boxes"][assigned[positives]])
+        box_losses.append(F.smooth_l1_loss(all_deltas[image, inside[positives]], box_targets,
+                                           beta=1 / 9, reduction="sum"))
+        num_sampled += sampled.numel()
+    normaliser = max(num_sampled, 1)
+    return {"rpn_cls": sum(cls_losses) / normaliser, "rpn_box": sum(box_losses) / normaliser}

@@ -1,0 +1,86 @@
+"""Training targets: match boxes to ground truth by IoU (MaxIoUAssigner), then sample a fixed
+number of them with a positive fraction (RandomSampler). MMDetection v2 semantics (spec §3)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision.ops import box_area, box_iou
+
+NEGATIVE = -1  # matched to background
+IGNORED = -2  # neither positive nor negative (between thresholds, or inside a crowd region)
+
+
+@dataclass(frozen=True)
+class AssignerSettings:
+    """Positive if max IoU >= ``pos_iou``; negative if max IoU < ``neg_iou``.
+
+    ``low_quality_min_iou`` > 0 also makes, for every ground truth, the boxes with its highest
+    IoU positive when that IoU >= the value (the RPN; all ties, as ``gt_max_assign_all``).
+    """
+
+    pos_iou: float
+    neg_iou: float
+    low_quality_min_iou: float = 0.0
+    crowd_iof: float = 0.5  # boxes this much inside a crowd region are ignored
+
+
+def assign(boxes: torch.Tensor, gt_boxes: torch.Tensor, settings: AssignerSettings,
+           crowd_boxes: torch.Tensor | None = None) -> torch.Tensor:
+    """(N,) index of the matched ground truth (>= 0), ``NEGATIVE`` or ``IGNORED`` per box.
+
+    boxes (N, 4), gt_boxes (G, 4), crowd_boxes (M, 4), all xyxy.
+    """
+    result = torch.full((boxes.shape[0],), IGNORED, dtype=torch.long, device=boxes.device)
+    if gt_boxes.shape[0] == 0:
+        result[:] = NEGATIVE
+    else:
+        iou = box_iou(gt_boxes, boxes)  # (G, N)
+        max_iou, best_gt = iou.max(dim=0)
+        result[(max_iou >= 0) & (max_iou < settings.neg_iou)] = NEGATIVE
+        positive = max_iou >= settings.pos_iou
+        result[positive] = best_gt[positive]
+        if settings.low_quality_min_iou > 0:
+            gt_max = iou.max(dim=1, keepdim=True).values
+            best_for_gt = (iou == gt_max) & (gt_max >= settings.low_quality_min_iou)  # (G, N)
+            # A box that is the best of several ground truths goes to the last one, as MMDetection.
+            numbered = best_for_gt * torch.arange(1, gt_boxes.shape[0] + 1, device=boxes.device)[:, None]
+            last_gt = numbered.max(dim=0).values
+            result[last_gt > 0] = last_gt[last_gt > 0] - 1
+    if crowd_boxes is not None and crowd_boxes.shape[0] and boxes.shape[0]:
+        inside = intersection_over_box(boxes, crowd_boxes).max(dim=1).values >= settings.crowd_iof
+        result[inside & (result == NEGATIVE)] = IGNORED
+    return result
+
+
+def intersection_over_box(boxes: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """(N, M) fraction of each box's area that lies inside each region."""
+    top_left = torch.maximum(boxes[:, None, :2], regions[None, :, :2])
+    bottom_right = torch.minimum(boxes[:, None, 2:], regions[None, :, 2:])
+    intersection = (bottom_right - top_left).clamp(min=0).prod(dim=2)
+    return intersection / box_area(boxes).clamp(min=1e-6)[:, None]
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """``num`` boxes per image, at most ``num * positive_fraction`` of them positive."""
+
+    num: int
+    positive_fraction: float
+
+
+def sample(assigned: torch.Tensor, settings: SamplerSettings,
+           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (positive indices, negative indices) into ``assigned``; negatives fill the rest."""
+    positives = torch.nonzero(assigned >= 0).squeeze(1)
+    negatives = torch.nonzero(assigned == NEGATIVE).squeeze(1)
+    positives = _random_subset(positives, int(settings.num * settings.positive_fraction), generator)
+    negatives = _random_subset(negatives, settings.num - positives.numel(), generator)
+    return positives, negatives
+
+
+def _random_subset(indices: torch.Tensor, count: int, generator: torch.Generator | None) -> torch.Tensor:
+    if indices.numel() <= count:
+        return indices
+    order = torch.randperm(indices.numel(), generator=generator, device="cpu")[:count]
+    return indices[order.to(indices.device)]

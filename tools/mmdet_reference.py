@@ -1,0 +1,32 @@
+"""Run MMDetection 3.x itself on one image (executed by compare_with_mmdet.py in a Python
+environment that has mmdet/mmcv installed; this project never imports mmdet).
+
+    python mmdet_reference.py CONFIG_NAME CHECKPOINT IMAGE OUT.pt [--score-thr 0.05]
+"""
+import argparse
+import json
+from pathlib import Path
+
+import mmdet
+import torch
+from mmdet.apis import inference_detector, init_detector
+from mmengine.config import Config
+
+parser = argparse.ArgumentParser()
+parser.add_argument("v3_config", help="path of the config inside mmdet/.mim, e.g. configs/cascade_rcnn/x.py")
+parser.add_argument("checkpoint")
+parser.add_argument("image")
+parser.add_argument("out")
+parser.add_argument("--score-thr", type=float, default=0.05)
+args = parser.parse_args()
+
+config = Config.fromfile(str(Path(mmdet.__file__).parent / ".mim" / args.v3_config))
+config.model.test_cfg.rcnn.score_thr = args.score_thr
+model = init_detector(config, args.checkpoint, device="cpu")
+with torch.no_grad():
+    instances = inference_detector(model, args.image).pred_instances
+out = {"boxes": instances.bboxes, "scores": instances.scores, "labels": instances.labels}
+if "masks" in instances:
+    out["masks"] = instances.masks
+torch.save(out, args.out)
+print(json.dumps({"detections": len(instances.scores)}))
