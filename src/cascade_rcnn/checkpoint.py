@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -63,8 +62,9 @@ def read(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         loaded = _weights_only_load(path)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({str(error).splitlines()[0]})") from None
+    except Exception as error:  # the weights-only unpickler raises many types on foreign bytes
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({reason})") from None
     if not isinstance(loaded, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(loaded).__name__}, not a dict)")
     return loaded
@@ -153,8 +153,11 @@ def save(path: str | os.PathLike, model: nn.Module, **extra: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(descriptor)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         torch.save({"state_dict": model.state_dict(), "meta": meta, **extra}, temporary)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would make it private to its owner
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -1,25 +1,17 @@
-"""The ``cascade-rcnn`` command line: ``models``, ``predict``, ``demo``."""
+"""The ``cascade-rcnn`` command line: models, predict, train, evaluate, shapes, demo."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from importlib import resources
 from pathlib import Path
 
 import torch
 
 from .checkpoint import CheckpointError
 from .data.images import ImageError
-from .zoo import MODEL_ZOO
-
-DEMO_MODEL = "cascade_mask_rcnn_r18w32_fpn_320"
-
-
-def sample_image() -> Path:
-    """The picture bundled with the package (generated shapes, 320x240)."""
-    return Path(str(resources.files("cascade_rcnn") / "assets" / "sample.png"))
-
+from .engine.train import TrainingDiverged
+from .zoo import MODEL_ZOO, get_config
 
 def cmd_models(args: argparse.Namespace) -> int:
     rows = [{"name": c.name, "backbone": f"{'X' if c.backbone.groups > 1 else 'R'}-{c.backbone.depth}",
@@ -56,13 +48,62 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if report.failures else 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .engine.train import TrainConfig, train
+
+    config = TrainConfig(
+        train_json=args.train_json, train_images=args.train_images, out_dir=args.out,
+        val_json=args.val_json, val_images=args.val_images, weights=args.weights,
+        schedule=args.schedule, epochs=args.epochs,
+        lr_steps=tuple(args.lr_steps) if args.lr_steps else None, lr=args.lr,
+        batch_size=args.batch_size, workers=args.workers, warmup_iters=args.warmup_iters,
+        amp=args.amp, clip_grad=args.clip_grad, seed=args.seed, eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every, skip_empty=args.skip_empty, device=args.device,
+        resume=args.resume)
+    final = train(get_config(args.model), config)
+    print(f"final weights: {final}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .engine.evaluate import evaluate_coco, format_stage_table, format_table, write_metrics
+
+    if args.predictions:
+        if args.per_stage:
+            raise ValueError("--per-stage needs a model (--model/--weights/--images), not --predictions")
+        metrics = evaluate_coco(args.gt_json, args.predictions)
+        print(format_table(metrics))
+    else:
+        if not (args.model and args.images):
+            raise ValueError("give --predictions P.json, or --model NAME --images DIR (and --weights)")
+        from .api import build_model
+        from .data.coco import CocoDataset
+        from .engine.validate import evaluate_dataset
+
+        model = build_model(args.model, weights=args.weights, device=args.device)
+        dataset = CocoDataset(args.gt_json, args.images, class_names=list(model.class_names),
+                              with_masks=False)
+        metrics = evaluate_dataset(model, dataset, args.gt_json, per_stage=args.per_stage)
+        print(format_stage_table(metrics) if args.per_stage else format_table(metrics))
+    if args.out:
+        write_metrics(args.out, metrics)
+        print(f"metrics: {args.out}")
+    return 0
+
+
+def cmd_shapes(args: argparse.Namespace) -> int:
+    from .data.shapes import generate_shapes
+
+    path = generate_shapes(args.out_dir, num_images=args.num_images, size=args.size, seed=args.seed)
+    print(f"shapes data set: {path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    args.inputs, args.model, args.weights = [str(sample_image())], DEMO_MODEL, None
-    args.device, args.batch_size, args.no_draw = "cpu", 1, False
-    torch.manual_seed(0)
-    print("demo: predicting the bundled sample with a small, randomly initialised Cascade Mask R-CNN "
-          "(no weights can be downloaded offline; training lands with the training issue)")
-    return cmd_predict(args)
+    from .engine.demo import run_demo
+
+    run_demo(Path(args.out))
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -85,9 +126,52 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--no-draw", action="store_true", help="write only predictions.json")
     predict.set_defaults(run=cmd_predict)
 
-    demo = commands.add_parser("demo", help="run the offline demo on the bundled sample")
+    train = commands.add_parser("train", help="train or fine-tune on a COCO-format data set")
+    train.add_argument("--model", required=True, choices=list(MODEL_ZOO), metavar="NAME")
+    train.add_argument("--train-json", required=True)
+    train.add_argument("--train-images", required=True)
+    train.add_argument("--val-json")
+    train.add_argument("--val-images")
+    train.add_argument("--weights", help="initial weights (path, URL or 'zoo'); another class count "
+                       "than the data set's re-initialises the class layers")
+    train.add_argument("--out", default="runs/train", help="checkpoints, metrics.jsonl, curves.png")
+    train.add_argument("--schedule", choices=["1x", "20e"], default="1x")
+    train.add_argument("--epochs", type=int, help="default: 12 (1x) or 20 (20e)")
+    train.add_argument("--lr-steps", type=int, nargs="+", help="epochs after which lr x0.1")
+    train.add_argument("--lr", type=float, help="default: 0.02 x total batch / 16")
+    train.add_argument("--batch-size", type=int, default=2, help="images per process")
+    train.add_argument("--workers", type=int, default=2, help="data loader processes")
+    train.add_argument("--warmup-iters", type=int, default=500)
+    train.add_argument("--amp", choices=["bf16", "fp16"])
+    train.add_argument("--clip-grad", type=float, help="max gradient norm")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--eval-every", type=int, default=1, help="epochs between evaluations (0: never)")
+    train.add_argument("--checkpoint-every", type=int, default=0, help="iterations (0: each epoch)")
+    train.add_argument("--skip-empty", action="store_true", help="drop images without annotations")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/latest.pth")
+    train.add_argument("--device", default="cpu")
+    train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="COCO box/mask AP and the AP50..AP90 table")
+    evaluate.add_argument("--gt-json", required=True)
+    evaluate.add_argument("--predictions", help="a COCO results file to score")
+    evaluate.add_argument("--model", choices=list(MODEL_ZOO), metavar="NAME")
+    evaluate.add_argument("--weights")
+    evaluate.add_argument("--images", help="the images of --gt-json")
+    evaluate.add_argument("--per-stage", action="store_true", help="also stage 1, 2, 3 alone")
+    evaluate.add_argument("--out", help="write the metrics as JSON")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.set_defaults(run=cmd_evaluate)
+
+    shapes = commands.add_parser("shapes", help="generate the synthetic shapes data set")
+    shapes.add_argument("out_dir")
+    shapes.add_argument("--num-images", type=int, default=200)
+    shapes.add_argument("--size", type=int, default=320)
+    shapes.add_argument("--seed", type=int, default=0)
+    shapes.set_defaults(run=cmd_shapes)
+
+    demo = commands.add_parser("demo", help="offline demo: shapes -> train -> evaluate -> pictures")
     demo.add_argument("--out", default="demo_output")
-    demo.add_argument("--score-thr", type=float, default=0.3)
     demo.set_defaults(run=cmd_demo)
     return root
 
@@ -96,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
     except (CheckpointError, ImageError, KeyError, ValueError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)

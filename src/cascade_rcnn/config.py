@@ -24,6 +24,9 @@ class ModelConfig:
     fpn_channels: int = 256
     fc_channels: int = 1024
     image_scale: tuple[int, int] = (1333, 800)  # resize to fit (long side, short side)
+    # Training: RPN proposals kept per image, and RoIs sampled per image for each stage.
+    train_proposals: int = 2000
+    rois_per_image: int = 512
     schedule: str = "1x"  # 1x = 12 epochs (lr x0.1 at 8, 11); 20e = 20 epochs (16, 19)
     # Model-zoo facts (MMDetection's page): reported COCO val AP, memory, V100 fps, checkpoint.
     reported_box_ap: float | None = None

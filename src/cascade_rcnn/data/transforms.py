@@ -27,10 +27,10 @@ class ResizedImage:
 def fit_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, int]:
     """(new_h, new_w) keeping the aspect ratio inside ``scale`` = (long side, short side) limits.
 
-    MMDetection rounds with ``int(x * s + 0.5)``.
+    MMDetection rounds with ``int(x * s + 0.5)``; a side never becomes 0 px (extreme aspect ratios).
     """
     factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
-    return int(height * factor + 0.5), int(width * factor + 0.5)
+    return max(int(height * factor + 0.5), 1), max(int(width * factor + 0.5), 1)
 
 
 def resize(image: np.ndarray, scale: tuple[int, int]) -> ResizedImage:
@@ -62,3 +62,41 @@ def pad_batch(images: list[torch.Tensor]) -> torch.Tensor:
 def padded_size(size: tuple[int, int]) -> tuple[int, int]:
     """The (H, W) a single (h, w) image is padded to."""
     return tuple(-(-s // SIZE_DIVISOR) * SIZE_DIVISOR for s in size)
+
+
+@dataclass
+class TrainSample:
+    """One augmented training image: network input, targets in its pixels, and its size."""
+
+    tensor: torch.Tensor  # (3, h, w) normalised
+    target: dict  # boxes (G, 4), labels (G,), masks (G, h, w) uint8, crowd_boxes (M, 4)
+    size: tuple[int, int]  # (h, w) before padding
+
+
+def train_transform(sample: dict, scale: tuple[int, int], flip: bool, mean: tuple[float, ...],
+                    std: tuple[float, ...], bgr: bool) -> TrainSample:
+    """MMDetection's COCO training recipe for one data set sample: resize keeping the ratio
+    (boxes scaled by (sx, sy, sx, sy) and clipped, masks by nearest neighbour), optional
+    horizontal flip, normalise. ``sample`` holds ``image`` RGB uint8 (H, W, 3), ``boxes`` (G, 4),
+    ``labels`` (G,), optionally ``masks`` (G, H, W) uint8 and ``crowd_boxes`` (M, 4)."""
+    resized = resize(sample["image"], scale)
+    height, width = resized.size
+    factors = torch.tensor(resized.scale_factor, dtype=torch.float32).repeat(2)
+    upper = torch.tensor([width, height, width, height], dtype=torch.float32)
+
+    def scale_boxes(boxes) -> torch.Tensor:
+        boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) * factors
+        boxes = torch.minimum(boxes.clamp(min=0), upper)
+        return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1) if flip else boxes
+
+    image = resized.image[:, ::-1] if flip else resized.image
+    target = {"boxes": scale_boxes(sample["boxes"]),
+              "labels": torch.as_tensor(sample["labels"], dtype=torch.long).reshape(-1),
+              "crowd_boxes": scale_boxes(sample.get("crowd_boxes", np.zeros((0, 4))))}
+    masks = sample.get("masks")
+    if masks is not None:
+        resized_masks = np.zeros((len(masks), height, width), dtype=np.uint8)
+        for index, mask in enumerate(masks):
+            resized_masks[index] = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+        target["masks"] = torch.from_numpy(np.ascontiguousarray(resized_masks[:, :, ::-1] if flip else resized_masks))
+    return TrainSample(normalize(np.ascontiguousarray(image), mean, std, bgr), target, (height, width))

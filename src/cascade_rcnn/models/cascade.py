@@ -25,7 +25,6 @@ from .roi_features import MultiLevelRoIAlign
 STAGE_STDS = ((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067))
 STAGE_IOUS = (0.5, 0.6, 0.7)  # training IoU threshold of each stage
 STAGE_LOSS_WEIGHTS = (1.0, 0.5, 0.25)
-ROI_SAMPLER = SamplerSettings(num=512, positive_fraction=0.25)
 MASK_SIZE = 28
 
 
@@ -71,13 +70,14 @@ class CascadeRoIHead(nn.Module):
     def __init__(self, num_classes: int, with_mask: bool, channels: int = 256, fc_channels: int = 1024,
                  stage_stds: tuple[tuple[float, ...], ...] = STAGE_STDS,
                  stage_ious: tuple[float, ...] = STAGE_IOUS,
-                 stage_loss_weights: tuple[float, ...] = STAGE_LOSS_WEIGHTS):
+                 stage_loss_weights: tuple[float, ...] = STAGE_LOSS_WEIGHTS, rois_per_image: int = 512):
         super().__init__()
         self.num_classes = num_classes
         self.coders = [BoxCoder(tuple(stds)) for stds in stage_stds]
         # One threshold per stage, used for positives and negatives alike (no low-quality matches).
         self.assigners = [AssignerSettings(pos_iou=iou, neg_iou=iou) for iou in stage_ious]
         self.stage_loss_weights = stage_loss_weights
+        self.sampler = SamplerSettings(num=rois_per_image, positive_fraction=0.25)
         self.box_roi_align = MultiLevelRoIAlign(7)
         self.bbox_head = nn.ModuleList(BoxHead(num_classes, channels, hidden=fc_channels) for _ in stage_stds)
         self.mask_roi_align = MultiLevelRoIAlign(14)
@@ -93,21 +93,26 @@ class CascadeRoIHead(nn.Module):
         return self.bbox_head[stage](self.box_roi_align(features, rois))
 
     def predict_boxes(self, features: list[torch.Tensor], proposals: list[torch.Tensor],
-                      image_sizes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run all stages on (P_i, 4) proposals of each image.
+                      image_sizes: list[tuple[int, int]], stage: int | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run the stages on (P_i, 4) proposals of each image.
 
-        Returns the final boxes (K, 4), class probabilities (K, num_classes + 1) and the (K,)
-        image index of each row, in resized-image pixels.
+        Returns boxes (K, 4), class probabilities (K, num_classes + 1) and the (K,) image index
+        of each row, in resized-image pixels. ``stage=None`` is the cascade's output (scores of
+        all stages, boxes of the last); ``stage=k`` is stage k alone (its scores, its boxes).
         """
         rois = rois_from_boxes(proposals)
         image_index = rois[:, 0].long()
         max_shapes = torch.tensor(image_sizes, dtype=rois.dtype, device=rois.device)[image_index]
+        last = len(self.coders) - 1 if stage is None else stage
         stage_logits = []
-        for stage, coder in enumerate(self.coders):
-            logits, deltas = self.forward_stage(stage, features, rois)
+        for index, coder in enumerate(self.coders[:last + 1]):
+            logits, deltas = self.forward_stage(index, features, rois)
             stage_logits.append(logits)
             boxes = coder.decode(rois[:, 1:], deltas, max_shapes)
             rois = torch.cat([rois[:, :1], boxes], dim=1)
+        if stage is not None:
+            return boxes, stage_logits[-1].softmax(dim=-1), image_index
         # MMDetection averages LOGITS and applies softmax afterwards (sum(...) / 3, same order).
         mean_logits = sum(stage_logits) / float(len(stage_logits))
         return boxes, mean_logits.softmax(dim=-1), image_index
@@ -117,8 +122,9 @@ class CascadeRoIHead(nn.Module):
         """Training losses of all stages, weighted 1, 0.5, 0.25.
 
         proposals: per image (P_i, 4) detached RPN boxes. Each stage adds the ground truth to its
-        proposals, assigns at its own IoU threshold, samples 512 RoIs (<= 25 % positive), and
-        the next stage trains on those RoIs after this stage's regression (ground truth dropped).
+        proposals, assigns at its own IoU threshold, samples ``rois_per_image`` RoIs (512 in
+        MMDetection, <= 25 % positive), and the next stage trains on those RoIs after this
+        stage's regression (ground truth dropped).
         """
         losses = {}
         for stage, (coder, weight) in enumerate(zip(self.coders, self.stage_loss_weights)):
@@ -143,7 +149,7 @@ class CascadeRoIHead(nn.Module):
             candidates = torch.cat([gt_boxes, image_proposals])
             assigned = assign(candidates, gt_boxes, self.assigners[stage], target.get("crowd_boxes"))
             assigned[:gt_boxes.shape[0]] = torch.arange(gt_boxes.shape[0], device=gt_boxes.device)
-            positives, negatives = sample(assigned, ROI_SAMPLER)
+            positives, negatives = sample(assigned, self.sampler)
             chosen = torch.cat([positives, negatives])
             rois.append(torch.cat([candidates.new_full((chosen.numel(), 1), image), candidates[chosen]], dim=1))
             matched = assigned[positives]
@@ -187,11 +193,13 @@ class CascadeRoIHead(nn.Module):
         return [refined[keep & (image_index == i)] for i in range(len(image_sizes))]
 
     def predict_masks(self, features: list[torch.Tensor], boxes: list[torch.Tensor],
-                      labels: list[torch.Tensor]) -> list[torch.Tensor]:
-        """(N_i, 28, 28) probabilities of each detection's class: mean of the stages' sigmoids."""
+                      labels: list[torch.Tensor], stage: int | None = None) -> list[torch.Tensor]:
+        """(N_i, 28, 28) probabilities of each detection's class: mean of the stages' sigmoids
+        (or stage ``stage``'s alone)."""
         rois = rois_from_boxes(boxes)
         roi_features = self.mask_roi_align(features, rois)
-        probs = torch.stack([head(roi_features).sigmoid() for head in self.mask_head]).mean(dim=0)
+        heads = self.mask_head if stage is None else [self.mask_head[stage]]
+        probs = torch.stack([head(roi_features).sigmoid() for head in heads]).mean(dim=0)
         label_probs = probs[torch.arange(rois.shape[0], device=rois.device), torch.cat(labels)]
         return list(label_probs.split([b.shape[0] for b in boxes]))
 

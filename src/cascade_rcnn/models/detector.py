@@ -32,8 +32,9 @@ class CascadeRCNN(nn.Module):
         self.neck = FPN(config.backbone.out_channels, config.fpn_channels)
         self.rpn_head = RPNHead(config.fpn_channels)
         self.roi_head = CascadeRoIHead(config.num_classes, config.with_mask, config.fpn_channels,
-                                       config.fc_channels)
-        self.train_proposals = ProposalSettings(pre_nms_per_level=2000, nms_iou=0.7, max_proposals=2000)
+                                       config.fc_channels, rois_per_image=config.rois_per_image)
+        self.train_proposals = ProposalSettings(pre_nms_per_level=config.train_proposals, nms_iou=0.7,
+                                                max_proposals=config.train_proposals)
         self.test_proposals = ProposalSettings(pre_nms_per_level=1000, nms_iou=0.7, max_proposals=1000)
         self.test_detections = DetectionSettings(score_thr=0.05, nms_iou=0.5, max_per_image=100)
 
@@ -77,17 +78,25 @@ class CascadeRCNN(nn.Module):
         return resized, normalize(resized.image, self.config.pixel_mean, self.config.pixel_std,
                                   self.config.bgr_input)
 
+    def forward(self, batch: torch.Tensor, targets: list[dict], image_sizes: list[tuple[int, int]]
+                ) -> dict[str, torch.Tensor]:
+        """Training forward pass = ``loss`` (what DistributedDataParallel calls)."""
+        return self.loss(batch, targets, image_sizes)
+
     @torch.no_grad()
     def detect(self, resized: list[ResizedImage], tensors: list[torch.Tensor],
-               settings: DetectionSettings) -> list[Detections]:
-        """Detections of preprocessed images, mapped back to the original images' pixels."""
+               settings: DetectionSettings, stage: int | None = None) -> list[Detections]:
+        """Detections of preprocessed images, mapped back to the original images' pixels.
+
+        ``stage=k`` scores the detections with cascade stage k alone (for per-stage evaluation).
+        """
         device = self.device
         batch = pad_batch(tensors).to(device)
         sizes = [r.size for r in resized]
         features = self.features(batch)
         logits, deltas = self.rpn_head(features)
         proposals = self.proposals(logits, deltas, self.rpn_head.anchors(features), sizes, self.test_proposals)
-        boxes, class_probs, image_index = self.roi_head.predict_boxes(features, proposals, sizes)
+        boxes, class_probs, image_index = self.roi_head.predict_boxes(features, proposals, sizes, stage)
         outputs = []
         for i, record in enumerate(resized):
             mine = image_index == i
@@ -97,7 +106,7 @@ class CascadeRCNN(nn.Module):
             image_boxes = boxes[mine] if self.config.with_mask else boxes[mine] * inverse_scale
             outputs.append(select_detections(image_boxes, class_probs[mine], settings))
         results = []
-        mask_probs = (self.roi_head.predict_masks(features, [o[0] for o in outputs], [o[2] for o in outputs])
+        mask_probs = (self.roi_head.predict_masks(features, [o[0] for o in outputs], [o[2] for o in outputs], stage)
                       if self.config.with_mask else [None] * len(outputs))
         for record, (det_boxes, scores, labels), probs in zip(resized, outputs, mask_probs):
             masks = None
@@ -110,14 +119,17 @@ class CascadeRCNN(nn.Module):
 
     def predict(self, images: ImageInput | Sequence[ImageInput], score_thr: float | None = None,
                 nms_iou: float | None = None, max_per_image: int | None = None,
-                batch_size: int = 1) -> list[Detections]:
+                batch_size: int = 1, stage: int | None = None) -> list[Detections]:
         """Detect objects in images: paths, PIL images, numpy (H, W, 3) RGB uint8, or torch
         (3, H, W) uint8 / float in [0, 1]. One ``Detections`` per image, in input order.
 
         ``score_thr``, ``nms_iou`` and ``max_per_image`` override the test settings (0.05, 0.5,
         100) for this call. Images are batched only with images of the same padded size, so a
-        batch gives the same detections as one image at a time.
+        batch gives the same detections as one image at a time. ``stage=k`` (0-based) uses cascade
+        stage k alone instead of the ensemble of all stages.
         """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if isinstance(images, (str, torch.Tensor)) or not isinstance(images, Sequence):
             images = [images]
         settings = replace(self.test_detections, **{k: v for k, v in dict(
@@ -128,7 +140,8 @@ class CascadeRCNN(nn.Module):
         try:
             results: list[Detections | None] = [None] * len(prepared)
             for group in batches_by_size([p[0].size for p in prepared], batch_size):
-                detections = self.detect([prepared[i][0] for i in group], [prepared[i][1] for i in group], settings)
+                detections = self.detect([prepared[i][0] for i in group], [prepared[i][1] for i in group],
+                                         settings, stage)
                 for i, detection in zip(group, detections):
                     results[i] = detection
         finally:
@@ -146,7 +159,7 @@ def batches_by_size(sizes: list[tuple[int, int]], batch_size: int) -> list[list[
     for index, size in enumerate(sizes):
         groups.setdefault(padded_size(size), []).append(index)
     return [members[start:start + batch_size] for members in groups.values()
-            for start in range(0, len(members), max(batch_size, 1))]
+            for start in range(0, len(members), batch_size)]
 
 
 def _input_name(image: ImageInput, index: int) -> str:

@@ -1,0 +1,77 @@
+"""Batches for training: deterministic order and augmentation, sharded across processes.
+
+Everything random here is a function of (seed, epoch, image index), so a run resumed from a
+checkpoint - even mid-epoch - sees exactly the batches an uninterrupted run would have seen,
+whatever the number of loader workers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..config import ModelConfig
+from .transforms import TrainSample, pad_batch, train_transform
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # (B, 3, H, W) padded
+    targets: list[dict]
+    sizes: list[tuple[int, int]]
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.images.to(device, non_blocking=True),
+                     [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in self.targets],
+                     self.sizes)
+
+
+class AugmentedDataset(Dataset):
+    """Applies ``train_transform`` with a flip decided by (seed, epoch, index)."""
+
+    def __init__(self, dataset: Dataset, config: ModelConfig, seed: int, flip_probability: float = 0.5,
+                 with_masks: bool = True):
+        self.dataset, self.config, self.seed = dataset, config, seed
+        self.flip_probability, self.with_masks = flip_probability, with_masks
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> TrainSample:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 10_007 + index)
+        flip = bool(torch.rand((), generator=generator) < self.flip_probability)
+        sample = self.dataset[index]
+        if not self.with_masks:
+            sample = {k: v for k, v in sample.items() if k != "masks"}
+        return train_transform(sample, self.config.image_scale, flip, self.config.pixel_mean,
+                               self.config.pixel_std, self.config.bgr_input)
+
+
+def epoch_order(num_items: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> list[int]:
+    """This process's share of a shuffled epoch: the same permutation on every rank, strided."""
+    order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+    padded = order + order[:(-len(order)) % world_size]  # equal shares, as DistributedSampler
+    return padded[rank::world_size]
+
+
+def collate(samples: list[TrainSample]) -> Batch:
+    return Batch(pad_batch([s.tensor for s in samples]), [s.target for s in samples], [s.size for s in samples])
+
+
+def epoch_loader(dataset: AugmentedDataset, epoch: int, batch_size: int, workers: int, seed: int,
+                 rank: int = 0, world_size: int = 1, skip_batches: int = 0) -> DataLoader:
+    """Batches of one epoch, starting after ``skip_batches`` (for a mid-epoch resume)."""
+    dataset.epoch = epoch
+    order = epoch_order(len(dataset), seed, epoch, rank, world_size)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)][skip_batches:]
+    # A generator of its own: the loader must not draw its worker seed from the global RNG, which
+    # the RoI samplers use and which a resumed run restores from the checkpoint.
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate,
+                      generator=torch.Generator().manual_seed(seed + epoch))
+
+
+def batches_per_epoch(num_items: int, batch_size: int, world_size: int = 1) -> int:
+    per_rank = -(-num_items // world_size)
+    return -(-per_rank // batch_size)

@@ -1,0 +1,217 @@
+"""Training: SGD with warm-up and step decay, per-epoch atomic checkpoints, exact resume,
+optional AMP and gradient clipping, DistributedDataParallel under torchrun."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from .. import checkpoint
+from ..config import ModelConfig
+from ..data.coco import CocoDataset
+from ..data.loader import AugmentedDataset, batches_per_epoch, epoch_loader
+from ..models.detector import CascadeRCNN
+from . import distributed
+from .schedule import SCHEDULES, LRSchedule, scaled_lr
+from .train_log import TrainLog
+from .validate import evaluate_dataset
+
+LATEST = "latest.pth"
+FINAL = "final.pth"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+@dataclass
+class TrainConfig:
+    """One training run. ``batch_size`` is per process; lr defaults to 0.02 x total batch / 16."""
+
+    train_json: str
+    train_images: str
+    out_dir: str = "runs/train"
+    val_json: str | None = None
+    val_images: str | None = None
+    weights: str | None = None  # initial weights (a zoo checkpoint to fine-tune, or ours)
+    schedule: str = "1x"
+    epochs: int | None = None  # default: the schedule's (12 for 1x, 20 for 20e)
+    lr_steps: tuple[int, ...] | None = None  # default: the schedule's decay epochs
+    lr: float | None = None
+    batch_size: int = 2
+    workers: int = 2
+    warmup_iters: int = 500
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    amp: str | None = None  # "bf16" or "fp16"
+    clip_grad: float | None = None
+    seed: int = 0
+    eval_every: int = 1  # epochs; 0 = never
+    checkpoint_every: int = 0  # iterations; 0 = at the end of every epoch only
+    skip_empty: bool = False  # drop training images without annotations
+    device: str = "cpu"
+    resume: bool = False
+    log_every: int = 10
+    # Called after every iteration with the global iteration count (hooks, tests).
+    on_iteration: Callable[[int], None] | None = field(default=None, repr=False)
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs if self.epochs is not None else SCHEDULES[self.schedule][0]
+
+    @property
+    def decay_epochs(self) -> tuple[int, ...]:
+        return self.lr_steps if self.lr_steps is not None else SCHEDULES[self.schedule][1]
+
+
+def train(model_config: ModelConfig, config: TrainConfig) -> Path:
+    """Train ``model_config`` on ``config.train_json``; returns the final checkpoint's path."""
+    context = distributed.start(config.device)
+    try:
+        return _train(model_config, config, context)
+    finally:
+        distributed.stop(context)
+
+
+def _train(model_config: ModelConfig, config: TrainConfig, context: distributed.Context) -> Path:
+    out_dir = Path(config.out_dir)
+    log = TrainLog(out_dir, enabled=context.is_main)
+    dataset = CocoDataset(config.train_json, config.train_images, skip_empty=config.skip_empty,
+                          with_masks=model_config.with_mask)
+    log.message(f"training data {config.train_json}: {dataset.report.summary()}")
+    if len(dataset) == 0:
+        raise ValueError(f"{config.train_json}: no usable training images")
+    val_set = (CocoDataset(config.val_json, config.val_images, with_masks=model_config.with_mask)
+               if config.val_json and config.eval_every else None)
+    model_config = model_config.with_classes(dataset.class_names, dataset.category_ids)
+    torch.manual_seed(config.seed + context.rank)
+    model = CascadeRCNN(model_config)
+    if config.weights:
+        _load_initial_weights(model, config.weights, log)
+    model.to(context.device).train()
+
+    total_batch = config.batch_size * context.world_size
+    schedule = LRSchedule(config.lr if config.lr is not None else scaled_lr(total_batch),
+                          config.decay_epochs, config.warmup_iters)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(parameters, lr=schedule.base_lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler(context.device.type, enabled=config.amp == "fp16")
+    epoch, skip, iteration = 0, 0, 0
+    latest = out_dir / LATEST
+    if config.resume and latest.is_file():
+        epoch, skip, iteration = _restore(latest, model, optimizer, scaler, context)
+        log.message(f"resumed from {latest}: epoch {epoch + 1}, batch {skip}, iteration {iteration}")
+    elif config.resume:
+        log.message(f"--resume: no checkpoint at {latest}, starting from scratch")
+
+    network = DistributedDataParallel(model) if context.distributed else model
+    augmented = AugmentedDataset(dataset, model_config, config.seed, with_masks=model_config.with_mask)
+    per_epoch = batches_per_epoch(len(dataset), config.batch_size, context.world_size)
+    progress = tqdm(total=per_epoch * config.total_epochs, initial=epoch * per_epoch + skip,
+                    unit="it", disable=not context.is_main, dynamic_ncols=True)
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp or "")
+    while epoch < config.total_epochs:
+        loader = epoch_loader(augmented, epoch, config.batch_size, config.workers, config.seed,
+                              context.rank, context.world_size, skip)
+        for batch_index, batch in enumerate(loader, start=skip):
+            start = time.perf_counter()
+            lr = schedule.lr(epoch, iteration)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = batch.to(context.device)
+            with torch.autocast(context.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                losses = network(batch.images, batch.targets, batch.sizes)
+            total = sum(v for k, v in losses.items() if not k.endswith("_acc"))
+            if not distributed.all_true(bool(torch.isfinite(total)), context):
+                raise TrainingDiverged(
+                    f"loss is not finite at epoch {epoch + 1}, iteration {iteration} "
+                    f"({', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())}); "
+                    f"the last good checkpoint is {latest if latest.exists() else 'none (no epoch finished)'}. "
+                    "Lower --lr, or use --clip-grad.")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            if config.clip_grad:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(parameters, config.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            iteration += 1
+            progress.update(1)
+            values = {k: v.item() for k, v in losses.items()}
+            progress.set_postfix(loss=f"{total.item():.3f}", lr=f"{lr:.2e}", refresh=False)
+            if iteration % config.log_every == 0 or batch_index + 1 == per_epoch:
+                log.scalars(iteration, {"epoch": epoch + (batch_index + 1) / per_epoch, "loss": total.item(),
+                                        "lr": lr, "step_s": time.perf_counter() - start,
+                                        "mem_gb": _memory_gb(context.device), **values})
+            if config.checkpoint_every and iteration % config.checkpoint_every == 0 and batch_index + 1 < per_epoch:
+                _save(latest, model, optimizer, scaler, config, context, epoch, batch_index + 1, iteration)
+            if config.on_iteration is not None:
+                config.on_iteration(iteration)
+        epoch, skip = epoch + 1, 0
+        _save(latest, model, optimizer, scaler, config, context, epoch, 0, iteration)
+        if val_set is not None and (epoch % config.eval_every == 0 or epoch == config.total_epochs):
+            model.eval()
+            metrics = evaluate_dataset(model, val_set, config.val_json, context)
+            model.train()
+            if context.is_main:
+                log.evaluation(iteration, epoch, metrics)
+    progress.close()
+    final = out_dir / FINAL
+    if context.is_main:
+        checkpoint.save(final, model)
+        log.close()
+    return final
+
+
+def _load_initial_weights(model: CascadeRCNN, weights: str, log: TrainLog) -> None:
+    """Load ``weights``; if its class count differs from the data set's, re-initialise the
+    class layers (and say which)."""
+    path = checkpoint.resolve(weights)
+    loaded = checkpoint.read(path)
+    state = checkpoint.state_dict_of(loaded, path)
+    key = "roi_head.bbox_head.0.fc_cls.weight"
+    differs = key in state and state[key].shape != model.state_dict()[key].shape
+    skipped = checkpoint.load_into(model, loaded, path, reinit_class_layers=differs)
+    if skipped:
+        log.message(f"{path}: {state[key].shape[0] - 1} classes in the checkpoint, "
+                    f"{model.config.num_classes} in the data: re-initialised {', '.join(skipped)}")
+
+
+def _save(path: Path, model: CascadeRCNN, optimizer, scaler, config: TrainConfig,
+          context: distributed.Context, epoch: int, batch: int, iteration: int) -> None:
+    """Everything needed to continue exactly: weights, optimizer, scaler, position, RNG states."""
+    rng = distributed.gather_lists([torch.get_rng_state()], context)
+    if context.is_main:
+        settings = {k: v for k, v in asdict(config).items() if k != "on_iteration"}
+        checkpoint.save(path, model, optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+                        progress={"epoch": epoch, "batch": batch, "iteration": iteration},
+                        rng_per_rank=rng, train_config=settings)
+    if context.distributed:
+        torch.distributed.barrier()
+
+
+def _restore(path: Path, model: CascadeRCNN, optimizer, scaler, context: distributed.Context
+             ) -> tuple[int, int, int]:
+    loaded = checkpoint.read(path)
+    checkpoint.load_into(model, loaded, path)
+    optimizer.load_state_dict(loaded["optimizer"])
+    scaler.load_state_dict(loaded["scaler"])
+    rng = loaded["rng_per_rank"]
+    if len(rng) == context.world_size:
+        torch.set_rng_state(rng[context.rank])
+    progress = loaded["progress"]
+    return progress["epoch"], progress["batch"], progress["iteration"]
+
+
+def _memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -1,0 +1,41 @@
+"""Predict every image of a COCO data set and score the predictions with the COCO metrics."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..data.coco import CocoDataset
+from ..models.detector import CascadeRCNN
+from .distributed import Context, gather_lists
+from .evaluate import evaluate_coco
+
+STAGE_NAMES = ("stage 1", "stage 2", "stage 3")
+
+
+def predict_dataset(model: CascadeRCNN, dataset: CocoDataset, context: Context = Context(),
+                    stage: int | None = None, show_progress: bool = True) -> list[dict]:
+    """COCO result records (with ``image_id`` and the data set's category ids) for this rank's
+    share of ``dataset``, gathered from all ranks. Every prediction is kept (score > 0.05)."""
+    records = []
+    indices = range(context.rank, len(dataset), context.world_size)
+    category_ids = list(dataset.category_ids)
+    for index in tqdm(indices, desc="evaluate", unit="img", disable=not (show_progress and context.is_main)):
+        sample = dataset[index]
+        detections = model.predict(sample["image"], stage=stage)[0]
+        records.extend(detections.to_coco({"image_id": sample["image_id"]}, category_ids))
+    return gather_lists(records, context)
+
+
+def evaluate_dataset(model: CascadeRCNN, dataset: CocoDataset, gt_json: str | Path,
+                     context: Context = Context(), per_stage: bool = False) -> dict:
+    """COCO metrics of ``model`` on ``dataset`` (``{"bbox": {...}, "segm": {...}}``); with
+    ``per_stage`` a dict {"stage 1": ..., "stage 2": ..., "stage 3": ..., "ensemble": ...}."""
+    stages = [(name, index) for index, name in enumerate(STAGE_NAMES)] if per_stage else []
+    results = {}
+    for name, stage in stages + [("ensemble", None)]:
+        records = predict_dataset(model, dataset, context, stage)
+        if context.is_main:
+            iou_types = ("bbox", "segm") if model.config.with_mask else ("bbox",)
+            results[name] = evaluate_coco(gt_json, records, iou_types=iou_types)
+    return results if per_stage else results.get("ensemble", {})

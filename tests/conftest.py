@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny models that run a forward pass in milliseconds, and the spec folder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cascade_rcnn
+
+# tests/ lives in <root>/main, the shared spec in <root>/shared.
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+KEYS_DIR = SHARED / "spec" / "mmdet_keys"
+
+TINY_CLASSES = ("a", "b", "c")
+
+
+def tiny_config(with_mask: bool = True, **changes) -> cascade_rcnn.ModelConfig:
+    """A ResNet-18 (width 8) Cascade (Mask) R-CNN with 3 classes at 96x64 input."""
+    options = dict(name="tiny", backbone=cascade_rcnn.BackboneConfig(depth=18, base_channels=8),
+                   fpn_channels=16, fc_channels=32, image_scale=(96, 64), class_names=TINY_CLASSES,
+                   category_ids=None, with_mask=with_mask)
+    options.update(changes)
+    return cascade_rcnn.ModelConfig(**options)
+
+
+def tiny_model(with_mask: bool = True, seed: int = 0, **changes) -> cascade_rcnn.CascadeRCNN:
+    """A randomly initialised tiny model in eval mode (deterministic for a given seed)."""
+    torch.manual_seed(seed)
+    return cascade_rcnn.CascadeRCNN(tiny_config(with_mask, **changes)).eval()
+
+
+def make_confident(model: cascade_rcnn.CascadeRCNN, label: int = 1, mask_logit: float | None = None) -> None:
+    """Bias every box head towards class ``label`` (scores well above 0.05); optionally bias the
+    mask heads so every mask probability is sigmoid(~mask_logit)."""
+    with torch.no_grad():
+        for head in model.roi_head.bbox_head:
+            head.fc_cls.bias.zero_()
+            head.fc_cls.bias[label] = 4.0
+        if mask_logit is not None and model.roi_head.mask_head is not None:
+            for head in model.roi_head.mask_head:
+                head.conv_logits.weight.zero_()
+                head.conv_logits.bias.fill_(mask_logit)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(params=[True, False], ids=["mask", "box"])
+def with_mask(request) -> bool:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def shared_keys_dir() -> Path:
+    if not (KEYS_DIR / "index.json").is_file():
+        pytest.skip(f"spec key lists not found at {KEYS_DIR} (the shared/ folder beside the repository)")
+    return KEYS_DIR
+
+
+@pytest.fixture(scope="session")
+def zoo_index(shared_keys_dir) -> dict[str, dict]:
+    index = json.loads((shared_keys_dir / "index.json").read_text())
+    return {entry["name"]: entry for entry in index["models"]}
+
+
+def load_key_shapes(keys_dir: Path, name: str) -> dict[str, list[int]]:
+    """``mmdet_keys/<name>.json`` as {key: shape}; the file must not list a key twice."""
+    pairs = json.loads((keys_dir / f"{name}.json").read_text())
+    shapes = {key: list(shape) for key, shape in pairs}
+    assert len(shapes) == len(pairs), f"{name}.json lists a key twice"
+    return shapes

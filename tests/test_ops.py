@@ -1,0 +1,208 @@
+"""Box coding, NMS, anchors, RoI level mapping, RoIAlign and mask pasting (spec §2.4-2.10)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchvision
+
+from cascade_rcnn.models.anchors import base_anchors, grid_anchors
+from cascade_rcnn.models.cascade import STAGE_STDS
+from cascade_rcnn.models.roi_features import MultiLevelRoIAlign, roi_levels
+from cascade_rcnn.ops.box_coder import MAX_LOG_RATIO, BoxCoder
+from cascade_rcnn.ops.nms import SPLIT_THRESHOLD, batched_nms
+from cascade_rcnn.ops.paste_masks import paste_masks
+
+
+def random_boxes(count: int, generator: torch.Generator, size: float = 200.0, min_side: float = 2.0):
+    xy = torch.rand(count, 2, generator=generator) * size
+    wh = torch.rand(count, 2, generator=generator) * size / 2 + min_side
+    return torch.cat([xy, xy + wh], dim=1)
+
+
+# --- BoxCoder ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stds", [(1.0, 1.0, 1.0, 1.0), *STAGE_STDS])
+def test_encode_decode_round_trip(stds):
+    generator = torch.Generator().manual_seed(0)
+    boxes, targets = random_boxes(500, generator), random_boxes(500, generator)
+    coder = BoxCoder(stds)
+    deltas = coder.encode(boxes, targets)
+    torch.testing.assert_close(coder.decode(boxes, deltas), targets, rtol=0, atol=1e-3)
+    # The stds only rescale the deltas.
+    torch.testing.assert_close(deltas * torch.tensor(stds), BoxCoder().encode(boxes, targets))
+
+
+def test_encode_uses_widths_without_plus_one():
+    deltas = BoxCoder().encode(torch.tensor([[0.0, 0.0, 10.0, 20.0]]), torch.tensor([[5.0, 0.0, 15.0, 40.0]]))
+    torch.testing.assert_close(deltas, torch.tensor([[0.5, 0.5, 0.0, math.log(2.0)]]))
+
+
+def test_decode_clamps_to_height_and_width():
+    boxes = torch.tensor([[10.0, 10.0, 50.0, 30.0], [-20.0, -5.0, 200.0, 300.0], [5.0, 5.0, 6.0, 6.0]])
+    deltas = torch.tensor([[3.0, 3.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0], [-9.0, -9.0, 0.0, 0.0]])
+    height, width = 40, 100  # h != w catches a swapped clamp
+    decoded = BoxCoder().decode(boxes, deltas, max_shape=(height, width))
+    assert decoded[:, 0::2].min() >= 0 and decoded[:, 0::2].max() <= width
+    assert decoded[:, 1::2].min() >= 0 and decoded[:, 1::2].max() <= height
+    torch.testing.assert_close(decoded[1], torch.tensor([0.0, 0.0, 100.0, 40.0]))
+    torch.testing.assert_close(decoded[2], torch.tensor([0.0, 0.0, 0.0, 0.0]))
+    unclipped = BoxCoder().decode(boxes, deltas)
+    assert unclipped[0, 2] > width
+    # Per-box (height, width) rows give the same as one shape for all.
+    per_box = BoxCoder().decode(boxes, deltas, max_shape=torch.tensor([[height, width]] * 3))
+    torch.testing.assert_close(per_box, decoded)
+    mixed = BoxCoder().decode(boxes[1:2].repeat(2, 1), deltas[1:2].repeat(2, 1),
+                              max_shape=torch.tensor([[40, 100], [300, 20]]))
+    torch.testing.assert_close(mixed, torch.tensor([[0.0, 0.0, 100.0, 40.0], [0.0, 0.0, 20.0, 300.0]]))
+
+
+def test_decode_clamps_log_size_ratio():
+    assert MAX_LOG_RATIO == pytest.approx(math.log(1000 / 16))
+    box = torch.tensor([[0.0, 0.0, 16.0, 8.0]] * 3)
+    deltas = torch.tensor([[0.0, 0.0, 50.0, 50.0], [0.0, 0.0, -50.0, -50.0], [0.0, 0.0, 4.0, -4.0]])
+    for stds in [(1.0, 1.0, 1.0, 1.0), STAGE_STDS[0]]:
+        scaled = deltas / torch.tensor(stds)
+        decoded = BoxCoder(stds).decode(box, scaled)
+        widths, heights = decoded[:, 2] - decoded[:, 0], decoded[:, 3] - decoded[:, 1]
+        torch.testing.assert_close(widths, torch.tensor([16 * 62.5, 16 / 62.5, 16 * math.exp(4.0)]))
+        torch.testing.assert_close(heights, torch.tensor([8 * 62.5, 8 / 62.5, 8 * math.exp(-4.0)]))
+        torch.testing.assert_close(decoded[:, :2] + decoded[:, 2:], torch.tensor([[16.0, 8.0]] * 3))
+
+
+# --- NMS -----------------------------------------------------------------------------------------
+
+def nms_case(count: int, num_groups: int, seed: int):
+    """Integer coordinates (exact IoUs after the group offset) and distinct scores (no ties)."""
+    generator = torch.Generator().manual_seed(seed)
+    xy = torch.randint(0, 100, (count, 2), generator=generator)
+    wh = torch.randint(1, 40, (count, 2), generator=generator)
+    boxes = torch.cat([xy, xy + wh], dim=1).float()
+    scores = torch.randperm(count, generator=generator).float() / count
+    groups = torch.randint(0, num_groups, (count,), generator=generator)
+    return boxes, scores, groups
+
+
+@pytest.mark.parametrize("count, num_groups", [(600, 5), (SPLIT_THRESHOLD + 2000, 3)],
+                         ids=["one-pass", "split-per-group"])
+def test_batched_nms_equals_torchvision(count, num_groups):
+    boxes, scores, groups = nms_case(count, num_groups, seed=count)
+    keep = batched_nms(boxes, scores, groups, 0.5)
+    expected = torchvision.ops.batched_nms(boxes, scores, groups, 0.5)
+    assert set(keep.tolist()) == set(expected.tolist())
+    assert len(keep) == len(set(keep.tolist()))
+    assert torch.all(scores[keep][1:] <= scores[keep][:-1]), "not sorted by descending score"
+    assert len(keep) < count  # something was suppressed
+
+
+def test_batched_nms_never_suppresses_across_groups():
+    box = torch.tensor([[10.0, 10.0, 50.0, 50.0]])
+    boxes = torch.cat([box, box, box + 1, box])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    groups = torch.tensor([0, 1, 2, 2])
+    assert batched_nms(boxes, scores, groups, 0.5).tolist() == [0, 1, 2]
+    assert batched_nms(boxes, scores, torch.zeros(4, dtype=torch.long), 0.5).tolist() == [0]
+    # IoU must be strictly above the threshold to suppress.
+    half = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0]])
+    assert batched_nms(half, torch.tensor([0.9, 0.8]), torch.zeros(2, dtype=torch.long), 0.5).tolist() == [0, 1]
+    empty = batched_nms(torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.5)
+    assert empty.shape == (0,) and empty.dtype == torch.long
+
+
+def test_split_and_one_pass_agree():
+    boxes, scores, groups = nms_case(SPLIT_THRESHOLD + 500, 4, seed=3)
+    keep = batched_nms(boxes, scores, groups, 0.6)
+    # The same boxes, just below the threshold: drop 600 of the lowest-scoring ones.
+    subset = scores.argsort(descending=True)[:SPLIT_THRESHOLD - 100]
+    small = batched_nms(boxes[subset], scores[subset], groups[subset], 0.6)
+    kept_in_subset = set(subset[small].tolist())
+    assert kept_in_subset == set(keep.tolist()) & set(subset.tolist())
+
+
+# --- anchors -------------------------------------------------------------------------------------
+
+def test_base_anchors_formula():
+    anchors = base_anchors(4, (8.0,), (0.5, 1.0, 2.0))
+    assert anchors.shape == (3, 4) and anchors.dtype == torch.float32
+    for row, ratio in zip(anchors, (0.5, 1.0, 2.0)):
+        width, height = 4 * 8 / math.sqrt(ratio), 4 * 8 * math.sqrt(ratio)
+        torch.testing.assert_close(row, torch.tensor([-width / 2, -height / 2, width / 2, height / 2]))
+    torch.testing.assert_close(anchors[1], torch.tensor([-16.0, -16.0, 16.0, 16.0]), rtol=0, atol=0)
+    assert base_anchors(16, (4.0, 8.0), (1.0,)).tolist() == [[-32, -32, 32, 32], [-64, -64, 64, 64]]
+
+
+def test_grid_anchor_order_is_y_x_anchor():
+    base = base_anchors(8, (8.0,), (0.5, 1.0, 2.0))
+    height, width, stride = 2, 3, 8
+    anchors = grid_anchors(base, (height, width), stride)
+    assert anchors.shape == (height * width * 3, 4)
+    for y in range(height):
+        for x in range(width):
+            for a in range(3):
+                shift = torch.tensor([x * stride, y * stride, x * stride, y * stride], dtype=torch.float32)
+                torch.testing.assert_close(anchors[(y * width + x) * 3 + a], base[a] + shift)
+
+
+# --- RoI levels and RoIAlign ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("side, level", [(1, 0), (111, 0), (112, 1), (223, 1), (224, 2), (447, 2), (448, 3),
+                                         (2000, 3)])
+def test_roi_levels(side, level):
+    rois = torch.tensor([[0.0, 10.0, 20.0, 10.0 + side, 20.0 + side]])
+    assert roi_levels(rois, 4).tolist() == [level]
+
+
+def test_roi_level_uses_the_area():
+    rois = torch.tensor([[0.0, 0.0, 0.0, 448.0, 112.0], [0.0, 0.0, 0.0, 50.0, 1000.0]])  # sqrt: 224, 223.6
+    assert roi_levels(rois, 4).tolist() == [2, 1]
+
+
+def test_multilevel_roi_align_equals_torchvision_on_the_chosen_level():
+    generator = torch.Generator().manual_seed(0)
+    strides = (4, 8, 16, 32)
+    features = [torch.randn(2, 3, 512 // s, 640 // s, generator=generator) for s in strides]
+    features.append(torch.randn(2, 3, 8, 10, generator=generator))  # P6, never used
+    sides = torch.tensor([20.0, 100.0, 150.0, 300.0, 500.0, 60.0])
+    xy = torch.tensor([[5.0, 7.0], [30.0, 2.5], [100.0, 50.0], [0.0, 0.0], [10.0, 5.0], [400.0, 300.0]])
+    rois = torch.cat([torch.tensor([[0.0], [1.0], [0.0], [1.0], [0.0], [1.0]]), xy, xy + sides[:, None]], dim=1)
+    levels = roi_levels(rois, 4)
+    assert set(levels.tolist()) == {0, 1, 2, 3}
+
+    out = MultiLevelRoIAlign(7)(features, rois)
+    assert out.shape == (6, 3, 7, 7)
+    for i, level in enumerate(levels.tolist()):
+        expected = torchvision.ops.roi_align(features[level], rois[i:i + 1], 7, 1 / strides[level],
+                                             sampling_ratio=0, aligned=True)
+        torch.testing.assert_close(out[i:i + 1], expected, rtol=0, atol=0)
+    assert MultiLevelRoIAlign(14)(features, rois[:0]).shape == (0, 3, 14, 14)
+
+
+# --- mask pasting --------------------------------------------------------------------------------
+
+def test_paste_all_ones_fills_exactly_the_box():
+    probs = torch.ones(2, 28, 28)
+    boxes = torch.tensor([[10.0, 20.0, 30.0, 50.0], [0.0, 0.0, 64.0, 48.0]])
+    masks = paste_masks(probs, boxes, (48, 64))
+    assert masks.shape == (2, 48, 64) and masks.dtype == torch.bool
+    expected = torch.zeros(48, 64, dtype=torch.bool)
+    expected[20:50, 10:30] = True
+    assert torch.equal(masks[0], expected)
+    assert masks[0, 20, 10] and masks[0, 47, 29]  # just inside
+    assert not masks[0, 19, 10] and not masks[0, 20, 9] and not masks[0, 20, 30]  # just outside
+    assert masks[1].all()
+
+
+def test_paste_follows_the_probabilities_and_threshold():
+    probs = torch.zeros(1, 28, 28)
+    probs[0, :, 14:] = 1.0  # right half of the box
+    masks = paste_masks(probs, torch.tensor([[0.0, 0.0, 28.0, 28.0]]), (28, 40))
+    assert masks[0, :, 15:28].all() and not masks[0, :, :13].any() and not masks[0, :, 28:].any()
+    assert paste_masks(torch.full((1, 28, 28), 0.501), torch.tensor([[0.0, 0.0, 5.0, 5.0]]), (5, 5)).all()
+    assert not paste_masks(torch.full((1, 28, 28), 0.499), torch.tensor([[0.0, 0.0, 5.0, 5.0]]), (5, 5)).any()
+
+
+def test_paste_empty_and_degenerate():
+    assert paste_masks(torch.zeros(0, 28, 28), torch.zeros(0, 4), (7, 9)).shape == (0, 7, 9)
+    outside = paste_masks(torch.ones(1, 28, 28), torch.tensor([[100.0, 100.0, 120.0, 120.0]]), (7, 9))
+    assert outside.shape == (1, 7, 9) and not outside.any()

@@ -1,0 +1,256 @@
+"""``CascadeRCNN.predict``: original-image coordinates, batching, inputs of every kind, COCO output."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+import cascade_rcnn
+from cascade_rcnn.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
+from cascade_rcnn.data.transforms import fit_size, resize
+from conftest import make_confident, tiny_model
+
+
+def assert_detections_equal(first, second):
+    assert first.image_size == second.image_size
+    assert torch.equal(first.boxes, second.boxes)
+    assert torch.equal(first.scores, second.scores)
+    assert torch.equal(first.labels, second.labels)
+    assert (first.masks is None) == (second.masks is None)
+    if first.masks is not None:
+        assert torch.equal(first.masks, second.masks)
+
+
+@pytest.fixture
+def photo(rng):
+    return rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)
+
+
+# --- resizing ------------------------------------------------------------------------------------
+
+def test_resize_follows_mmdetection_rounding():
+    assert fit_size(480, 640, (1333, 800)) == (800, 1067)
+    resized = resize(np.zeros((480, 640, 3), np.uint8), (1333, 800))
+    assert resized.size == (800, 1067) and resized.original_size == (480, 640)
+    assert resized.scale_factor == pytest.approx((1.6671875, 800 / 480))
+    assert fit_size(200, 300, (96, 64)) == (64, 96)
+    assert fit_size(10, 1000, (96, 64)) == (1, 96)
+
+
+# --- coordinates ---------------------------------------------------------------------------------
+
+def test_detections_are_in_original_image_pixels(with_mask, photo):
+    model = tiny_model(with_mask)
+    detections = model.predict(photo, score_thr=0.0)
+    assert len(detections) == 1
+    result = detections[0]
+    assert result.image_size == (200, 300)
+    assert 0 < len(result) <= 100
+    boxes = result.boxes
+    assert boxes.shape == (len(result), 4) and boxes.dtype == torch.float32
+    assert boxes[:, 0::2].min() >= 0 and boxes[:, 0::2].max() <= 300 + 1e-3
+    assert boxes[:, 1::2].min() >= 0 and boxes[:, 1::2].max() <= 200 + 1e-3
+    assert (boxes[:, 2:] >= boxes[:, :2]).all()
+    assert boxes[:, 2].max() > 96, "boxes look like resized-image (96x64) pixels"
+    assert torch.all(result.scores[1:] <= result.scores[:-1])
+    assert set(result.labels.tolist()) <= {0, 1, 2}
+    if with_mask:
+        assert result.masks.shape == (len(result), 200, 300) and result.masks.dtype == torch.bool
+        # Each mask lies inside its box (+-1 px).
+        for mask, (x0, y0, x1, y1) in zip(result.masks, boxes.tolist()):
+            outside = mask.clone()
+            outside[max(int(y0) - 1, 0):int(np.ceil(y1)) + 1, max(int(x0) - 1, 0):int(np.ceil(x1)) + 1] = False
+            assert not outside.any()
+    else:
+        assert result.masks is None
+
+
+def test_fixed_box_is_divided_by_the_scale_factor(with_mask, monkeypatch):
+    """The cascade's output is replaced by one known box in resized pixels."""
+    model = tiny_model(with_mask)
+    make_confident(model, mask_logit=6.0)
+    height, width = 150, 301  # -> 48 x 96: two different scale factors
+    scale_x, scale_y = 96 / 301, 48 / 150
+    resized_box = torch.tensor([[10.0, 5.0, 50.0, 40.0]])
+
+    def fixed_boxes(features, proposals, image_sizes, *args, **kwargs):
+        assert image_sizes == [(48, 96)]
+        probs = torch.tensor([[0.05, 0.9, 0.03, 0.02]])
+        return resized_box.clone(), probs, torch.zeros(1, dtype=torch.long)
+
+    monkeypatch.setattr(model.roi_head, "predict_boxes", fixed_boxes)
+    result = model.predict(np.zeros((height, width, 3), np.uint8))[0]
+    expected = torch.tensor([[10 / scale_x, 5 / scale_y, 50 / scale_x, 40 / scale_y]])
+    torch.testing.assert_close(result.boxes, expected, rtol=0, atol=1e-3)
+    assert result.labels.tolist() == [1]
+    assert result.scores.tolist() == pytest.approx([0.9])
+    if with_mask:
+        # Confident mask heads: the mask is the box, pasted at the original size.
+        assert result.masks.shape == (1, height, width)
+        ys, xs = torch.nonzero(result.masks[0], as_tuple=True)
+        x0, y0, x1, y1 = expected[0].tolist()
+        assert abs(xs.min().item() - x0) <= 1 and abs(xs.max().item() + 1 - x1) <= 1
+        assert abs(ys.min().item() - y0) <= 1 and abs(ys.max().item() + 1 - y1) <= 1
+
+
+# --- batching and determinism --------------------------------------------------------------------
+
+def test_batched_equals_one_at_a_time(with_mask, rng):
+    model = tiny_model(with_mask)
+    # (200, 300) and (190, 300) share a padded size (64 x 96) but not their resized size.
+    images = [rng.integers(0, 256, shape, dtype=np.uint8)
+              for shape in [(200, 300, 3), (120, 90, 3), (190, 300, 3), (120, 90, 3)]]
+    batched = model.predict(images, score_thr=0.0, batch_size=4)
+    single = [model.predict(image, score_thr=0.0)[0] for image in images]
+    for together, alone in zip(batched, single):
+        assert together.image_size == alone.image_size
+        assert len(together) == len(alone) > 0
+        torch.testing.assert_close(together.boxes, alone.boxes, rtol=0, atol=1e-4)
+        torch.testing.assert_close(together.scores, alone.scores, rtol=0, atol=1e-4)
+        assert torch.equal(together.labels, alone.labels)
+        if with_mask:
+            # Batched convolutions differ in the last float bits, which may flip a pixel whose
+            # probability is within ~1e-6 of the 0.5 threshold: allow a handful in ~1e6.
+            assert (together.masks != alone.masks).sum() <= 5
+
+
+def test_batch_size_does_not_reorder_results(rng):
+    model = tiny_model(False)
+    assert model.predict([]) == []
+    images = [rng.integers(0, 256, (64 + 40 * i, 96, 3), dtype=np.uint8) for i in range(3)]
+    results = model.predict(images, score_thr=0.0, batch_size=2)
+    assert [r.image_size for r in results] == [(64, 96), (104, 96), (144, 96)]
+
+
+def test_predict_is_deterministic_and_restores_training_mode(with_mask, photo):
+    model = tiny_model(with_mask)
+    make_confident(model)
+    first = model.predict(photo)[0]
+    assert len(first) > 0
+    assert_detections_equal(first, model.predict(photo)[0])
+    model.train()
+    assert_detections_equal(first, model.predict(photo)[0])
+    assert model.training
+    # The same seed builds the same model.
+    twin = tiny_model(with_mask)
+    make_confident(twin)
+    assert_detections_equal(first, twin.predict(photo)[0])
+
+
+def test_overrides_apply_to_one_call(photo):
+    model = tiny_model(False)
+    make_confident(model)
+    result = model.predict(photo)[0]
+    default = len(result)
+    assert 7 < default < 100
+    assert len(model.predict(photo, max_per_image=7)[0]) == 7
+    assert len(model.predict(photo, nms_iou=0.99)[0]) > default
+    # A box is only ever suppressed by a higher-scoring one, so a higher threshold keeps exactly
+    # the detections above it.
+    threshold = float(result.scores.median())
+    strict = model.predict(photo, score_thr=threshold)[0]
+    assert 0 < len(strict) < default
+    assert_detections_equal(strict, result.above(threshold))
+    assert_detections_equal(model.predict(photo)[0], result)
+    assert model.test_detections.score_thr == 0.05
+
+
+# --- edge inputs ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (10, 1000, 3), (1000, 10, 3), (64, 96, 3)])
+def test_tiny_elongated_and_black_images(with_mask, shape):
+    model = tiny_model(with_mask)
+    result = model.predict(np.zeros(shape, np.uint8), score_thr=0.0)[0]
+    height, width = shape[:2]
+    assert result.image_size == (height, width)
+    assert result.boxes.shape == (len(result), 4)
+    assert result.boxes[:, 0::2].max() <= width + 1e-3 and result.boxes[:, 1::2].max() <= height + 1e-3
+    if with_mask:
+        assert result.masks.shape == (len(result), height, width)
+
+
+def test_extremely_elongated_image():
+    result = tiny_model(False).predict(np.zeros((1, 1000, 3), np.uint8), score_thr=0.0)[0]
+    assert result.image_size == (1, 1000)
+    assert (result.boxes[:, 1::2] <= 1 + 1e-3).all()
+
+
+def test_batch_size_below_one_is_a_clear_error(photo):
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        tiny_model(False).predict(photo, batch_size=0)
+
+
+def test_no_detections_gives_empty_tensors(with_mask, photo):
+    result = tiny_model(with_mask).predict(photo, score_thr=1.0)[0]
+    assert len(result) == 0
+    assert result.boxes.shape == (0, 4) and result.scores.shape == (0,) and result.labels.shape == (0,)
+    if with_mask:
+        assert result.masks.shape == (0, 200, 300)
+    assert result.to_coco({"image_id": 1}, [1, 2, 3]) == []
+
+
+def test_every_input_type_gives_the_same_detections(tmp_path, photo):
+    model = tiny_model(True)
+    make_confident(model)
+    path = tmp_path / "photo.png"
+    Image.fromarray(photo).save(path)
+    chw = torch.from_numpy(photo).permute(2, 0, 1).contiguous()
+    inputs = [photo, str(path), path, Image.open(path), chw, chw.float() / 255]
+    results = model.predict(inputs)
+    assert len(results[0]) > 0
+    for result in results[1:]:
+        assert_detections_equal(result, results[0])
+    # A single image of each kind is wrapped in a list.
+    for single in (path, str(path), chw, photo, Image.fromarray(photo)):
+        assert_detections_equal(model.predict(single)[0], results[0])
+
+
+def test_bad_path_in_the_list_names_it(tmp_path, photo):
+    missing = tmp_path / "missing.jpg"
+    with pytest.raises(cascade_rcnn.ImageError, match="missing.jpg"):
+        tiny_model(False).predict([photo, missing])
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    with pytest.raises(cascade_rcnn.ImageError, match="broken.png"):
+        tiny_model(False).predict([photo, str(broken)])
+
+
+# --- COCO output ---------------------------------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools + numpy 2
+def test_to_coco_records(with_mask, photo):
+    model = tiny_model(with_mask)
+    make_confident(model)
+    result = model.predict(photo, max_per_image=5)[0]
+    assert len(result) == 5
+    records = result.to_coco({"image_id": 42}, [7, 11, 13])
+    assert len(records) == 5
+    for record, box, score, label in zip(records, result.boxes.tolist(), result.scores.tolist(),
+                                         result.labels.tolist()):
+        assert record["image_id"] == 42
+        assert record["category_id"] == [7, 11, 13][label]
+        x0, y0, x1, y1 = box
+        assert record["bbox"] == pytest.approx([x0, y0, x1 - x0, y1 - y0], abs=1e-3)
+        assert record["score"] == pytest.approx(score, abs=1e-5)
+    if with_mask:
+        for record, mask in zip(records, result.masks):
+            rle = record["segmentation"]
+            assert rle["size"] == [200, 300] and isinstance(rle["counts"], str)
+            decoded = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()})
+            assert np.array_equal(decoded.astype(bool), mask.numpy())
+    else:
+        assert all("segmentation" not in record for record in records)
+
+
+def test_to_coco_with_coco_category_ids():
+    detections = cascade_rcnn.Detections(
+        boxes=torch.tensor([[1.0, 2.0, 11.0, 22.5], [0.0, 0.0, 5.0, 5.0]]), scores=torch.tensor([0.9, 0.3]),
+        labels=torch.tensor([11, 79]), class_names=COCO_CLASSES, image_size=(30, 40))
+    records = detections.to_coco({"image_id": 5, "file_name": "x.jpg"}, list(COCO_CATEGORY_IDS))
+    assert [r["category_id"] for r in records] == [13, 90]
+    assert records[0]["bbox"] == [1.0, 2.0, 10.0, 20.5]
+    assert records[0]["file_name"] == "x.jpg"
+    above = detections.above(0.5)
+    assert len(above) == 1 and above.labels.tolist() == [11]

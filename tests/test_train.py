@@ -1,0 +1,148 @@
+"""Training: losses fall, a tiny model overfits, resume is exact, DDP runs, bad runs stop cleanly."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import cascade_rcnn
+from cascade_rcnn import checkpoint
+from cascade_rcnn.data.shapes import generate_shapes
+from cascade_rcnn.engine.train import TrainConfig, TrainingDiverged, train
+from cascade_rcnn.ops.assign_sample import IGNORED, NEGATIVE, AssignerSettings, assign
+
+TRAIN_SIZE = 128
+
+
+def train_config(with_mask: bool = True) -> cascade_rcnn.ModelConfig:
+    """A from-scratch tiny model: all layers and BatchNorm trained, few RoIs."""
+    return cascade_rcnn.ModelConfig(
+        name="tiny_train", with_mask=with_mask,
+        backbone=cascade_rcnn.BackboneConfig(depth=18, base_channels=8, frozen_stages=0, norm_eval=False),
+        fpn_channels=16, fc_channels=64, image_scale=(TRAIN_SIZE, TRAIN_SIZE), train_proposals=300,
+        rois_per_image=64)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("shapes")
+    generate_shapes(root, num_images=4, size=TRAIN_SIZE, seed=3)
+    return root
+
+
+def run_config(shapes: Path, out: Path, **changes) -> TrainConfig:
+    options = dict(train_json=str(shapes / "annotations.json"), train_images=str(shapes / "images"),
+                   out_dir=str(out), epochs=2, lr_steps=(), batch_size=2, workers=0, lr=0.02,
+                   warmup_iters=2, eval_every=0, log_every=1)
+    options.update(changes)
+    return TrainConfig(**options)
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return checkpoint.state_dict_of(checkpoint.read(out / "final.pth"))
+
+
+def test_resume_after_a_kill_mid_epoch_gives_the_same_weights(shapes, tmp_path):
+    uninterrupted = tmp_path / "full"
+    train(train_config(), run_config(shapes, uninterrupted, checkpoint_every=1))
+
+    def kill_at_third_iteration(iteration: int) -> None:
+        if iteration == 3:  # after the mid-epoch checkpoint of iteration 3 (epoch 2, batch 1)
+            raise KeyboardInterrupt
+
+    interrupted = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        train(train_config(), run_config(shapes, interrupted, checkpoint_every=1,
+                                         on_iteration=kill_at_third_iteration))
+    assert not (interrupted / "final.pth").exists()
+    progress = checkpoint.read(interrupted / "latest.pth")["progress"]
+    assert progress == {"epoch": 1, "batch": 1, "iteration": 3}
+    train(train_config(), run_config(shapes, interrupted, checkpoint_every=1, resume=True))
+    expected, resumed = final_weights(uninterrupted), final_weights(interrupted)
+    assert expected.keys() == resumed.keys()
+    for key in expected:
+        assert torch.equal(expected[key], resumed[key]), key
+
+
+def test_losses_are_finite_fall_and_are_logged(shapes, tmp_path):
+    out = tmp_path / "run"
+    train(train_config(), run_config(shapes, out, epochs=8, lr_steps=(7,)))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert len(steps) == 16
+    keys = {"rpn_cls", "rpn_box", "s0_cls", "s0_box", "s0_mask", "s1_cls", "s2_cls", "s2_mask", "lr"}
+    assert keys <= set(steps[0])
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in steps)
+    first, last = sum(r["loss"] for r in steps[:4]) / 4, sum(r["loss"] for r in steps[-4:]) / 4
+    assert last < 0.7 * first, (first, last)
+    assert (out / "curves.png").stat().st_size > 1000
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shapes, tmp_path):
+    out = tmp_path / "run"
+    train(train_config(), run_config(shapes, out, epochs=1))
+    before = (out / "latest.pth").read_bytes()
+    with pytest.raises(TrainingDiverged, match="not finite"):
+        train(train_config(), run_config(shapes, out, epochs=3, lr=1e12, warmup_iters=0, resume=True))
+    assert (out / "latest.pth").read_bytes() == before
+
+
+def test_fine_tuning_with_another_class_count_reinitialises_only_class_layers(shapes, tmp_path, capsys):
+    source = tmp_path / "source.pth"
+    three_classes = cascade_rcnn.CascadeRCNN(train_config().with_classes(("x", "y", "z")))
+    checkpoint.save(source, three_classes)
+    out = tmp_path / "run"
+    train(train_config(), run_config(shapes, out, epochs=1, weights=str(source)))
+    assert "re-initialised roi_head.bbox_head.0.fc_cls.weight" in capsys.readouterr().out
+    tuned = cascade_rcnn.build_model(train_config(), weights=out / "final.pth")
+    assert tuned.config.num_classes == 5  # the shapes data set's classes
+    assert tuned.roi_head.bbox_head[0].fc_cls.out_features == 6
+
+
+def test_crowd_regions_are_ignored_not_negative():
+    boxes = torch.tensor([[0., 0, 10, 10], [50, 50, 60, 60], [100, 100, 110, 110]])
+    gt = torch.tensor([[0., 0, 10, 10]])
+    crowd = torch.tensor([[45., 45, 70, 70]])
+    assigned = assign(boxes, gt, AssignerSettings(0.5, 0.5), crowd)
+    assert assigned.tolist() == [0, IGNORED, NEGATIVE]
+
+
+def test_images_without_annotations_train_as_negatives(tmp_path):
+    root = tmp_path / "data"
+    generate_shapes(root, num_images=2, size=TRAIN_SIZE, seed=1)
+    data = json.loads((root / "annotations.json").read_text())
+    first = data["images"][0]["id"]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] != first]
+    (root / "annotations.json").write_text(json.dumps(data))
+    out = tmp_path / "run"
+    train(train_config(), run_config(root, out, epochs=1))
+    assert (out / "final.pth").is_file()
+
+
+DDP_SCRIPT = """
+import sys
+from cascade_rcnn.engine.train import TrainConfig, train
+sys.path.insert(0, {tests!r})
+from test_train import train_config
+train(train_config(), TrainConfig(train_json={json!r}, train_images={images!r}, out_dir={out!r},
+      epochs=1, lr_steps=(), batch_size=1, workers=0, lr=0.01, warmup_iters=1, eval_every=0))
+"""
+
+
+def test_two_process_gloo_ddp(shapes, tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), json=str(shapes / "annotations.json"),
+                                        images=str(shapes / "images"), out=str(tmp_path / "run")))
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc-per-node", "2", str(script)], capture_output=True, text=True,
+                            env=environment, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len([r for r in rows if "loss" in r]) == 2  # 4 images / (2 ranks x 1) = 2 steps, rank 0 logs
+    assert (tmp_path / "run" / "final.pth").is_file()

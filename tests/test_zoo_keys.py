@@ -1,0 +1,69 @@
+"""The 20 published configs build models whose state dicts are MMDetection's, key for key."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import cascade_rcnn
+from conftest import load_key_shapes
+
+PUBLISHED = sorted(name for name, config in cascade_rcnn.MODEL_ZOO.items() if config.url)
+
+
+def build_on_meta(name: str) -> cascade_rcnn.CascadeRCNN:
+    """The full-size model without allocating its weights."""
+    with torch.device("meta"):
+        return cascade_rcnn.CascadeRCNN(cascade_rcnn.get_config(name))
+
+
+def test_zoo_lists_the_twenty_published_configs(zoo_index):
+    assert len(PUBLISHED) == 20
+    assert set(PUBLISHED) == set(zoo_index)
+    for name in PUBLISHED:
+        config = cascade_rcnn.get_config(name)
+        assert config.url == zoo_index[name]["weights"]
+        assert config.with_mask == name.startswith("cascade_mask_rcnn")
+        assert config.num_classes == 80
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_state_dict_and_parameter_counts_match_mmdetection(name, shared_keys_dir, zoo_index):
+    model = build_on_meta(name)
+    expected = load_key_shapes(shared_keys_dir, name)
+    ours = {key: list(tensor.shape) for key, tensor in model.state_dict().items()}
+    assert sorted(set(expected) - set(ours)) == [], "keys missing from our model"
+    assert sorted(set(ours) - set(expected)) == [], "keys MMDetection does not have"
+    wrong = {k: (ours[k], expected[k]) for k in expected if ours[k] != expected[k]}
+    assert wrong == {}, "shapes differ (ours, mmdet)"
+
+    entry = zoo_index[name]
+    assert len(ours) == entry["num_state_dict_entries"]
+    assert sum(p.numel() for p in model.parameters()) == entry["num_parameters"]
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == entry["num_trainable_parameters"]
+
+
+@pytest.mark.parametrize("name", ["cascade_rcnn_r50_fpn_1x_coco", "cascade_mask_rcnn_r50_caffe_fpn_1x_coco",
+                                  "cascade_rcnn_x101_32x4d_fpn_1x_coco"])
+def test_batchnorm_stays_in_eval_mode_and_stem_layer1_are_frozen(name):
+    model = build_on_meta(name)
+    model.train()
+    assert model.training and model.roi_head.training and model.neck.training
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) in (53, 104)
+    assert not any(m.training for m in norms)
+
+    backbone = model.backbone
+    for module in (backbone.conv1, backbone.bn1, backbone.layer1):
+        assert not any(p.requires_grad for p in module.parameters())
+    # The rest of the backbone trains (its convs in every style).
+    for layer in (backbone.layer2, backbone.layer3, backbone.layer4):
+        assert all(m.weight.requires_grad for m in layer.modules() if isinstance(m, nn.Conv2d))
+    # pytorch style trains the BN affine parameters of layers 2-4; caffe style does not.
+    bn_trained = any(p.requires_grad for m in backbone.layer2.modules()
+                     if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
+    assert bn_trained == ("caffe" not in name)
+
+    model.eval()
+    model.train(True)
+    assert not any(m.training for m in norms)
