@@ -56,11 +56,13 @@ def main() -> None:
         count = len(peer([tensor])[0]["boxes"])
     results["torchvision_maskrcnn_resnet50_fpn"] = {"s_per_img": seconds, "detections": count}
     del peer
-    for name in ("cascade_rcnn_r50_fpn_1x_coco", "cascade_mask_rcnn_r50_fpn_1x_coco"):
-        model = cascade_rcnn.build_model(name, device=args.device)
+    for name, channels_last in (("cascade_rcnn_r50_fpn_1x_coco", False), ("cascade_mask_rcnn_r50_fpn_1x_coco", False),
+                                ("cascade_rcnn_r50_fpn_1x_coco", True), ("cascade_mask_rcnn_r50_fpn_1x_coco", True)):
+        torch.manual_seed(0)
+        model = cascade_rcnn.build_model(name, device=args.device, channels_last=channels_last)
         seconds = median_seconds(lambda: model.predict(image, score_thr=0.0), args.repeats, args.device)
         count = len(model.predict(image, score_thr=0.0)[0])
-        results[name] = {"s_per_img": seconds, "detections": count}
+        results[name + (" channels_last" if channels_last else "")] = {"s_per_img": seconds, "detections": count}
         del model
     peer_seconds = results["torchvision_maskrcnn_resnet50_fpn"]["s_per_img"]
     for name, row in results.items():

@@ -24,6 +24,12 @@ class ModelConfig:
     fpn_channels: int = 256
     fc_channels: int = 1024
     image_scale: tuple[int, int] = (1333, 800)  # resize to fit (long side, short side)
+    # RPN anchor side = stride x anchor_scale (8: 32 px on P2, COCO at 800 px); smaller images
+    # with small objects want smaller anchors.
+    anchor_scale: float = 8.0
+    # Box (and mask) head stages: 3 is Cascade R-CNN; 1 is Faster / Mask R-CNN (IoU 0.5), for
+    # comparisons (benchmarks/stages.py).
+    num_stages: int = 3
     # Training: RPN proposals kept per image, and RoIs sampled per image for each stage.
     train_proposals: int = 2000
     rois_per_image: int = 512

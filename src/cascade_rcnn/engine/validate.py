@@ -10,8 +10,6 @@ from ..models.detector import CascadeRCNN
 from .distributed import Context, gather_lists
 from .evaluate import evaluate_coco
 
-STAGE_NAMES = ("stage 1", "stage 2", "stage 3")
-
 
 def predict_dataset(model: CascadeRCNN, dataset: CocoDataset, context: Context = Context(),
                     stage: int | None = None, show_progress: bool = True) -> list[dict]:
@@ -30,8 +28,9 @@ def predict_dataset(model: CascadeRCNN, dataset: CocoDataset, context: Context =
 def evaluate_dataset(model: CascadeRCNN, dataset: CocoDataset, gt_json: str | Path,
                      context: Context = Context(), per_stage: bool = False) -> dict:
     """COCO metrics of ``model`` on ``dataset`` (``{"bbox": {...}, "segm": {...}}``); with
-    ``per_stage`` a dict {"stage 1": ..., "stage 2": ..., "stage 3": ..., "ensemble": ...}."""
-    stages = [(name, index) for index, name in enumerate(STAGE_NAMES)] if per_stage else []
+    ``per_stage`` a dict {"stage 1": ..., "stage 2": ..., "stage 3": ..., "ensemble": ...}
+    (ensemble = the cascade's output, all stages' scores and the last stage's boxes)."""
+    stages = [(f"stage {i + 1}", i) for i in range(model.config.num_stages)] if per_stage else []
     results = {}
     for name, stage in stages + [("ensemble", None)]:
         records = predict_dataset(model, dataset, context, stage)

@@ -17,7 +17,8 @@ from ..data.transforms import ResizedImage, normalize, pad_batch, padded_size, r
 from ..ops.paste_masks import paste_masks
 from ..results import Detections
 from .backbone import ResNet
-from .cascade import CascadeRoIHead, DetectionSettings, select_detections
+from .cascade import (STAGE_IOUS, STAGE_LOSS_WEIGHTS, STAGE_STDS, CascadeRoIHead, DetectionSettings,
+                      select_detections)
 from .fpn import FPN
 from .rpn import ProposalSettings, RPNHead, propose, rpn_loss
 
@@ -30,9 +31,11 @@ class CascadeRCNN(nn.Module):
         self.config = config
         self.backbone = ResNet(config.backbone)
         self.neck = FPN(config.backbone.out_channels, config.fpn_channels)
-        self.rpn_head = RPNHead(config.fpn_channels)
+        self.rpn_head = RPNHead(config.fpn_channels, scales=(config.anchor_scale,))
+        stages = slice(0, config.num_stages)
         self.roi_head = CascadeRoIHead(config.num_classes, config.with_mask, config.fpn_channels,
-                                       config.fc_channels, rois_per_image=config.rois_per_image)
+                                       config.fc_channels, STAGE_STDS[stages], STAGE_IOUS[stages],
+                                       STAGE_LOSS_WEIGHTS[stages], config.rois_per_image)
         self.train_proposals = ProposalSettings(pre_nms_per_level=config.train_proposals, nms_iou=0.7,
                                                 max_proposals=config.train_proposals)
         self.test_proposals = ProposalSettings(pre_nms_per_level=1000, nms_iou=0.7, max_proposals=1000)
@@ -41,6 +44,14 @@ class CascadeRCNN(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """channels_last after ``model.to(memory_format=torch.channels_last)`` (faster on CPU,
+        equal to MMDetection up to float noise instead of bit for bit), else contiguous."""
+        weight = self.backbone.conv1.weight
+        channels_last = weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+        return torch.channels_last if channels_last else torch.contiguous_format
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -91,7 +102,7 @@ class CascadeRCNN(nn.Module):
         ``stage=k`` scores the detections with cascade stage k alone (for per-stage evaluation).
         """
         device = self.device
-        batch = pad_batch(tensors).to(device)
+        batch = pad_batch(tensors).to(device, memory_format=self.memory_format)
         sizes = [r.size for r in resized]
         features = self.features(batch)
         logits, deltas = self.rpn_head(features)

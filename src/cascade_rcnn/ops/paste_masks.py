@@ -30,6 +30,9 @@ def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int,
         ys = (torch.arange(top, bottom, device=probs.device, dtype=torch.float32) + 0.5)
         xs = (xs - box_t[0]) / (box_t[2] - box_t[0]) * 2 - 1
         ys = (ys - box_t[1]) / (box_t[3] - box_t[1]) * 2 - 1
+        # A zero-width or zero-height box divides by zero; MMDetection samples at 0 there.
+        xs = torch.where(torch.isinf(xs), torch.zeros_like(xs), xs)
+        ys = torch.where(torch.isinf(ys), torch.zeros_like(ys), ys)
         grid = torch.stack([xs[None, :].expand(len(ys), -1), ys[:, None].expand(-1, len(xs))], dim=2)
         sampled = F.grid_sample(prob[None, None].float(), grid[None], align_corners=False)
         out[index, top:bottom, left:right] = sampled[0, 0] >= threshold

@@ -1,0 +1,103 @@
+"""Training step time and peak memory: our Cascade Mask R-CNN R50-FPN vs torchvision's Mask R-CNN
+R50-FPN, 2 images of 1333x800 with 8 objects each, in the same process.
+
+    python benchmarks/train_step.py [--steps 3] [--threads 2] [--device cpu]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import torch
+import torchvision
+
+import cascade_rcnn
+from cascade_rcnn.data.transforms import pad_batch
+
+HEIGHT, WIDTH = 800, 1333
+
+
+def targets(device: str, generator: torch.Generator) -> list[dict]:
+    """8 random boxes per image with filled-box masks, labels in 0..79."""
+    result = []
+    for _ in range(2):
+        xy = torch.rand(8, 2, generator=generator) * torch.tensor([WIDTH - 300, HEIGHT - 300])
+        wh = 32 + torch.rand(8, 2, generator=generator) * 250
+        boxes = torch.cat([xy, xy + wh], dim=1)
+        masks = torch.zeros(8, HEIGHT, WIDTH, dtype=torch.uint8)
+        for mask, box in zip(masks, boxes.round().long().tolist()):
+            mask[box[1]:box[3], box[0]:box[2]] = 1
+        labels = torch.randint(0, 80, (8,), generator=generator)
+        result.append({"boxes": boxes.to(device), "labels": labels.to(device), "masks": masks.to(device)})
+    return result
+
+
+def time_steps(step, steps: int, device: str) -> float:
+    step()  # warm-up
+    times = []
+    for _ in range(steps):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, HEIGHT, WIDTH, generator=generator)
+    gts = targets(args.device, generator)
+    rows = {}
+
+    torch.manual_seed(0)
+    peer = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None,
+                                                              min_size=HEIGHT, max_size=WIDTH).to(args.device).train()
+    peer_targets = [{**t, "labels": t["labels"] + 1} for t in gts]
+    peer_optimizer = torch.optim.SGD([p for p in peer.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+
+    def peer_step() -> None:
+        loss = sum(peer(list(images.to(args.device)), peer_targets).values())
+        peer_optimizer.zero_grad()
+        loss.backward()
+        peer_optimizer.step()
+
+    rows["torchvision_maskrcnn_resnet50_fpn"] = time_steps(peer_step, args.steps, args.device)
+    del peer, peer_optimizer
+
+    model = cascade_rcnn.CascadeRCNN(cascade_rcnn.get_config("cascade_mask_rcnn_r50_fpn_1x_coco")).to(args.device).train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+    mean = torch.tensor(model.config.pixel_mean).view(3, 1, 1)
+    std = torch.tensor(model.config.pixel_std).view(3, 1, 1)
+    batch = pad_batch([(image * 255 - mean) / std for image in images]).to(args.device)
+
+    def our_step() -> None:
+        losses = model(batch, gts, [(HEIGHT, WIDTH)] * 2)
+        loss = sum(v for k, v in losses.items() if not k.endswith("_acc"))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    rows["cascade_mask_rcnn_r50_fpn_1x_coco"] = time_steps(our_step, args.steps, args.device)
+    peak = (torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda")
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+    for name, seconds in rows.items():
+        print(json.dumps({"model": name, "images": f"2x{HEIGHT}x{WIDTH}", "device": args.device,
+                          "threads": args.threads, "s_per_step": round(seconds, 3),
+                          "ratio_to_torchvision": round(seconds / rows["torchvision_maskrcnn_resnet50_fpn"], 3)}))
+    print(json.dumps({"peak_memory_gb_whole_process": round(peak, 2)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The command line: what a user types, what they see, what lands on disk, the exit status."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import cascade_rcnn
+from cascade_rcnn import checkpoint
+from cascade_rcnn.cli import main
+from cascade_rcnn.data.shapes import generate_shapes
+from cascade_rcnn.engine.evaluate import METRIC_NAMES, PER_IOU
+
+SMALL = "cascade_mask_rcnn_r18w32_fpn_256"
+
+
+def test_models_lists_the_zoo(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "cascade_mask_rcnn_x101_64x4d_fpn_20e_coco" in out and "45.6" in out
+    assert "https://download.openmmlab.com/mmdetection/v2.0/cascade_rcnn/" in out
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len([r for r in rows if r["url"]]) == 20
+
+
+def test_python_dash_m_runs_the_cli():
+    result = subprocess.run([sys.executable, "-m", "cascade_rcnn", "models", "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)) == len(cascade_rcnn.MODEL_ZOO)
+
+
+@pytest.fixture
+def weights(tmp_path):
+    """Our checkpoint of the small project model, seeded."""
+    torch.manual_seed(0)
+    path = tmp_path / "small.pth"
+    checkpoint.save(path, cascade_rcnn.CascadeRCNN(cascade_rcnn.get_config(SMALL)))
+    return path
+
+
+def test_predict_reports_bad_inputs_by_name_and_processes_the_rest(tmp_path, weights, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    image = (np.random.default_rng(0).random((120, 160, 3)) * 255).astype(np.uint8)
+    cv2.imwrite(str(folder / "good.png"), image)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\x00 not really a jpeg")
+    out = tmp_path / "out"
+    status = main(["predict", str(folder), str(tmp_path / "missing.png"), "--model", SMALL,
+                   "--weights", str(weights), "--out", str(out), "--score-thr", "0"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "broken.jpg" in captured.err and "missing.png" in captured.err
+    assert "Traceback" not in captured.err
+    records = json.loads((out / "predictions.json").read_text())
+    assert records and {r["file_name"] for r in records} == {str(folder / "good.png")}
+    assert {"category_id", "bbox", "score", "segmentation"} <= set(records[0])
+    assert (out / "good.png").is_file() and not (out / "broken.png").exists()
+    assert "1 image(s) done, 2 failed" in captured.out
+
+
+def test_predict_succeeds_with_status_zero(tmp_path, weights):
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), np.full((64, 64, 3), 127, np.uint8))
+    assert main(["predict", str(path), "--model", SMALL, "--weights", str(weights),
+                 "--out", str(tmp_path / "out"), "--no-draw"]) == 0
+    assert json.loads((tmp_path / "out" / "predictions.json").read_text()) == []
+    assert not (tmp_path / "out" / "a.png").exists()
+
+
+def test_a_bad_checkpoint_is_one_line_not_a_traceback(tmp_path, capsys):
+    bad = tmp_path / "weights.pth"
+    bad.write_text("<html>404</html>")
+    assert main(["predict", str(tmp_path), "--model", SMALL, "--weights", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {bad}: not a PyTorch checkpoint" in err and "Traceback" not in err
+
+
+def test_a_box_only_checkpoint_in_a_mask_model_is_named(tmp_path, capsys):
+    path = tmp_path / "box_only.pth"
+    checkpoint.save(path, cascade_rcnn.CascadeRCNN(cascade_rcnn.get_config("cascade_rcnn_r18w32_fpn_256")))
+    assert main(["predict", str(tmp_path), "--model", SMALL, "--weights", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "roi_head.mask_head" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    assert main(["predict", str(tmp_path), "--model", SMALL, "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_shapes_then_evaluate_ground_truth_as_predictions(tmp_path, capsys):
+    assert main(["shapes", str(tmp_path / "data"), "--num-images", "3", "--size", "96", "--seed", "4"]) == 0
+    gt_path = tmp_path / "data" / "annotations.json"
+    gt = json.loads(gt_path.read_text())
+    predictions = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+                    "score": 1.0, "segmentation": a["segmentation"]} for a in gt["annotations"]]
+    (tmp_path / "p.json").write_text(json.dumps(predictions))
+    assert main(["evaluate", "--gt-json", str(gt_path), "--predictions", str(tmp_path / "p.json"),
+                 "--out", str(tmp_path / "r.json")]) == 0
+    metrics = json.loads((tmp_path / "r.json").read_text())
+    assert set(metrics) == {"bbox", "segm"}
+    assert set(metrics["bbox"]) == set(METRIC_NAMES) | set(PER_IOU)
+    assert metrics["bbox"]["AP"] == pytest.approx(1.0) and metrics["segm"]["AP90"] == pytest.approx(1.0)
+    assert "AP90" in capsys.readouterr().out
+
+
+def test_evaluate_a_model_per_stage(tmp_path, weights, capsys):
+    generate_shapes(tmp_path / "data", num_images=2, size=96, seed=5)
+    assert main(["evaluate", "--gt-json", str(tmp_path / "data" / "annotations.json"), "--model", SMALL,
+                 "--weights", str(weights), "--images", str(tmp_path / "data" / "images"), "--per-stage",
+                 "--out", str(tmp_path / "r.json")]) == 0
+    metrics = json.loads((tmp_path / "r.json").read_text())
+    assert set(metrics) == {"stage 1", "stage 2", "stage 3", "ensemble"}
+    assert set(metrics["ensemble"]) == {"bbox", "segm"}
+    assert "stage 3" in capsys.readouterr().out
