@@ -13,7 +13,7 @@ import torch
 import cascade_rcnn
 from cascade_rcnn import checkpoint
 from cascade_rcnn.cli import main
-from cascade_rcnn.data.shapes import generate_shapes
+from cascade_rcnn.data.shapes import SHAPE_CLASSES, generate_shapes
 from cascade_rcnn.engine.evaluate import METRIC_NAMES, PER_IOU
 
 SMALL = "cascade_mask_rcnn_r18w32_fpn_256"
@@ -112,8 +112,11 @@ def test_shapes_then_evaluate_ground_truth_as_predictions(tmp_path, capsys):
     assert "AP90" in capsys.readouterr().out
 
 
-def test_evaluate_a_model_per_stage(tmp_path, weights, capsys):
+def test_evaluate_a_model_per_stage(tmp_path, capsys):
     generate_shapes(tmp_path / "data", num_images=2, size=96, seed=5)
+    torch.manual_seed(0)
+    weights = tmp_path / "shapes_model.pth"
+    checkpoint.save(weights, cascade_rcnn.CascadeRCNN(cascade_rcnn.get_config(SMALL).with_classes(SHAPE_CLASSES)))
     assert main(["evaluate", "--gt-json", str(tmp_path / "data" / "annotations.json"), "--model", SMALL,
                  "--weights", str(weights), "--images", str(tmp_path / "data" / "images"), "--per-stage",
                  "--out", str(tmp_path / "r.json")]) == 0

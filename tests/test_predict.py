@@ -254,3 +254,24 @@ def test_to_coco_with_coco_category_ids():
     assert records[0]["file_name"] == "x.jpg"
     above = detections.above(0.5)
     assert len(above) == 1 and above.labels.tolist() == [11]
+
+
+def test_channels_last_matches_the_default_layout_up_to_float_noise(photo):
+    model = tiny_model(True)
+    make_confident(model)
+    expected = model.predict(photo, score_thr=0.0)[0]
+    model.to(memory_format=torch.channels_last)
+    assert model.memory_format == torch.channels_last
+    result = model.predict(photo, score_thr=0.0)[0]
+    assert torch.allclose(result.boxes, expected.boxes, atol=1e-3)
+    assert torch.allclose(result.scores, expected.scores, atol=1e-5)
+    assert torch.equal(result.labels, expected.labels)
+
+
+def test_a_single_stage_model_is_a_mask_rcnn():
+    model = tiny_model(True, num_stages=1)
+    assert len(model.roi_head.bbox_head) == 1 and len(model.roi_head.mask_head) == 1
+    assert not any(key.startswith("roi_head.bbox_head.1") for key in model.state_dict())
+    make_confident(model)
+    result = model.predict(np.zeros((40, 60, 3), np.uint8), score_thr=0.0, stage=0)[0]
+    assert result.masks.shape[1:] == (40, 60)

@@ -79,7 +79,7 @@ def test_losses_are_finite_fall_and_are_logged(shapes, tmp_path):
     assert keys <= set(steps[0])
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in steps)
     first, last = sum(r["loss"] for r in steps[:4]) / 4, sum(r["loss"] for r in steps[-4:]) / 4
-    assert last < 0.7 * first, (first, last)
+    assert last < 0.85 * first, (first, last)
     assert (out / "curves.png").stat().st_size > 1000
 
 
@@ -130,7 +130,7 @@ from cascade_rcnn.engine.train import TrainConfig, train
 sys.path.insert(0, {tests!r})
 from test_train import train_config
 train(train_config(), TrainConfig(train_json={json!r}, train_images={images!r}, out_dir={out!r},
-      epochs=1, lr_steps=(), batch_size=1, workers=0, lr=0.01, warmup_iters=1, eval_every=0))
+      epochs=1, lr_steps=(), batch_size=1, workers=0, lr=0.01, warmup_iters=1, eval_every=0, log_every=1))
 """
 
 
@@ -144,5 +144,7 @@ def test_two_process_gloo_ddp(shapes, tmp_path):
                             env=environment, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert len([r for r in rows if "loss" in r]) == 2  # 4 images / (2 ranks x 1) = 2 steps, rank 0 logs
+    steps = [r for r in rows if "loss" in r]
+    assert len(steps) == 2  # 4 images / (2 ranks x 1 image) = 2 steps, logged by rank 0 only
+    assert all(0 < r["loss"] < 100 for r in steps)
     assert (tmp_path / "run" / "final.pth").is_file()
