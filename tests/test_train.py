@@ -148,3 +148,21 @@ def test_two_process_gloo_ddp(shapes, tmp_path):
     assert len(steps) == 2  # 4 images / (2 ranks x 1 image) = 2 steps, logged by rank 0 only
     assert all(0 < r["loss"] < 100 for r in steps)
     assert (tmp_path / "run" / "final.pth").is_file()
+
+
+def test_evaluation_every_epoch_is_logged(shapes, tmp_path):
+    out = tmp_path / "run"
+    train(train_config(), run_config(shapes, out, epochs=1, eval_every=1, val_json=str(shapes / "annotations.json"),
+                                     val_images=str(shapes / "images")))
+    evaluations = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+                   if "eval" in line]
+    assert len(evaluations) == 1 and evaluations[0]["epoch"] == 1
+    assert {"bbox", "segm"} == set(evaluations[0]["eval"])
+    assert 0 <= evaluations[0]["eval"]["bbox"]["AP90"] <= 1
+
+
+def test_bf16_autocast_trains(shapes, tmp_path):
+    out = tmp_path / "run"
+    train(train_config(), run_config(shapes, out, epochs=1, amp="bf16", log_every=1))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
