@@ -11,28 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
-import time
 
 import numpy as np
 import torch
 import torchvision
 
 import cascade_rcnn
-
-
-def median_seconds(run, repeats: int, device: str) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        run()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import median_seconds
 
 
 def main() -> None:

@@ -8,14 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
-import time
 
 import torch
 import torchvision
 
 import cascade_rcnn
 from cascade_rcnn.data.transforms import pad_batch
+from timing import median_seconds
 
 HEIGHT, WIDTH = 800, 1333
 
@@ -33,20 +32,6 @@ def targets(device: str, generator: torch.Generator) -> list[dict]:
         labels = torch.randint(0, 80, (8,), generator=generator)
         result.append({"boxes": boxes.to(device), "labels": labels.to(device), "masks": masks.to(device)})
     return result
-
-
-def time_steps(step, steps: int, device: str) -> float:
-    step()  # warm-up
-    times = []
-    for _ in range(steps):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -73,7 +58,7 @@ def main() -> None:
         loss.backward()
         peer_optimizer.step()
 
-    rows["torchvision_maskrcnn_resnet50_fpn"] = time_steps(peer_step, args.steps, args.device)
+    rows["torchvision_maskrcnn_resnet50_fpn"] = median_seconds(peer_step, args.steps, args.device)
     del peer, peer_optimizer
 
     model = cascade_rcnn.CascadeRCNN(cascade_rcnn.get_config("cascade_mask_rcnn_r50_fpn_1x_coco")).to(args.device).train()
@@ -89,7 +74,7 @@ def main() -> None:
         loss.backward()
         optimizer.step()
 
-    rows["cascade_mask_rcnn_r50_fpn_1x_coco"] = time_steps(our_step, args.steps, args.device)
+    rows["cascade_mask_rcnn_r50_fpn_1x_coco"] = median_seconds(our_step, args.steps, args.device)
     peak = (torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda")
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     for name, seconds in rows.items():

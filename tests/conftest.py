@@ -45,6 +45,17 @@ def make_confident(model: cascade_rcnn.CascadeRCNN, label: int = 1, mask_logit: 
                 head.conv_logits.bias.fill_(mask_logit)
 
 
+def assert_detections_equal(first, second) -> None:
+    """Two ``Detections`` are the same to the bit (boxes, scores, labels, masks, size)."""
+    assert first.image_size == second.image_size
+    assert torch.equal(first.boxes, second.boxes)
+    assert torch.equal(first.scores, second.scores)
+    assert torch.equal(first.labels, second.labels)
+    assert (first.masks is None) == (second.masks is None)
+    if first.masks is not None:
+        assert torch.equal(first.masks, second.masks)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

@@ -11,7 +11,7 @@ import torch
 import cascade_rcnn
 from cascade_rcnn import checkpoint
 from cascade_rcnn.coco_classes import COCO_CLASSES
-from conftest import load_key_shapes, make_confident, tiny_config, tiny_model
+from conftest import assert_detections_equal, load_key_shapes, make_confident, tiny_config, tiny_model
 
 MMDET_META = {"mmdet_version": "2.0.0", "CLASSES": ("a", "b", "c")}
 
@@ -24,12 +24,7 @@ def save_mmdet(path, state_dict, meta=MMDET_META):
 def assert_same_detections(first, second):
     assert len(first) == len(second)
     for a, b in zip(first, second):
-        assert torch.equal(a.boxes, b.boxes)
-        assert torch.equal(a.scores, b.scores)
-        assert torch.equal(a.labels, b.labels)
-        assert (a.masks is None) == (b.masks is None)
-        if a.masks is not None:
-            assert torch.equal(a.masks, b.masks)
+        assert_detections_equal(a, b)
 
 
 def assert_state_equal(model, state_dict):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from cascade_rcnn.data.coco import CocoDataset, DatasetError, draw_sample
+from cascade_rcnn.data.coco import CocoDataset, DatasetError
+from cascade_rcnn.visualize import draw_ground_truth
 
 H, W = 40, 50
 LABELME_COCO = Path("/usr/share/doc/labelme-examples/examples/instance_segmentation/data_dataset_coco")
@@ -244,11 +245,11 @@ def test_report_summary_is_one_line_with_the_counts(tmp_path):
     assert "1 annotations of unknown categories skipped" in summary
 
 
-def test_draw_sample_marks_the_instances(tmp_path):
+def test_ground_truth_drawing_marks_the_instances(tmp_path):
     path = _write(tmp_path, [_ann(1, [10, 10, 10, 10], segmentation=[[10, 10, 20, 10, 20, 20, 10, 20]])],
                   files={"a.png": np.zeros((H, W, 3), np.uint8)})
     dataset = CocoDataset(path, tmp_path / "images")
-    picture = draw_sample(dataset[0], dataset.class_names)
+    picture = np.asarray(draw_ground_truth(dataset[0], dataset.class_names))
     assert picture.shape == (H, W, 3) and picture.dtype == np.uint8
     assert picture[15, 15].any() and not picture[35, 45].any()  # mask coloured, background untouched
 

@@ -10,17 +10,7 @@ from pycocotools import mask as mask_utils
 import cascade_rcnn
 from cascade_rcnn.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from cascade_rcnn.data.transforms import fit_size, resize
-from conftest import make_confident, tiny_model
-
-
-def assert_detections_equal(first, second):
-    assert first.image_size == second.image_size
-    assert torch.equal(first.boxes, second.boxes)
-    assert torch.equal(first.scores, second.scores)
-    assert torch.equal(first.labels, second.labels)
-    assert (first.masks is None) == (second.masks is None)
-    if first.masks is not None:
-        assert torch.equal(first.masks, second.masks)
+from conftest import assert_detections_equal, make_confident, tiny_model
 
 
 @pytest.fixture

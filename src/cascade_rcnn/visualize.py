@@ -4,6 +4,7 @@ from __future__ import annotations
 import colorsys
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from .results import Detections
@@ -34,3 +35,13 @@ def draw(image: np.ndarray, detections: Detections, mask_alpha: float = 0.45) ->
         pen.rectangle((box[0], top_y, box[0] + right - left + 2, top_y + bottom - top + 2), fill=color)
         pen.text((box[0] + 1, top_y), text, fill=(0, 0, 0))
     return picture
+
+
+def draw_ground_truth(sample: dict, class_names: tuple[str, ...]) -> Image.Image:
+    """A data set sample (``image``, ``boxes``, ``labels``, optional ``masks``) drawn like
+    detections of score 1, for checking annotations by eye."""
+    labels = torch.as_tensor(sample["labels"])
+    masks = sample.get("masks")
+    detections = Detections(torch.as_tensor(sample["boxes"]), torch.ones(len(labels)), labels, tuple(class_names),
+                            sample["image"].shape[:2], None if masks is None else torch.as_tensor(masks).bool())
+    return draw(sample["image"], detections)

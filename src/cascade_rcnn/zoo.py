@@ -73,17 +73,17 @@ def _published_configs() -> dict[str, ModelConfig]:
 
 # Project configs: a narrow ResNet-18 (base width 32) with a light FPN that trains
 # from scratch on a CPU in minutes at 256 px (all layers trained, BatchNorm in training mode, fewer
-# proposals and RoIs per image than COCO's 2000 / 512, anchors from 8 px). No published weights.
+# proposals and RoIs per image than COCO's 2000 / 512, anchors from 16 px). No published weights.
 _PROJECT = {
     "cascade_mask_rcnn_r18w32_fpn_256": ModelConfig(
         name="cascade_mask_rcnn_r18w32_fpn_256",
         backbone=BackboneConfig(depth=18, base_channels=32, frozen_stages=0, norm_eval=False),
-        fpn_channels=64, fc_channels=256, image_scale=(256, 256), anchor_scale=2.0,
+        fpn_channels=64, fc_channels=256, image_scale=(256, 256), anchor_scale=4.0,
         train_proposals=500, rois_per_image=64),
     "cascade_rcnn_r18w32_fpn_256": ModelConfig(
         name="cascade_rcnn_r18w32_fpn_256", with_mask=False,
         backbone=BackboneConfig(depth=18, base_channels=32, frozen_stages=0, norm_eval=False),
-        fpn_channels=64, fc_channels=256, image_scale=(256, 256), anchor_scale=2.0,
+        fpn_channels=64, fc_channels=256, image_scale=(256, 256), anchor_scale=4.0,
         train_proposals=500, rois_per_image=64),
 }
 

@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
@@ -312,36 +311,6 @@ def _decode_masks(record: _ImageRecord) -> np.ndarray:
     if not rles:
         return np.zeros((0, height, width), dtype=np.uint8)
     return np.ascontiguousarray(mask_utils.decode(rles).transpose(2, 0, 1))
-
-
-def draw_sample(sample: dict, class_names: tuple[str, ...] | list[str], alpha: float = 0.5) -> np.ndarray:
-    """RGB uint8 (H, W, 3) picture of a sample for checking annotations by eye: each instance's mask
-    in its own colour with its outline, its box and class name; crowd boxes in white."""
-    canvas = sample["image"].astype(np.float32)
-    masks = sample.get("masks")
-    colors = [_instance_color(i) for i in range(len(sample["labels"]))]
-    if masks is not None:
-        for mask, color in zip(masks.astype(bool), colors):
-            canvas[mask] = canvas[mask] * (1 - alpha) + np.array(color) * alpha
-    canvas = np.ascontiguousarray(canvas.round().astype(np.uint8))
-    if masks is not None:
-        for mask, color in zip(masks, colors):
-            contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
-            cv2.drawContours(canvas, contours, -1, color, 1)
-    for box, label, color in zip(sample["boxes"].tolist(), sample["labels"].tolist(), colors):
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
-        cv2.rectangle(canvas, (x1, y1), (x2 - 1, y2 - 1), color, 1)
-        cv2.putText(canvas, class_names[label], (x1, max(y1 - 2, 8)), cv2.FONT_HERSHEY_PLAIN, 0.7, color, 1)
-    for box in sample["crowd_boxes"].tolist():
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
-        cv2.rectangle(canvas, (x1, y1), (x2 - 1, y2 - 1), (255, 255, 255), 1)
-    return canvas
-
-
-def _instance_color(index: int) -> tuple[int, int, int]:
-    hue = (index * 0.618034) % 1.0
-    rgb = cv2.cvtColor(np.uint8([[[round(hue * 179), 230, 255]]]), cv2.COLOR_HSV2RGB)[0, 0]
-    return tuple(int(c) for c in rgb)
 
 
 def _is_int(value) -> bool:
