@@ -124,3 +124,9 @@ def test_evaluate_a_model_per_stage(tmp_path, capsys):
     assert set(metrics) == {"stage 1", "stage 2", "stage 3", "ensemble"}
     assert set(metrics["ensemble"]) == {"bbox", "segm"}
     assert "stage 3" in capsys.readouterr().out
+
+
+def test_evaluate_with_a_missing_file_is_one_line(tmp_path, capsys):
+    assert main(["evaluate", "--gt-json", str(tmp_path / "gt.json"), "--predictions", str(tmp_path / "p.json")]) == 2
+    err = capsys.readouterr().err
+    assert "gt.json" in err and "Traceback" not in err

@@ -34,9 +34,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .api import build_model
     from .engine.predict import predict_files
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("error: --device cuda asked for, but PyTorch sees no CUDA device", file=sys.stderr)
-        return 2
+    check_device(args.device)
     if args.weights is None:
         print(f"note: {args.model} runs with RANDOM weights (no --weights given): "
               "the detections are meaningless", file=sys.stderr)
@@ -48,9 +46,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if report.failures else 0
 
 
+def check_device(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but PyTorch sees no CUDA device")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .engine.train import TrainConfig, train
 
+    check_device(args.device)
     config = TrainConfig(
         train_json=args.train_json, train_images=args.train_images, out_dir=args.out,
         val_json=args.val_json, val_images=args.val_images, weights=args.weights,
@@ -80,9 +84,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from .data.coco import CocoDataset
         from .engine.validate import evaluate_dataset
 
+        check_device(args.device)
+        if args.weights is None:
+            print(f"note: {args.model} is evaluated with RANDOM weights (no --weights given)", file=sys.stderr)
         model = build_model(args.model, weights=args.weights, device=args.device)
         dataset = CocoDataset(args.gt_json, args.images, class_names=list(model.class_names),
                               with_masks=False)
+        if dataset.report.missing_images:
+            raise ValueError(f"{args.images}: {dataset.report.missing_images} image(s) of {args.gt_json} "
+                             "not found; their objects would count as misses")
         metrics = evaluate_dataset(model, dataset, args.gt_json, per_stage=args.per_stage)
         print(format_stage_table(metrics) if args.per_stage else format_table(metrics))
     if args.out:
@@ -185,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
-    except (CheckpointError, ImageError, KeyError, ValueError) as error:
+    except (CheckpointError, ImageError, KeyError, ValueError, OSError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 2

@@ -52,7 +52,8 @@ class AugmentedDataset(Dataset):
 def epoch_order(num_items: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> list[int]:
     """This process's share of a shuffled epoch: the same permutation on every rank, strided."""
     order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-    padded = order + order[:(-len(order)) % world_size]  # equal shares, as DistributedSampler
+    total = -(-num_items // world_size) * world_size  # equal shares, as DistributedSampler
+    padded = (order * -(-total // num_items))[:total]
     return padded[rank::world_size]
 
 

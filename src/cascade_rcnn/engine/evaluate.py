@@ -203,8 +203,8 @@ def _common_suffix(first: str, second: str) -> int:
 
 
 def _iou_types(asked: Sequence[str] | None, records: list[dict], coco_gt: COCO) -> tuple[str, ...]:
-    without_masks = sum("segmentation" not in record for record in records)
-    gt_without_masks = sum("segmentation" not in a for a in coco_gt.dataset["annotations"])
+    without_masks = sum(not record.get("segmentation") for record in records)
+    gt_without_masks = sum(not a.get("segmentation") for a in coco_gt.dataset["annotations"])
     if asked is None:
         return IOU_TYPES if not without_masks and not gt_without_masks else ("bbox",)
     asked = (asked,) if isinstance(asked, str) else tuple(dict.fromkeys(asked))
@@ -235,6 +235,8 @@ def _percent(value: float) -> str:
 def _read_json(path: str | Path):
     try:
         return json.loads(Path(path).read_text())
+    except OSError as error:
+        raise ValueError(f"{path}: {error.strerror}") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from error
 

@@ -86,9 +86,15 @@ def _train(model_config: ModelConfig, config: TrainConfig, context: distributed.
     log.message(f"training data {config.train_json}: {dataset.report.summary()}")
     if len(dataset) == 0:
         raise ValueError(f"{config.train_json}: no usable training images")
-    val_set = (CocoDataset(config.val_json, config.val_images, with_masks=model_config.with_mask)
+    if bool(config.val_json) != bool(config.val_images):
+        raise ValueError("give both --val-json and --val-images, or neither")
+    val_set = (CocoDataset(config.val_json, config.val_images, class_names=list(dataset.class_names),
+                           with_masks=model_config.with_mask)
                if config.val_json and config.eval_every else None)
     model_config = model_config.with_classes(dataset.class_names, dataset.category_ids)
+    if not config.weights and (model_config.backbone.frozen_stages or model_config.backbone.norm_eval):
+        log.message(f"warning: {model_config.name} expects pretrained weights (frozen stem and layer1, "
+                    "fixed BatchNorm statistics) but no --weights were given: its backbone stays random")
     torch.manual_seed(config.seed + context.rank)
     model = CascadeRCNN(model_config)
     if config.weights:
@@ -104,8 +110,10 @@ def _train(model_config: ModelConfig, config: TrainConfig, context: distributed.
     scaler = torch.amp.GradScaler(context.device.type, enabled=config.amp == "fp16")
     epoch, skip, iteration = 0, 0, 0
     latest = out_dir / LATEST
+    layout = {"num_items": len(dataset), "world_size": context.world_size, "batch_size": config.batch_size,
+              "seed": config.seed}
     if config.resume and latest.is_file():
-        epoch, skip, iteration = _restore(latest, model, optimizer, scaler, context)
+        epoch, skip, iteration = _restore(latest, model, optimizer, scaler, context, layout)
         log.message(f"resumed from {latest}: epoch {epoch + 1}, batch {skip}, iteration {iteration}")
     elif config.resume:
         log.message(f"--resume: no checkpoint at {latest}, starting from scratch")
@@ -150,11 +158,11 @@ def _train(model_config: ModelConfig, config: TrainConfig, context: distributed.
                                         "lr": lr, "step_s": time.perf_counter() - start,
                                         "mem_gb": _memory_gb(context.device), **values})
             if config.checkpoint_every and iteration % config.checkpoint_every == 0 and batch_index + 1 < per_epoch:
-                _save(latest, model, optimizer, scaler, config, context, epoch, batch_index + 1, iteration)
+                _save(latest, model, optimizer, scaler, config, context, layout, epoch, batch_index + 1, iteration)
             if config.on_iteration is not None:
                 config.on_iteration(iteration)
         epoch, skip = epoch + 1, 0
-        _save(latest, model, optimizer, scaler, config, context, epoch, 0, iteration)
+        _save(latest, model, optimizer, scaler, config, context, layout, epoch, 0, iteration)
         if val_set is not None and (epoch % config.eval_every == 0 or epoch == config.total_epochs):
             model.eval()
             metrics = evaluate_dataset(model, val_set, config.val_json, context)
@@ -184,28 +192,34 @@ def _load_initial_weights(model: CascadeRCNN, weights: str, log: TrainLog) -> No
 
 
 def _save(path: Path, model: CascadeRCNN, optimizer, scaler, config: TrainConfig,
-          context: distributed.Context, epoch: int, batch: int, iteration: int) -> None:
+          context: distributed.Context, layout: dict, epoch: int, batch: int, iteration: int) -> None:
     """Everything needed to continue exactly: weights, optimizer, scaler, position, RNG states."""
     rng = distributed.gather_lists([torch.get_rng_state()], context)
     if context.is_main:
         settings = {k: v for k, v in asdict(config).items() if k != "on_iteration"}
         checkpoint.save(path, model, optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-                        progress={"epoch": epoch, "batch": batch, "iteration": iteration},
+                        progress={"epoch": epoch, "batch": batch, "iteration": iteration, **layout},
                         rng_per_rank=rng, train_config=settings)
     if context.distributed:
         torch.distributed.barrier()
 
 
-def _restore(path: Path, model: CascadeRCNN, optimizer, scaler, context: distributed.Context
-             ) -> tuple[int, int, int]:
+def _restore(path: Path, model: CascadeRCNN, optimizer, scaler, context: distributed.Context,
+             layout: dict) -> tuple[int, int, int]:
+    """Load a training checkpoint; refuse one whose data, batch or process layout differs,
+    since the position inside the epoch would then point at other images."""
     loaded = checkpoint.read(path)
+    progress = loaded["progress"]
+    changed = {k: (progress.get(k), v) for k, v in layout.items() if progress.get(k) != v}
+    if changed:
+        raise ValueError(f"{path}: cannot resume exactly, the run changed since it was written "
+                         f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in changed.items())}); "
+                         "start a new --out, or pass the checkpoint as --weights")
     checkpoint.load_into(model, loaded, path)
     optimizer.load_state_dict(loaded["optimizer"])
-    scaler.load_state_dict(loaded["scaler"])
-    rng = loaded["rng_per_rank"]
-    if len(rng) == context.world_size:
-        torch.set_rng_state(rng[context.rank])
-    progress = loaded["progress"]
+    if loaded["scaler"]:  # empty when the run was written without fp16
+        scaler.load_state_dict(loaded["scaler"])
+    torch.set_rng_state(loaded["rng_per_rank"][context.rank])
     return progress["epoch"], progress["batch"], progress["iteration"]
 
 
