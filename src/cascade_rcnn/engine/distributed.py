@@ -1,8 +1,10 @@
 """torch.distributed set-up for ``torchrun``: NCCL on GPUs, gloo on CPU."""
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -34,7 +36,8 @@ def start(device: str) -> Context:
         chosen = torch.device("cuda", local_rank)
     else:
         chosen = torch.device("cpu")
-    dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
+    # Rank 0 evaluates and writes checkpoints while the others wait: allow it an hour.
+    dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=1))
     return Context(rank, world_size, chosen)
 
 
@@ -59,3 +62,20 @@ def all_true(flag: bool, context: Context) -> bool:
     tensor = torch.tensor([0 if flag else 1], device=context.device if context.device.type == "cuda" else "cpu")
     dist.all_reduce(tensor)
     return int(tensor.item()) == 0
+
+
+Result = TypeVar("Result")
+
+
+def on_main(function: Callable[[], Result], context: Context) -> Result | None:
+    """Run ``function`` on rank 0 only; if it fails, every rank raises instead of waiting forever
+    in the next collective. Returns its result on rank 0, None elsewhere."""
+    result, error = None, None
+    if context.is_main:
+        try:
+            result = function()
+        except Exception as caught:  # re-raised below, after telling the other ranks
+            error = caught
+    if not all_true(error is None, context):
+        raise error if error is not None else RuntimeError("rank 0 failed; see its error")
+    return result

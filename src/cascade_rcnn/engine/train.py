@@ -171,9 +171,8 @@ def _train(model_config: ModelConfig, config: TrainConfig, context: distributed.
                 log.evaluation(iteration, epoch, metrics)
     progress.close()
     final = out_dir / FINAL
-    if context.is_main:
-        checkpoint.save(final, model)
-        log.close()
+    distributed.on_main(lambda: checkpoint.save(final, model), context)
+    log.close()
     return final
 
 
@@ -195,13 +194,11 @@ def _save(path: Path, model: CascadeRCNN, optimizer, scaler, config: TrainConfig
           context: distributed.Context, layout: dict, epoch: int, batch: int, iteration: int) -> None:
     """Everything needed to continue exactly: weights, optimizer, scaler, position, RNG states."""
     rng = distributed.gather_lists([torch.get_rng_state()], context)
-    if context.is_main:
-        settings = {k: v for k, v in asdict(config).items() if k != "on_iteration"}
-        checkpoint.save(path, model, optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-                        progress={"epoch": epoch, "batch": batch, "iteration": iteration, **layout},
-                        rng_per_rank=rng, train_config=settings)
-    if context.distributed:
-        torch.distributed.barrier()
+    settings = {k: v for k, v in asdict(config).items() if k != "on_iteration"}
+    distributed.on_main(lambda: checkpoint.save(
+        path, model, optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+        progress={"epoch": epoch, "batch": batch, "iteration": iteration, **layout},
+        rng_per_rank=rng, train_config=settings), context)
 
 
 def _restore(path: Path, model: CascadeRCNN, optimizer, scaler, context: distributed.Context,

@@ -7,7 +7,7 @@ from tqdm import tqdm
 
 from ..data.coco import CocoDataset
 from ..models.detector import CascadeRCNN
-from .distributed import Context, gather_lists
+from .distributed import Context, gather_lists, on_main
 from .evaluate import evaluate_coco
 
 
@@ -34,7 +34,6 @@ def evaluate_dataset(model: CascadeRCNN, dataset: CocoDataset, gt_json: str | Pa
     results = {}
     for name, stage in stages + [("ensemble", None)]:
         records = predict_dataset(model, dataset, context, stage)
-        if context.is_main:
-            # bbox, plus segm when the predictions and the ground truth both carry masks.
-            results[name] = evaluate_coco(gt_json, records)
-    return results if per_stage else results.get("ensemble", {})
+        # bbox, plus segm when the predictions and the ground truth both carry masks.
+        results[name] = on_main(lambda: evaluate_coco(gt_json, records), context)
+    return results if per_stage else results["ensemble"]
