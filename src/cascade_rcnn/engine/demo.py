@@ -6,8 +6,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from ..api import build_model
 from ..data.coco import CocoDataset
 from ..data.shapes import generate_shapes
@@ -39,7 +37,6 @@ class DemoSettings:
 def run_demo(out: Path, settings: DemoSettings = DemoSettings()) -> dict:
     """Run the whole job into ``out``; returns the ensemble metrics written to metrics.json."""
     start = time.perf_counter()
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     data = out / "data"
     print(f"demo: generating shapes in {data}")
     generate_shapes(data / "train", settings.train_images, settings.image_size, seed=0)

@@ -30,12 +30,13 @@ def expand_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[tuple[str,
     paths, failures = [], []
     for item in inputs:
         item = Path(item)
+        found = list_images(item) if item.exists() else []
         if not item.exists():
             failures.append((str(item), "no such file or folder"))
-        elif item.is_dir() and not list_images(item):
+        elif not found:
             failures.append((str(item), "folder holds no images"))
         else:
-            paths.extend(list_images(item))
+            paths.extend(found)
     return paths, failures
 
 
