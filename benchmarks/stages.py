@@ -1,9 +1,10 @@
 """One box stage (Mask R-CNN head, IoU 0.5) vs the three-stage cascade, same data and schedule.
 
-Trains both from scratch on the generated shapes data set and prints, per model, box and mask
-AP50..AP90 on held-out images as JSON lines (the paper's Table 1 experiment, small).
+Trains both from scratch on the demo's generated shapes data with the demo's recipe (AdamW,
+800 images, 5 epochs) and prints, per model, box and mask AP50..AP90 on held-out images as JSON
+lines (the paper's Table 1 experiment, small).
 
-    python benchmarks/stages.py [--out runs/stages] [--train-images 400] [--epochs 6] [--device cpu]
+    python benchmarks/stages.py [--out runs/stages] [--val-images 100] [--device cpu]
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ import torch
 
 from cascade_rcnn.api import build_model
 from cascade_rcnn.data.coco import CocoDataset
-from cascade_rcnn.data.shapes import generate_shapes
-from cascade_rcnn.engine.train import TrainConfig, train
+from cascade_rcnn.engine.demo import DEMO_MODEL, DemoSettings, demo_train_config, generate_demo_data
+from cascade_rcnn.engine.train import train
 from cascade_rcnn.engine.validate import evaluate_dataset
 from cascade_rcnn.zoo import get_config
 
@@ -26,27 +27,20 @@ from cascade_rcnn.zoo import get_config
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/stages")
-    parser.add_argument("--train-images", type=int, default=400)
     parser.add_argument("--val-images", type=int, default=100)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     out = Path(args.out)
-    generate_shapes(out / "train", args.train_images, args.size, seed=0)
-    generate_shapes(out / "val", args.val_images, args.size, seed=1)
+    settings = DemoSettings(val_images=args.val_images)
+    generate_demo_data(out, settings)
     val_json = out / "val" / "annotations.json"
-    base = get_config("cascade_mask_rcnn_r18w32_fpn_256")
+    base = get_config(DEMO_MODEL)
     for stages in (1, 3):
         config = dataclasses.replace(base, name=f"{base.name}_{stages}stage", num_stages=stages)
         start = time.perf_counter()
         torch.manual_seed(0)
-        final = train(config, TrainConfig(
-            train_json=str(out / "train" / "annotations.json"), train_images=str(out / "train" / "images"),
-            out_dir=str(out / f"{stages}stage"), epochs=args.epochs, lr_steps=(args.epochs - 1,), lr=0.02,
-            batch_size=args.batch_size, warmup_iters=100, clip_grad=10.0, workers=1, eval_every=0,
-            device=args.device))
+        final = train(config, dataclasses.replace(demo_train_config(out, out / f"{stages}stage", settings),
+                                                  device=args.device))
         train_minutes = (time.perf_counter() - start) / 60
         model = build_model(config, weights=final, device=args.device)
         metrics = evaluate_dataset(model, CocoDataset(val_json, out / "val" / "images"), val_json)

@@ -130,3 +130,19 @@ def test_evaluate_with_a_missing_file_is_one_line(tmp_path, capsys):
     assert main(["evaluate", "--gt-json", str(tmp_path / "gt.json"), "--predictions", str(tmp_path / "p.json")]) == 2
     err = capsys.readouterr().err
     assert "gt.json" in err and "Traceback" not in err
+
+
+def test_demo_end_to_end_on_a_few_images(tmp_path, capsys):
+    """The demo's whole job, shrunk: data, training, per-stage evaluation, metrics, pictures."""
+    from cascade_rcnn.engine.demo import DemoSettings, run_demo
+
+    settings = DemoSettings(train_images=4, val_images=2, epochs=1, lr_steps=(), warmup_iters=1)
+    metrics = run_demo(tmp_path, settings)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written == metrics and set(written) == {"bbox", "segm"}
+    assert set(written["bbox"]) == set(METRIC_NAMES) | set(PER_IOU)
+    per_stage = json.loads((tmp_path / "metrics_per_stage.json").read_text())
+    assert list(per_stage) == ["stage 1", "stage 2", "stage 3", "ensemble"]
+    assert (tmp_path / "train" / "curves.png").stat().st_size > 0
+    assert len(list((tmp_path / "pictures").glob("*.png"))) == 2
+    assert f"pictures {tmp_path / 'pictures'}/" in capsys.readouterr().out

@@ -13,6 +13,7 @@ from cascade_rcnn.models.roi_features import MultiLevelRoIAlign, roi_levels
 from cascade_rcnn.ops.box_coder import MAX_LOG_RATIO, BoxCoder
 from cascade_rcnn.ops.nms import SPLIT_THRESHOLD, batched_nms
 from cascade_rcnn.ops.paste_masks import paste_masks
+from cascade_rcnn.ops.separable_roi_align import separable_roi_align
 
 
 def random_boxes(count: int, generator: torch.Generator, size: float = 200.0, min_side: float = 2.0):
@@ -176,6 +177,52 @@ def test_multilevel_roi_align_equals_torchvision_on_the_chosen_level():
                                              sampling_ratio=0, aligned=True)
         torch.testing.assert_close(out[i:i + 1], expected, rtol=0, atol=0)
     assert MultiLevelRoIAlign(14)(features, rois[:0]).shape == (0, 3, 14, 14)
+
+
+def edge_case_rois(generator: torch.Generator, count: int, image_size: float) -> torch.Tensor:
+    """Random RoIs on 3 images (none on image 2) plus: zero size, inverted, entirely outside,
+    partly outside, a sub-pixel one, and one covering the whole image and more (large grids)."""
+    xy = torch.rand(count, 2, generator=generator) * (image_size + 40) - 20
+    wh = torch.rand(count, 2, generator=generator) * image_size / 2
+    images = torch.randint(0, 2, (count, 1), generator=generator).float() * 3  # images 0 and 3
+    special = torch.tensor([[0, 10.0, 10.0, 10.0, 10.0], [3, 50.0, 40.0, 30.0, 20.0],
+                            [0, -60.0, -60.0, -20.0, -30.0], [3, image_size - 5, 5.0, image_size + 30, 40.0],
+                            [0, 7.3, 9.1, 7.6, 9.5], [3, -10.0, -10.0, image_size + 10, image_size + 10]])
+    return torch.cat([torch.cat([images, xy, xy + wh], dim=1), special])
+
+
+@pytest.mark.parametrize("output_size, image_size, stride", [(7, 256, 4), (14, 256, 4), (7, 200, 16)])
+def test_separable_roi_align_equals_torchvision_values_and_gradients(output_size, image_size, stride):
+    generator = torch.Generator().manual_seed(output_size + stride)
+    side = image_size // stride
+    features = torch.randn(4, 5, side, side + 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    rois = edge_case_rois(generator, 60, image_size).double()
+    expected = torchvision.ops.roi_align(features, rois, output_size, 1 / stride, sampling_ratio=0, aligned=True)
+    actual = separable_roi_align(features, rois, output_size, 1 / stride)
+    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
+    upstream = torch.randn(expected.shape, generator=generator, dtype=torch.float64)
+    expected_grad, = torch.autograd.grad(expected, features, upstream)
+    actual_grad, = torch.autograd.grad(actual, features, upstream)
+    torch.testing.assert_close(actual_grad, expected_grad, rtol=1e-10, atol=1e-10)
+
+
+def test_multilevel_roi_align_is_torchvision_at_inference_and_separable_in_training():
+    generator = torch.Generator().manual_seed(1)
+    features = [torch.randn(2, 4, 64 // s, 64 // s, generator=generator, requires_grad=True) for s in (1, 2, 4, 8)]
+    rois = edge_case_rois(generator, 30, 256)
+    rois[:, 0] = rois[:, 0].clamp(max=1)
+    align = MultiLevelRoIAlign(7)
+    with torch.no_grad():
+        inference = align(features, rois)
+    levels = roi_levels(rois, 4)
+    exact = torch.cat([torchvision.ops.roi_align(features[level].detach(), rois[i:i + 1], 7, 1 / align.strides[level],
+                                                 sampling_ratio=0, aligned=True)
+                       for i, level in enumerate(levels.tolist())])
+    assert len(set(levels.tolist())) > 1
+    torch.testing.assert_close(inference, exact, rtol=0, atol=0)  # bit for bit: mmcv's numbers
+    training = align(features, rois)
+    assert training.grad_fn is not None
+    torch.testing.assert_close(training, exact, rtol=1e-5, atol=1e-5)
 
 
 # --- mask pasting --------------------------------------------------------------------------------

@@ -47,9 +47,10 @@ def final_weights(out: Path) -> dict[str, torch.Tensor]:
     return checkpoint.state_dict_of(checkpoint.read(out / "final.pth"))
 
 
-def test_resume_after_a_kill_mid_epoch_gives_the_same_weights(shapes, tmp_path):
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_resume_after_a_kill_mid_epoch_gives_the_same_weights(shapes, tmp_path, optimizer):
     uninterrupted = tmp_path / "full"
-    train(train_config(), run_config(shapes, uninterrupted, checkpoint_every=1))
+    train(train_config(), run_config(shapes, uninterrupted, checkpoint_every=1, optimizer=optimizer))
 
     def kill_at_third_iteration(iteration: int) -> None:
         if iteration == 3:  # after the mid-epoch checkpoint of iteration 3 (epoch 2, batch 1)
@@ -57,12 +58,12 @@ def test_resume_after_a_kill_mid_epoch_gives_the_same_weights(shapes, tmp_path):
 
     interrupted = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
-        train(train_config(), run_config(shapes, interrupted, checkpoint_every=1,
+        train(train_config(), run_config(shapes, interrupted, checkpoint_every=1, optimizer=optimizer,
                                          on_iteration=kill_at_third_iteration))
     assert not (interrupted / "final.pth").exists()
     progress = checkpoint.read(interrupted / "latest.pth")["progress"]
     assert {k: progress[k] for k in ("epoch", "batch", "iteration")} == {"epoch": 1, "batch": 1, "iteration": 3}
-    train(train_config(), run_config(shapes, interrupted, checkpoint_every=1, resume=True))
+    train(train_config(), run_config(shapes, interrupted, checkpoint_every=1, optimizer=optimizer, resume=True))
     expected, resumed = final_weights(uninterrupted), final_weights(interrupted)
     assert expected.keys() == resumed.keys()
     for key in expected:
@@ -189,6 +190,18 @@ def test_resume_refuses_a_changed_run(shapes, tmp_path):
     train(train_config(), run_config(shapes, out, epochs=1))
     with pytest.raises(ValueError, match="batch_size: 2 -> 1"):
         train(train_config(), run_config(shapes, out, epochs=2, batch_size=1, resume=True))
+
+
+def test_resume_refuses_another_optimizer(shapes, tmp_path):
+    out = tmp_path / "run"
+    train(train_config(), run_config(shapes, out, epochs=1))
+    with pytest.raises(ValueError, match="optimizer: sgd -> adamw"):
+        train(train_config(), run_config(shapes, out, epochs=2, optimizer="adamw", resume=True))
+
+
+def test_unknown_optimizer_is_refused(shapes, tmp_path):
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'; choose one of sgd, adamw"):
+        train(train_config(), run_config(shapes, tmp_path / "run", optimizer="adam"))
 
 
 def test_validation_needs_both_json_and_images(shapes, tmp_path):

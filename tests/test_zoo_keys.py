@@ -67,3 +67,11 @@ def test_batchnorm_stays_in_eval_mode_and_stem_layer1_are_frozen(name):
     model.eval()
     model.train(True)
     assert not any(m.training for m in norms)
+
+
+def test_the_demo_project_config_has_narrow_mask_heads():
+    """``mask_channels`` narrows only the mask heads' convs; their input stays the FPN width."""
+    model = cascade_rcnn.CascadeRCNN(cascade_rcnn.get_config("cascade_mask_rcnn_r18w32_fpn_256"))
+    for head in model.roi_head.mask_head:
+        assert head.convs[0].conv.weight.shape == (32, 64, 3, 3)
+        assert head.conv_logits.weight.shape == (80, 32, 1, 1)

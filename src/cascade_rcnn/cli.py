@@ -60,7 +60,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         val_json=args.val_json, val_images=args.val_images, weights=args.weights,
         schedule=args.schedule, epochs=args.epochs,
         lr_steps=tuple(args.lr_steps) if args.lr_steps else None, lr=args.lr,
-        batch_size=args.batch_size, workers=args.workers, warmup_iters=args.warmup_iters,
+        optimizer=args.optimizer, weight_decay=args.weight_decay, batch_size=args.batch_size,
+        workers=args.workers, warmup_iters=args.warmup_iters,
         amp=args.amp, clip_grad=args.clip_grad, seed=args.seed, eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every, skip_empty=args.skip_empty, device=args.device,
         resume=args.resume)
@@ -150,7 +151,10 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--schedule", choices=["1x", "20e"], default="1x")
     train.add_argument("--epochs", type=int, help="default: 12 (1x) or 20 (20e)")
     train.add_argument("--lr-steps", type=int, nargs="+", help="epochs after which lr x0.1")
-    train.add_argument("--lr", type=float, help="default: 0.02 x total batch / 16")
+    train.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
+                       help="sgd: MMDetection's recipe; adamw: faster from scratch")
+    train.add_argument("--lr", type=float, help="default: total batch / 16 x 0.02 (sgd) or 2e-4 (adamw)")
+    train.add_argument("--weight-decay", type=float, help="default: 1e-4 (sgd) or 0.05 (adamw)")
     train.add_argument("--batch-size", type=int, default=2, help="images per process")
     train.add_argument("--workers", type=int, default=2, help="data loader processes")
     train.add_argument("--warmup-iters", type=int, default=500)

@@ -23,6 +23,7 @@ class ModelConfig:
     category_ids: tuple[int, ...] | None = COCO_CATEGORY_IDS
     fpn_channels: int = 256
     fc_channels: int = 1024
+    mask_channels: int | None = None  # mask heads' conv width; None = fpn_channels (MMDetection)
     image_scale: tuple[int, int] = (1333, 800)  # resize to fit (long side, short side)
     # RPN anchor side = stride x anchor_scale (8: 32 px on P2, COCO at 800 px); smaller images
     # with small objects want smaller anchors.

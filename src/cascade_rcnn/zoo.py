@@ -78,7 +78,7 @@ _PROJECT = {
     "cascade_mask_rcnn_r18w32_fpn_256": ModelConfig(
         name="cascade_mask_rcnn_r18w32_fpn_256",
         backbone=BackboneConfig(depth=18, base_channels=32, frozen_stages=0, norm_eval=False),
-        fpn_channels=64, fc_channels=256, image_scale=(256, 256), anchor_scale=4.0,
+        fpn_channels=64, fc_channels=256, mask_channels=32, image_scale=(256, 256), anchor_scale=4.0,
         train_proposals=500, rois_per_image=64),
     "cascade_rcnn_r18w32_fpn_256": ModelConfig(
         name="cascade_rcnn_r18w32_fpn_256", with_mask=False,

@@ -26,5 +26,5 @@ class LRSchedule:
 
 
 def scaled_lr(total_batch_size: int, lr_per_16: float = 0.02) -> float:
-    """The linear scaling rule: 0.02 for 16 images per step."""
+    """The linear scaling rule: ``lr_per_16`` (SGD: 0.02) for 16 images per step."""
     return lr_per_16 * total_batch_size / 16

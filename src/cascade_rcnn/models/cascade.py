@@ -70,7 +70,8 @@ class CascadeRoIHead(nn.Module):
     def __init__(self, num_classes: int, with_mask: bool, channels: int = 256, fc_channels: int = 1024,
                  stage_stds: tuple[tuple[float, ...], ...] = STAGE_STDS,
                  stage_ious: tuple[float, ...] = STAGE_IOUS,
-                 stage_loss_weights: tuple[float, ...] = STAGE_LOSS_WEIGHTS, rois_per_image: int = 512):
+                 stage_loss_weights: tuple[float, ...] = STAGE_LOSS_WEIGHTS, rois_per_image: int = 512,
+                 mask_channels: int | None = None):
         super().__init__()
         self.num_classes = num_classes
         self.coders = [BoxCoder(tuple(stds)) for stds in stage_stds]
@@ -81,7 +82,8 @@ class CascadeRoIHead(nn.Module):
         self.box_roi_align = MultiLevelRoIAlign(7)
         self.bbox_head = nn.ModuleList(BoxHead(num_classes, channels, hidden=fc_channels) for _ in stage_stds)
         self.mask_roi_align = MultiLevelRoIAlign(14)
-        self.mask_head = nn.ModuleList(MaskHead(num_classes, channels, channels) for _ in stage_stds) if with_mask else None
+        self.mask_head = nn.ModuleList(MaskHead(num_classes, channels, mask_channels or channels)
+                                       for _ in stage_stds) if with_mask else None
 
     @property
     def with_mask(self) -> bool:

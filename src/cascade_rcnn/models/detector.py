@@ -35,7 +35,7 @@ class CascadeRCNN(nn.Module):
         stages = slice(0, config.num_stages)
         self.roi_head = CascadeRoIHead(config.num_classes, config.with_mask, config.fpn_channels,
                                        config.fc_channels, STAGE_STDS[stages], STAGE_IOUS[stages],
-                                       STAGE_LOSS_WEIGHTS[stages], config.rois_per_image)
+                                       STAGE_LOSS_WEIGHTS[stages], config.rois_per_image, config.mask_channels)
         self.train_proposals = ProposalSettings(pre_nms_per_level=config.train_proposals, nms_iou=0.7,
                                                 max_proposals=config.train_proposals)
         self.test_proposals = ProposalSettings(pre_nms_per_level=1000, nms_iou=0.7, max_proposals=1000)

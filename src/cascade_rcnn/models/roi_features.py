@@ -5,6 +5,8 @@ import torch
 from torch import nn
 from torchvision.ops import roi_align
 
+from ..ops.separable_roi_align import SEPARABLE_MAX_PIXELS, separable_roi_align
+
 # A 224 px RoI reads P4 (canonical ImageNet size); MMDetection states it as finest_scale=56 on P2.
 FINEST_SCALE = 56
 
@@ -23,7 +25,9 @@ class MultiLevelRoIAlign(nn.Module):
     """(K, 5) RoIs + P2..P5 -> (K, C, size, size) features.
 
     torchvision's ``roi_align`` with ``sampling_ratio=0`` (adaptive) and ``aligned=True`` equals
-    mmcv's RoIAlign bit for bit (spec §2.6).
+    mmcv's RoIAlign bit for bit (spec §2.6). When training on the CPU, small levels use
+    ``separable_roi_align`` instead: the same sampling up to float rounding, with a backward
+    several times faster than torchvision's single-threaded one.
     """
 
     def __init__(self, output_size: int, strides: tuple[int, ...] = (4, 8, 16, 32)):
@@ -41,6 +45,12 @@ class MultiLevelRoIAlign(nn.Module):
         for level, (feature, stride) in enumerate(zip(features, self.strides)):
             index = torch.nonzero(levels == level).squeeze(1)
             if index.numel():
-                out[index] = roi_align(feature, rois[index], self.output_size, 1.0 / stride,
-                                       sampling_ratio=0, aligned=True).to(out.dtype)
+                out[index] = self._align(feature, rois[index], 1.0 / stride).to(out.dtype)
         return out
+
+    def _align(self, feature: torch.Tensor, rois: torch.Tensor, scale: float) -> torch.Tensor:
+        separable = (feature.requires_grad and torch.is_grad_enabled() and feature.device.type == "cpu"
+                     and feature.shape[-2] * feature.shape[-1] <= SEPARABLE_MAX_PIXELS)
+        if separable:
+            return separable_roi_align(feature, rois, self.output_size, scale)
+        return roi_align(feature, rois, self.output_size, scale, sampling_ratio=0, aligned=True)
