@@ -223,6 +223,9 @@ def test_multilevel_roi_align_is_torchvision_at_inference_and_separable_in_train
     training = align(features, rois)
     assert training.grad_fn is not None
     torch.testing.assert_close(training, exact, rtol=1e-5, atol=1e-5)
+    rois[0, 1] = float("nan")  # a diverged run's RoI: no crash, the other RoIs unaffected
+    with_nan = align(features, rois)
+    torch.testing.assert_close(with_nan[1:], training[1:], rtol=1e-5, atol=1e-5)
 
 
 # --- mask pasting --------------------------------------------------------------------------------

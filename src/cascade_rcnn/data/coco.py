@@ -126,6 +126,11 @@ class CocoDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    @property
+    def landscape(self) -> list[bool]:
+        """Per image: width >= height (training batches group images of one orientation)."""
+        return [record.width >= record.height for record in self.records]
+
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
         path = self.image_dir / record.file_name

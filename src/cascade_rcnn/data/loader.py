@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import ModelConfig
+from .coco import CocoDataset
 from .transforms import TrainSample, pad_batch, train_transform
 
 
@@ -30,7 +31,7 @@ class Batch:
 class AugmentedDataset(Dataset):
     """Applies ``train_transform`` with a flip decided by (seed, epoch, index)."""
 
-    def __init__(self, dataset: Dataset, config: ModelConfig, seed: int, flip_probability: float = 0.5,
+    def __init__(self, dataset: CocoDataset, config: ModelConfig, seed: int, flip_probability: float = 0.5,
                  with_masks: bool = True):
         self.dataset, self.config, self.seed = dataset, config, seed
         self.flip_probability, self.with_masks = flip_probability, with_masks
@@ -57,6 +58,23 @@ def epoch_order(num_items: int, seed: int, epoch: int, rank: int = 0, world_size
     return padded[rank::world_size]
 
 
+def group_by_orientation(order: list[int], landscape: list[bool], batch_size: int) -> list[list[int]]:
+    """Batches of ``order`` whose images are all landscape or all portrait, so padding to the
+    largest image of a batch wastes little (MMDetection's GroupSampler). The few images left over
+    of each kind share the last batches, so there are ceil(len(order) / batch_size) batches, as
+    without grouping (every DDP rank then runs the same number of steps)."""
+    buckets: dict[bool, list[int]] = {True: [], False: []}
+    batches = []
+    for index in order:
+        bucket = buckets[landscape[index]]
+        bucket.append(index)
+        if len(bucket) == batch_size:
+            batches.append(bucket[:])
+            bucket.clear()
+    rest = buckets[True] + buckets[False]
+    return batches + [rest[i:i + batch_size] for i in range(0, len(rest), batch_size)]
+
+
 def collate(samples: list[TrainSample]) -> Batch:
     return Batch(pad_batch([s.tensor for s in samples]), [s.target for s in samples], [s.size for s in samples])
 
@@ -66,7 +84,7 @@ def epoch_loader(dataset: AugmentedDataset, epoch: int, batch_size: int, workers
     """Batches of one epoch, starting after ``skip_batches`` (for a mid-epoch resume)."""
     dataset.epoch = epoch
     order = epoch_order(len(dataset), seed, epoch, rank, world_size)
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)][skip_batches:]
+    batches = group_by_orientation(order, dataset.dataset.landscape, batch_size)[skip_batches:]
     # A generator of its own: the loader must not draw its worker seed from the global RNG, which
     # the RoI samplers use and which a resumed run restores from the checkpoint.
     return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate,

@@ -49,8 +49,10 @@ class MultiLevelRoIAlign(nn.Module):
         return out
 
     def _align(self, feature: torch.Tensor, rois: torch.Tensor, scale: float) -> torch.Tensor:
+        # Non-finite RoIs (a diverging run) go to torchvision, whose NaN output the training loop reports.
         separable = (feature.requires_grad and torch.is_grad_enabled() and feature.device.type == "cpu"
-                     and feature.shape[-2] * feature.shape[-1] <= SEPARABLE_MAX_PIXELS)
+                     and feature.shape[-2] * feature.shape[-1] <= SEPARABLE_MAX_PIXELS
+                     and bool(torch.isfinite(rois).all()))
         if separable:
             return separable_roi_align(feature, rois, self.output_size, scale)
         return roi_align(feature, rois, self.output_size, scale, sampling_ratio=0, aligned=True)
