@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-SEPARABLE_MAX_PIXELS = 80 * 80  # feature maps up to this size use the separable form in training
+SEPARABLE_MAX_PIXELS = 100 * 100  # feature maps up to this size use the separable form in training
 
 
 def axis_weights(start: torch.Tensor, length: torch.Tensor, bins: int, extent: int) -> torch.Tensor:
