@@ -206,6 +206,18 @@ def test_separable_roi_align_equals_torchvision_values_and_gradients(output_size
     torch.testing.assert_close(actual_grad, expected_grad, rtol=1e-10, atol=1e-10)
 
 
+def test_separable_roi_align_computes_in_float32_under_bf16_autocast():
+    generator = torch.Generator().manual_seed(5)
+    features = torch.randn(2, 8, 20, 24, generator=generator).bfloat16().requires_grad_()
+    rois = edge_case_rois(generator, 20, 80)
+    rois[:, 0] = rois[:, 0].clamp(max=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        actual = separable_roi_align(features, rois, 7, 1 / 4)
+    assert actual.dtype == torch.bfloat16
+    exact = torchvision.ops.roi_align(features.detach().float(), rois, 7, 1 / 4, sampling_ratio=0, aligned=True)
+    torch.testing.assert_close(actual.float(), exact.bfloat16().float(), rtol=0.01, atol=1e-6)  # one bf16 step
+
+
 def test_multilevel_roi_align_is_torchvision_at_inference_and_separable_in_training():
     generator = torch.Generator().manual_seed(1)
     features = [torch.randn(2, 4, 64 // s, 64 // s, generator=generator, requires_grad=True) for s in (1, 2, 4, 8)]

@@ -153,7 +153,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--lr-steps", type=int, nargs="+", help="epochs after which lr x0.1")
     train.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
                        help="sgd: MMDetection's recipe; adamw: faster from scratch")
-    train.add_argument("--lr", type=float, help="default: total batch / 16 x 0.02 (sgd) or 2e-4 (adamw)")
+    train.add_argument("--lr", type=float, help="default: 0.02 (sgd) or 2e-4 (adamw) x total batch / 16")
     train.add_argument("--weight-decay", type=float, help="default: 1e-4 (sgd) or 0.05 (adamw)")
     train.add_argument("--batch-size", type=int, default=2, help="images per process")
     train.add_argument("--workers", type=int, default=2, help="data loader processes")

@@ -231,7 +231,8 @@ def _restore(path: Path, model: CascadeRCNN, optimizer, scaler, context: distrib
     since the position inside the epoch would then point at other images."""
     loaded = checkpoint.read(path)
     progress = loaded["progress"]
-    changed = {k: (progress.get(k), v) for k, v in layout.items() if progress.get(k) != v}
+    recorded = {"optimizer": "sgd", **progress}  # checkpoints from before --optimizer used SGD
+    changed = {k: (recorded.get(k), v) for k, v in layout.items() if recorded.get(k) != v}
     if changed:
         raise ValueError(f"{path}: cannot resume exactly, the run changed since it was written "
                          f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in changed.items())}); "

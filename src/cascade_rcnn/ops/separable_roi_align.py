@@ -53,11 +53,23 @@ def axis_weights(start: torch.Tensor, length: torch.Tensor, bins: int, extent: i
 def separable_roi_align(features: torch.Tensor, rois: torch.Tensor, output_size: int,
                         spatial_scale: float) -> torch.Tensor:
     """(B, C, H, W) features, (K, 5) RoIs (image index, x1, y1, x2, y2 in image pixels) ->
-    (K, C, output_size, output_size), differentiable with respect to ``features``."""
+    (K, C, output_size, output_size), differentiable with respect to ``features``.
+
+    Computed in float32 at least, also under autocast (as torchvision's roi_align), then returned
+    in the features' dtype.
+    """
+    with torch.autocast(features.device.type, enabled=False):
+        dtype = torch.promote_types(features.dtype, torch.float32)
+        out = _separable(features.to(dtype), rois.to(dtype), output_size, spatial_scale)
+    return out.to(features.dtype)
+
+
+def _separable(features: torch.Tensor, rois: torch.Tensor, output_size: int, spatial_scale: float) -> torch.Tensor:
+    """``separable_roi_align`` for float32 or float64 features and RoIs of the same dtype."""
     _, channels, height, width = features.shape
     boxes = rois[:, 1:] * spatial_scale - 0.5
-    wy = axis_weights(boxes[:, 1], boxes[:, 3] - boxes[:, 1], output_size, height).to(features.dtype)
-    wx = axis_weights(boxes[:, 0], boxes[:, 2] - boxes[:, 0], output_size, width).to(features.dtype)
+    wy = axis_weights(boxes[:, 1], boxes[:, 3] - boxes[:, 1], output_size, height)
+    wx = axis_weights(boxes[:, 0], boxes[:, 2] - boxes[:, 0], output_size, width)
     out = features.new_zeros(rois.shape[0], channels, output_size, output_size)
     image_index = rois[:, 0].long()
     for image in image_index.unique().tolist():
