@@ -26,6 +26,7 @@ from cascade_rcnn.data.loader import AugmentedDataset, epoch_loader
 from cascade_rcnn.engine.demo import DemoSettings, generate_demo_data
 from cascade_rcnn.engine.evaluate import evaluate_coco
 from cascade_rcnn.engine.schedule import LRSchedule
+from cascade_rcnn.engine.train import OPTIMIZERS
 from cascade_rcnn.engine.validate import predict_dataset
 from cascade_rcnn.models.detector import CascadeRCNN
 from cascade_rcnn.zoo import get_config
@@ -63,8 +64,9 @@ def torchvision_peer(ours: CascadeRCNN) -> FasterRCNN:
 
 def train_steps(step, parameters, args, augmented: AugmentedDataset) -> float:
     """Run ``step(batch)`` -> loss for ``args.steps`` batches; returns minutes."""
-    optimizer = (torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.05) if args.optimizer == "adamw"
-                 else torch.optim.SGD(parameters, lr=args.lr, momentum=0.9, weight_decay=1e-4))
+    weight_decay = OPTIMIZERS[args.optimizer].weight_decay
+    optimizer = (torch.optim.AdamW(parameters, lr=args.lr, weight_decay=weight_decay) if args.optimizer == "adamw"
+                 else torch.optim.SGD(parameters, lr=args.lr, momentum=0.9, weight_decay=weight_decay))
     per_epoch = -(-len(augmented) // 4)
     schedule = LRSchedule(args.lr, steps=(args.steps * 5 // 6 // per_epoch,), warmup_iters=100)
     start, iteration, epoch = time.perf_counter(), 0, 0

@@ -34,15 +34,16 @@ def axis_weights(start: torch.Tensor, length: torch.Tensor, bins: int, extent: i
     bin_index = torch.arange(bins, dtype=start.dtype, device=start.device)[None, :, None]
     sample = torch.arange(max_grid, dtype=start.dtype, device=start.device)[None, None, :]
     bin_size, grid3 = bin_size[:, None, None], grid[:, None, None]
+    samples = grid3.clamp(min=1)  # divisor; RoIs with no samples get zero weights through `valid`
     # torchvision's sample position: start + p * bin + (i + 0.5) * bin / grid
-    coords = start[:, None, None] + bin_index * bin_size + (sample + 0.5) * bin_size / grid3.clamp(min=1)
+    coords = start[:, None, None] + bin_index * bin_size + (sample + 0.5) * bin_size / samples
     valid = (sample < grid3) & (coords >= -1.0) & (coords <= extent)  # outside by > 1 px: zero
     coords = coords.clamp(min=0)
     low = coords.floor()
     at_edge = low >= extent - 1  # the last row/column: no interpolation
     low = torch.where(at_edge, torch.full_like(low, extent - 1), low)
     high_weight = torch.where(at_edge, torch.zeros_like(coords), coords - low)
-    scale = valid / grid3.clamp(min=1)
+    scale = valid / samples
     low_index = low.long()
     high_index = torch.where(at_edge, low_index, low_index + 1)
     weights.scatter_add_(2, low_index, (1 - high_weight) * scale)
