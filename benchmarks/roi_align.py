@@ -12,7 +12,7 @@ import torch
 import torchvision
 
 from cascade_rcnn.ops.separable_roi_align import separable_roi_align
-from timing import median_seconds
+from cascade_rcnn.engine.benchmark import time_calls
 
 # (name, feature map side, RoIs, output size): the demo's P2 (256 px images), and larger maps.
 CASES = [("box head, 64x64 map (demo P2)", 64, 256, 7), ("mask head, 64x64 map (demo P2)", 64, 64, 14),
@@ -40,8 +40,8 @@ def main() -> None:
         def separable_step() -> None:
             separable_roi_align(features, rois, size, 0.25).backward(upstream)
 
-        peer = median_seconds(torchvision_step, args.repeats, "cpu")
-        ours = median_seconds(separable_step, args.repeats, "cpu")
+        peer = time_calls(torchvision_step, args.repeats, "cpu").median
+        ours = time_calls(separable_step, args.repeats, "cpu").median
         print(json.dumps({"case": name, "rois": count, "threads": args.threads,
                           "torchvision_ms": round(peer * 1000, 1), "separable_ms": round(ours * 1000, 1),
                           "ratio_to_torchvision": round(ours / peer, 3)}))

@@ -14,24 +14,9 @@ import torchvision
 
 import cascade_rcnn
 from cascade_rcnn.data.transforms import pad_batch
-from timing import median_seconds
+from cascade_rcnn.engine.benchmark import synthetic_targets, time_calls
 
 HEIGHT, WIDTH = 800, 1333
-
-
-def targets(device: str, generator: torch.Generator) -> list[dict]:
-    """8 random boxes per image with filled-box masks, labels in 0..79."""
-    result = []
-    for _ in range(2):
-        xy = torch.rand(8, 2, generator=generator) * torch.tensor([WIDTH - 300, HEIGHT - 300])
-        wh = 32 + torch.rand(8, 2, generator=generator) * 250
-        boxes = torch.cat([xy, xy + wh], dim=1)
-        masks = torch.zeros(8, HEIGHT, WIDTH, dtype=torch.uint8)
-        for mask, box in zip(masks, boxes.round().long().tolist()):
-            mask[box[1]:box[3], box[0]:box[2]] = 1
-        labels = torch.randint(0, 80, (8,), generator=generator)
-        result.append({"boxes": boxes.to(device), "labels": labels.to(device), "masks": masks.to(device)})
-    return result
 
 
 def main() -> None:
@@ -43,7 +28,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(2, 3, HEIGHT, WIDTH, generator=generator)
-    gts = targets(args.device, generator)
+    gts = [synthetic_targets(HEIGHT, WIDTH, 80, True, generator, torch.device(args.device)) for _ in range(2)]
     rows = {}
 
     torch.manual_seed(0)
@@ -58,7 +43,7 @@ def main() -> None:
         loss.backward()
         peer_optimizer.step()
 
-    rows["torchvision_maskrcnn_resnet50_fpn"] = median_seconds(peer_step, args.steps, args.device)
+    rows["torchvision_maskrcnn_resnet50_fpn"] = time_calls(peer_step, args.steps, args.device).median
     del peer, peer_optimizer
 
     model = cascade_rcnn.CascadeRCNN(cascade_rcnn.get_config("cascade_mask_rcnn_r50_fpn_1x_coco")).to(args.device).train()
@@ -74,7 +59,7 @@ def main() -> None:
         loss.backward()
         optimizer.step()
 
-    rows["cascade_mask_rcnn_r50_fpn_1x_coco"] = median_seconds(our_step, args.steps, args.device)
+    rows["cascade_mask_rcnn_r50_fpn_1x_coco"] = time_calls(our_step, args.steps, args.device).median
     peak = (torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda")
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     for name, seconds in rows.items():

@@ -146,3 +146,31 @@ def test_demo_end_to_end_on_a_few_images(tmp_path, capsys):
     assert (tmp_path / "train" / "curves.png").stat().st_size > 0
     assert len(list((tmp_path / "pictures").glob("*.png"))) == 2
     assert f"pictures {tmp_path / 'pictures'}/" in capsys.readouterr().out
+
+
+def test_benchmark_reports_speed_and_memory_as_json(capsys):
+    args = ["benchmark", "--model", "cascade_rcnn_r18w32_fpn_256", "--images", "2", "--size", "60x90",
+            "--threads", "1", "--json"]
+    assert main(args + ["--train", "--iterations", "1", "--train-batch-size", "1"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert "random" in captured.err and "random" in result["weights"]
+    inference, training = result["inference"], result["training"]
+    assert inference["images"] == 2 and inference["images_per_s"] > 0
+    assert 0 < inference["median_latency_s"] <= inference["p90_latency_s"]
+    assert inference["peak_memory_gb"] > 0.05  # the process's resident set: at least torch itself
+    assert training["s_per_iter"] > 0 and training["peak_memory_gb"] > 0.05
+    assert training["image_size"] == [256, 256] and training["images_per_iter"] == 1
+    assert result["path"] == "fast" and result["reported_fps_v100"] is None
+
+
+def test_benchmark_prints_the_zoo_figures_beside_ours(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.full((50, 70, 3), 90, np.uint8))
+    assert main(["benchmark", "--model", SMALL, "--image-dir", str(folder), "--exact", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "exact path" in out and "img/s" in out and "peak memory" in out
+    assert main(["benchmark", "--model", SMALL, "--image-dir", str(tmp_path / "none")]) == 2
+    assert main(["benchmark", "--model", SMALL, "--size", "big"]) == 2
+    assert "HEIGHTxWIDTH" in capsys.readouterr().err

@@ -9,7 +9,9 @@ import torchvision
 
 from cascade_rcnn.models.anchors import base_anchors, grid_anchors
 from cascade_rcnn.models.cascade import STAGE_STDS
-from cascade_rcnn.models.roi_features import MultiLevelRoIAlign, roi_levels
+from cascade_rcnn.models.conv_bn import conv_bn
+from cascade_rcnn.models.mask_head import MaskHead
+from cascade_rcnn.models.roi_features import MultiLevelRoIAlign, roi_levels, threaded_roi_align
 from cascade_rcnn.ops.box_coder import MAX_LOG_RATIO, BoxCoder
 from cascade_rcnn.ops.nms import SPLIT_THRESHOLD, batched_nms
 from cascade_rcnn.ops.paste_masks import paste_masks
@@ -240,6 +242,51 @@ def test_multilevel_roi_align_is_torchvision_at_inference_and_separable_in_train
     torch.testing.assert_close(with_nan[1:], training[1:], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threaded_roi_align_is_torchvision_bit_for_bit(threads):
+    generator = torch.Generator().manual_seed(threads)
+    features = torch.randn(2, 6, 40, 52, generator=generator)
+    rois = edge_case_rois(generator, 50, 160)
+    rois[:, 0] = rois[:, 0].clamp(max=1)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        actual = threaded_roi_align(features, rois, 7, 1 / 4)
+    finally:
+        torch.set_num_threads(previous)
+    expected = torchvision.ops.roi_align(features, rois, 7, 1 / 4, sampling_ratio=0, aligned=True)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+
+
+# --- inference shortcuts -------------------------------------------------------------------------
+
+def test_folded_batchnorm_equals_conv_then_batchnorm_and_follows_weight_changes():
+    generator = torch.Generator().manual_seed(0)
+    conv, bn = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False), torch.nn.BatchNorm2d(6).eval()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(6, generator=generator))
+        bn.running_var.copy_(torch.rand(6, generator=generator) + 0.2)
+        bn.weight.copy_(torch.randn(6, generator=generator))
+        x = torch.randn(2, 4, 9, 11, generator=generator)
+        torch.testing.assert_close(conv_bn(x, conv, bn, fold=True), bn(conv(x)), rtol=1e-5, atol=1e-5)
+        bn.running_var.mul_(4)  # an in-place change (load_state_dict, optimizer step) refreshes the fold
+        conv.weight.add_(1)
+        torch.testing.assert_close(conv_bn(x, conv, bn, fold=True), bn(conv(x)), rtol=1e-5, atol=1e-5)
+        assert torch.equal(conv_bn(x, conv, bn, fold=False), bn(conv(x)))
+    out = conv_bn(x, conv, bn, fold=True)  # with gradients on: never the cached fold
+    assert out.grad_fn is not None and torch.equal(out, bn(conv(x)))
+
+
+def test_class_logits_are_the_detected_class_channel_of_the_full_logits():
+    torch.manual_seed(0)
+    head = MaskHead(num_classes=5, in_channels=8, channels=8)
+    features, labels = torch.randn(6, 8, 14, 14), torch.tensor([0, 4, 2, 2, 1, 3])
+    with torch.no_grad():
+        full = head(features)[torch.arange(6), labels]
+        torch.testing.assert_close(head.class_logits(features, labels), full, rtol=1e-5, atol=1e-5)
+        assert head.class_logits(features[:0], labels[:0]).shape == (0, 28, 28)
+
+
 # --- mask pasting --------------------------------------------------------------------------------
 
 def test_paste_all_ones_fills_exactly_the_box():
@@ -268,3 +315,13 @@ def test_paste_empty_and_degenerate():
     assert paste_masks(torch.zeros(0, 28, 28), torch.zeros(0, 4), (7, 9)).shape == (0, 7, 9)
     outside = paste_masks(torch.ones(1, 28, 28), torch.tensor([[100.0, 100.0, 120.0, 120.0]]), (7, 9))
     assert outside.shape == (1, 7, 9) and not outside.any()
+
+
+def test_class_logits_of_shared_rois_pick_each_detections_class():
+    torch.manual_seed(1)
+    head = MaskHead(num_classes=4, in_channels=8, channels=8)
+    features, labels = torch.randn(3, 8, 14, 14), torch.tensor([0, 3, 3, 1])
+    rows = torch.tensor([0, 0, 2, 1])  # two detections share RoI 0
+    with torch.no_grad():
+        expected = head(features)[rows, labels]
+        torch.testing.assert_close(head.class_logits(features, labels, rows), expected, rtol=1e-5, atol=1e-5)

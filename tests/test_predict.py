@@ -4,12 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 from pycocotools import mask as mask_utils
 
 import cascade_rcnn
 from cascade_rcnn.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from cascade_rcnn.data.transforms import fit_size, resize
+from cascade_rcnn.synthetic import drawn_scene, spread_random_weights
 from conftest import assert_detections_equal, make_confident, tiny_model
 
 
@@ -246,16 +248,43 @@ def test_to_coco_with_coco_category_ids():
     assert len(above) == 1 and above.labels.tolist() == [11]
 
 
-def test_channels_last_matches_the_default_layout_up_to_float_noise(photo):
+def randomize_batchnorm(model: cascade_rcnn.CascadeRCNN, seed: int = 0) -> None:
+    """Give every BatchNorm non-trivial statistics and affine terms, as trained weights have."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                size = module.num_features
+                module.running_mean.copy_(torch.randn(size, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(size, generator=generator) * 1.5 + 0.5)
+                module.weight.copy_(torch.rand(size, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(size, generator=generator) * 0.1)
+
+
+def test_fast_path_equals_the_exact_path_up_to_float_noise(photo):
     model = tiny_model(True)
+    randomize_batchnorm(model)
     make_confident(model)
-    expected = model.predict(photo, score_thr=0.0)[0]
-    model.to(memory_format=torch.channels_last)
-    assert model.memory_format == torch.channels_last
-    result = model.predict(photo, score_thr=0.0)[0]
-    assert torch.allclose(result.boxes, expected.boxes, atol=1e-3)
-    assert torch.allclose(result.scores, expected.scores, atol=1e-5)
-    assert torch.equal(result.labels, expected.labels)
+    fast = model.predict(photo, score_thr=0.0)[0]
+    model.exact = True
+    assert model.memory_format == torch.contiguous_format and not model.backbone.fold_batchnorm
+    exact = model.predict(photo, score_thr=0.0)[0]
+    assert len(fast) == len(exact) > 10
+    assert torch.allclose(fast.boxes, exact.boxes, atol=1e-2)
+    assert torch.allclose(fast.scores, exact.scores, atol=1e-4)
+    assert torch.equal(fast.labels, exact.labels)
+    intersection = (fast.masks & exact.masks).flatten(1).sum(1)
+    union = (fast.masks | exact.masks).flatten(1).sum(1).clamp(min=1)
+    assert (intersection / union).min() >= 0.99
+
+
+def test_exact_path_is_what_build_model_exact_gives(tmp_path):
+    model = tiny_model(False)
+    assert not model.exact and model.memory_format == torch.channels_last
+    path = tmp_path / "tiny.pth"
+    cascade_rcnn.checkpoint.save(path, model)
+    assert cascade_rcnn.build_model(model.config, weights=path, exact=True).exact
+    assert not cascade_rcnn.build_model(model.config, weights=path).exact
 
 
 def test_a_single_stage_model_is_a_mask_rcnn():
@@ -265,3 +294,20 @@ def test_a_single_stage_model_is_a_mask_rcnn():
     make_confident(model)
     result = model.predict(np.zeros((40, 60, 3), np.uint8), score_thr=0.0, stage=0)[0]
     assert result.masks.shape[1:] == (40, 60)
+
+
+def test_autocast_inference_is_close_to_float32():
+    scene = drawn_scene(128, 192, seed=3)
+    model = spread_random_weights(tiny_model(True), scene)
+    full = model.predict(scene)[0]
+    half = model.predict(scene, amp="bf16")[0]
+    assert half.boxes.dtype == half.scores.dtype == torch.float32 and half.masks.dtype == torch.bool
+    assert len(full) >= 3 and len(half) >= 3
+    # The best detections survive bf16: same class, nearly the same box and score.
+    overlap = torchvision.ops.box_iou(full.boxes[:3], half.boxes)
+    overlap[full.labels[:3, None] != half.labels[None, :]] = 0
+    best, match = overlap.max(dim=1)
+    assert best.min() > 0.9
+    assert (full.scores[:3] - half.scores[match]).abs().max() < 0.05
+    with pytest.raises(ValueError, match="amp must be"):
+        model.predict(scene, amp="fp8")

@@ -13,16 +13,16 @@ from .zoo import get_config
 
 def build_model(model: str | ModelConfig, weights: str | os.PathLike | None = None,
                 device: str | torch.device = "cpu", class_names: list[str] | None = None,
-                reinit_class_layers: bool = False, channels_last: bool = False) -> CascadeRCNN:
+                reinit_class_layers: bool = False, exact: bool = False) -> CascadeRCNN:
     """Build a zoo model (``"cascade_mask_rcnn_r50_fpn_1x_coco"``) or a custom ``ModelConfig``.
 
     ``weights``: a local ``.pth`` (MMDetection's or ours), a URL (downloaded once and cached), or
     ``"zoo"`` for the config's published checkpoint. Our own checkpoints also restore the class
     names. ``class_names`` sets another class list (the class layers must then be re-initialised:
     ``reinit_class_layers=True``, or the checkpoint must have that many classes).
-    The model is returned in eval mode on ``device``. ``channels_last`` stores conv weights
-    channels-last: ~20 % faster on CPU, but equal to MMDetection up to float noise only (the
-    default layout reproduces its detections bit for bit).
+    The model is returned in eval mode on ``device``. ``exact=True`` runs inference as
+    MMDetection does, bit for bit; the default fast path (BatchNorm folded into the convs,
+    channels-last activations, class-only mask logits) equals it up to float rounding.
     """
     config = get_config(model) if isinstance(model, str) else model
     if weights == "zoo":
@@ -42,4 +42,5 @@ def build_model(model: str | ModelConfig, weights: str | os.PathLike | None = No
     if loaded is not None:
         checkpoint.load_into(detector, loaded, path, reinit_class_layers=reinit_class_layers)
     detector = detector.to(device).eval()
-    return detector.to(memory_format=torch.channels_last) if channels_last else detector
+    detector.exact = exact
+    return detector

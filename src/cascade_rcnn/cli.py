@@ -1,4 +1,4 @@
-"""The ``cascade-rcnn`` command line: models, predict, train, evaluate, shapes, demo."""
+"""The ``cascade-rcnn`` command line: models, predict, train, evaluate, benchmark, shapes, demo."""
 from __future__ import annotations
 
 import argparse
@@ -38,7 +38,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.weights is None:
         print(f"note: {args.model} runs with RANDOM weights (no --weights given): "
               "the detections are meaningless", file=sys.stderr)
-    model = build_model(args.model, weights=args.weights, device=args.device, channels_last=args.channels_last)
+    model = build_model(args.model, weights=args.weights, device=args.device, exact=args.exact)
     report = predict_files(model, args.inputs, args.out, score_thr=args.score_thr,
                            batch_size=args.batch_size, draw_pictures=not args.no_draw)
     print(f"{report.done} image(s) done, {len(report.failures)} failed; "
@@ -102,6 +102,73 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .api import build_model
+    from .data.images import list_images, read_image
+    from .engine.benchmark import benchmark_inference, benchmark_training
+    from .synthetic import drawn_scene, spread_random_weights
+
+    check_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    height, width = _size(args.size)
+    if args.image_dir:
+        paths = list_images(args.image_dir)[:args.images]
+        if not paths:
+            raise ValueError(f"{args.image_dir}: no images found")
+        images = [read_image(path) for path in paths]
+    else:
+        images = [drawn_scene(height, width, seed=i) for i in range(args.images or 10)]
+    model = build_model(args.model, weights=args.weights, device=args.device, exact=args.exact)
+    config = model.config
+    result = {"model": config.name, "device": str(model.device), "threads": torch.get_num_threads(),
+              "amp": args.amp, "path": "exact" if args.exact else "fast",
+              "weights": args.weights or "random (spread like a trained model's)",
+              "reported_fps_v100": config.reported_fps, "reported_mem_gb": config.reported_mem_gb}
+    if args.weights is None:
+        _note("no --weights: random weights, rescaled so that detections spread like a trained model's")
+        spread_random_weights(model, images[0])
+    _note(f"inference: {len(images)} image(s) of {images[0].shape[0]}x{images[0].shape[1]}, "
+          f"batch {args.batch_size}, after 2 warm-up calls")
+    inference = benchmark_inference(model, images, batch_size=args.batch_size, amp=args.amp)
+    result["inference"] = asdict(inference)
+    if args.train:
+        long_side, short_side = config.image_scale
+        _note(f"training: {args.iterations} step(s) of {args.train_batch_size} x {short_side}x{long_side}")
+        training = benchmark_training(model, iterations=args.iterations, batch_size=args.train_batch_size,
+                                      image_size=(short_side, long_side), amp=args.amp)
+        result["training"] = asdict(training)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{config.name} on {result['device']} ({result['threads']} threads, {result['path']} path, "
+          f"amp {args.amp or 'off'}, weights: {result['weights']})")
+    print(f"  inference: {inference.images_per_s:.3f} img/s  median {inference.median_latency_s:.3f} s  "
+          f"p90 {inference.p90_latency_s:.3f} s  peak memory {inference.peak_memory_gb:.2f} GB  "
+          f"{inference.detections_per_image:.1f} detections/img   (zoo, V100: {_fmt(config.reported_fps)} fps)")
+    if args.train:
+        print(f"  training:  {training.s_per_iter:.3f} s/iter  peak memory {training.peak_memory_gb:.2f} GB  "
+              f"({training.images_per_iter} x {short_side}x{long_side})   "
+              f"(zoo: {_fmt(config.reported_mem_gb)} GB per V100)")
+    return 0
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size must be HEIGHTxWIDTH, e.g. 480x640, got {text!r}") from None
+    if height < 1 or width < 1:
+        raise ValueError(f"--size must be positive, got {text!r}")
+    return height, width
+
+
+def _note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)
+
+
 def cmd_shapes(args: argparse.Namespace) -> int:
     from .data.shapes import generate_shapes
 
@@ -135,8 +202,8 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     predict.add_argument("--batch-size", type=int, default=1)
     predict.add_argument("--no-draw", action="store_true", help="write only predictions.json")
-    predict.add_argument("--channels-last", action="store_true",
-                         help="faster on CPU; equal to MMDetection up to float noise, not bit for bit")
+    predict.add_argument("--exact", action="store_true",
+                         help="MMDetection's ops bit for bit (slower); default: the fast path, equal up to float noise")
     predict.set_defaults(run=cmd_predict)
 
     train = commands.add_parser("train", help="train or fine-tune on a COCO-format data set")
@@ -178,6 +245,25 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="write the metrics as JSON")
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(run=cmd_evaluate)
+
+    bench = commands.add_parser("benchmark", help="inference images/s, latency and memory (and --train)")
+    bench.add_argument("--model", required=True, choices=list(MODEL_ZOO), metavar="NAME")
+    bench.add_argument("--weights", help="checkpoint (default: random weights spread like trained ones)")
+    bench.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    bench.add_argument("--image-dir", help="time on these images (default: drawn scenes)")
+    bench.add_argument("--images", type=int, help="number of images (default 10 drawn scenes, or every "
+                       "image of --image-dir)")
+    bench.add_argument("--size", default="480x640", help="HEIGHTxWIDTH of the drawn scenes (before the "
+                       "model's resize)")
+    bench.add_argument("--batch-size", type=int, default=1)
+    bench.add_argument("--amp", choices=["fp16", "bf16"], help="autocast (inference and --train)")
+    bench.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    bench.add_argument("--exact", action="store_true", help="time MMDetection's bit-exact path")
+    bench.add_argument("--train", action="store_true", help="also time training steps at the zoo's batch")
+    bench.add_argument("--train-batch-size", type=int, default=2, help="images per step (zoo: 2 per GPU)")
+    bench.add_argument("--iterations", type=int, default=3, help="timed training steps")
+    bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    bench.set_defaults(run=cmd_benchmark)
 
     shapes = commands.add_parser("shapes", help="generate the synthetic shapes data set")
     shapes.add_argument("out_dir")

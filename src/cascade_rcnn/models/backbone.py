@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .conv_bn import conv_bn
+
 
 @dataclass(frozen=True)
 class BackboneConfig:
@@ -42,7 +44,20 @@ class BackboneConfig:
         return [self.base_channels * 2 ** i * self.expansion for i in range(4)]
 
 
-class BasicBlock(nn.Module):
+class _Block(nn.Module):
+    """A residual block whose conv + BatchNorm pairs fold into one conv at inference."""
+
+    fold_batchnorm = True  # set per model by ``ResNet.fold_batchnorm``
+
+    def _conv_bn(self, x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d,
+                 residual: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
+        return conv_bn(x, conv, bn, self.fold_batchnorm, residual, relu)
+
+    def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.downsample is None else self._conv_bn(x, self.downsample[0], self.downsample[1])
+
+
+class BasicBlock(_Block):
     """Two 3x3 convs (ResNet-18/34)."""
 
     def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None,
@@ -55,12 +70,12 @@ class BasicBlock(nn.Module):
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + identity)
+        identity = self._shortcut(x)
+        out = self._conv_bn(x, self.conv1, self.bn1, relu=True)
+        return self._conv_bn(out, self.conv2, self.bn2, residual=identity, relu=True)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
     """1x1 -> 3x3 (grouped for ResNeXt) -> 1x1, expansion 4."""
 
     def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None,
@@ -78,10 +93,10 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = torch.relu(self.bn2(self.conv2(out)))
-        return torch.relu(self.bn3(self.conv3(out)) + identity)
+        identity = self._shortcut(x)
+        out = self._conv_bn(x, self.conv1, self.bn1, relu=True)
+        out = self._conv_bn(out, self.conv2, self.bn2, relu=True)
+        return self._conv_bn(out, self.conv3, self.bn3, residual=identity, relu=True)
 
 
 class ResNet(nn.Module):
@@ -112,6 +127,7 @@ class ResNet(nn.Module):
             self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
         self._init_weights()
         self._freeze()
+        self.fold_batchnorm = True
 
     def _init_weights(self) -> None:
         for module in self.modules():
@@ -146,8 +162,21 @@ class ResNet(nn.Module):
                     module.eval()
         return self
 
+    @property
+    def fold_batchnorm(self) -> bool:
+        """Whether inference folds each BatchNorm into its conv (faster; equal up to float
+        rounding). Off = MMDetection's separate ops, bit for bit."""
+        return self._fold_batchnorm
+
+    @fold_batchnorm.setter
+    def fold_batchnorm(self, fold: bool) -> None:
+        self._fold_batchnorm = fold
+        for module in self.modules():
+            if isinstance(module, _Block):
+                module.fold_batchnorm = fold
+
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = self.maxpool(torch.relu(self.bn1(self.conv1(images))))
+        x = self.maxpool(conv_bn(images, self.conv1, self.bn1, self._fold_batchnorm, relu=True))
         features = []
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = layer(x)

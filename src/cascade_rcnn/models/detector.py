@@ -22,6 +22,8 @@ from .cascade import (STAGE_IOUS, STAGE_LOSS_WEIGHTS, STAGE_STDS, CascadeRoIHead
 from .fpn import FPN
 from .rpn import ProposalSettings, RPNHead, propose, rpn_loss
 
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
 
 class CascadeRCNN(nn.Module):
     """The whole detector; ``predict`` is the user-facing entry point."""
@@ -46,12 +48,25 @@ class CascadeRCNN(nn.Module):
         return next(self.parameters()).device
 
     @property
+    def exact(self) -> bool:
+        """True: inference does MMDetection's ops in MMDetection's order, bit for bit.
+
+        False (the default): the fast path - channels-last activations, each frozen BatchNorm
+        folded into its conv, mask logits of the detected class only. Its detections equal the
+        exact path's up to float rounding (boxes within 1e-2 px, scores within 1e-4).
+        """
+        return self.roi_head.exact
+
+    @exact.setter
+    def exact(self, exact: bool) -> None:
+        self.roi_head.exact = exact
+        self.backbone.fold_batchnorm = not exact
+
+    @property
     def memory_format(self) -> torch.memory_format:
-        """channels_last after ``model.to(memory_format=torch.channels_last)`` (faster on CPU,
-        equal to MMDetection up to float noise instead of bit for bit), else contiguous."""
-        weight = self.backbone.conv1.weight
-        channels_last = weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
-        return torch.channels_last if channels_last else torch.contiguous_format
+        """Layout of the image batch at inference: channels-last on the fast path (convolutions
+        run faster on the CPU), contiguous on the exact one."""
+        return torch.contiguous_format if self.exact else torch.channels_last
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -95,50 +110,59 @@ class CascadeRCNN(nn.Module):
         return self.loss(batch, targets, image_sizes)
 
     @torch.no_grad()
-    def detect(self, resized: list[ResizedImage], tensors: list[torch.Tensor],
-               settings: DetectionSettings, stage: int | None = None) -> list[Detections]:
+    def detect(self, resized: list[ResizedImage], tensors: list[torch.Tensor], settings: DetectionSettings,
+               stage: int | None = None, amp: str | None = None) -> list[Detections]:
         """Detections of preprocessed images, mapped back to the original images' pixels.
 
         ``stage=k`` scores the detections with cascade stage k alone (for per-stage evaluation).
+        ``amp="fp16"|"bf16"`` runs the network under autocast (boxes, scores and NMS stay float32).
         """
         device = self.device
         batch = pad_batch(tensors).to(device, memory_format=self.memory_format)
         sizes = [r.size for r in resized]
-        features = self.features(batch)
-        logits, deltas = self.rpn_head(features)
-        proposals = self.proposals(logits, deltas, self.rpn_head.anchors(features), sizes, self.test_proposals)
-        boxes, class_probs, image_index = self.roi_head.predict_boxes(features, proposals, sizes, stage)
-        outputs = []
-        for i, record in enumerate(resized):
-            mine = image_index == i
-            # Box-only models map boxes to the original image BEFORE NMS (multiply by 1/s);
-            # mask models AFTER NMS and the mask heads (divide by s) - MMDetection's two paths.
-            inverse_scale = boxes.new_tensor([1 / s for s in record.scale_factor]).repeat(2)
-            image_boxes = boxes[mine] if self.config.with_mask else boxes[mine] * inverse_scale
-            outputs.append(select_detections(image_boxes, class_probs[mine], settings))
+        with torch.autocast(device.type, dtype=AMP_DTYPES.get(amp or ""), enabled=amp is not None):
+            features = self.features(batch)
+            logits, deltas = self.rpn_head(features)
+            proposals = self.proposals([level.float() for level in logits], [level.float() for level in deltas],
+                                       self.rpn_head.anchors(features), sizes, self.test_proposals)
+            # RoIAlign reads contiguous maps (torchvision's kernel would copy a channels-last map per call).
+            features = [f.contiguous() for f in features]
+            boxes, class_probs, image_index = self.roi_head.predict_boxes(features, proposals, sizes, stage)
+            boxes, class_probs = boxes.float(), class_probs.float()
+            outputs = []
+            for i, record in enumerate(resized):
+                mine = image_index == i
+                # Box-only models map boxes to the original image BEFORE NMS (multiply by 1/s);
+                # mask models AFTER NMS and the mask heads (divide by s) - MMDetection's two paths.
+                inverse_scale = boxes.new_tensor([1 / s for s in record.scale_factor]).repeat(2)
+                image_boxes = boxes[mine] if self.config.with_mask else boxes[mine] * inverse_scale
+                outputs.append(select_detections(image_boxes, class_probs[mine], settings))
+            mask_probs = (self.roi_head.predict_masks(features, [o[0] for o in outputs], [o[2] for o in outputs], stage)
+                          if self.config.with_mask else [None] * len(outputs))
         results = []
-        mask_probs = (self.roi_head.predict_masks(features, [o[0] for o in outputs], [o[2] for o in outputs], stage)
-                      if self.config.with_mask else [None] * len(outputs))
         for record, (det_boxes, scores, labels), probs in zip(resized, outputs, mask_probs):
             masks = None
             if probs is not None:
                 det_boxes = det_boxes / det_boxes.new_tensor(record.scale_factor).repeat(2)
-                masks = paste_masks(probs, det_boxes, record.original_size)
+                masks = paste_masks(probs.float(), det_boxes, record.original_size)
             results.append(Detections(det_boxes.cpu(), scores.cpu(), labels.cpu(), self.class_names,
                                       record.original_size, None if masks is None else masks.cpu()))
         return results
 
     def predict(self, images: ImageInput | Sequence[ImageInput], score_thr: float | None = None,
                 nms_iou: float | None = None, max_per_image: int | None = None,
-                batch_size: int = 1, stage: int | None = None) -> list[Detections]:
+                batch_size: int = 1, stage: int | None = None, amp: str | None = None) -> list[Detections]:
         """Detect objects in images: paths, PIL images, numpy (H, W, 3) RGB uint8, or torch
         (3, H, W) uint8 / float in [0, 1]. One ``Detections`` per image, in input order.
 
         ``score_thr``, ``nms_iou`` and ``max_per_image`` override the test settings (0.05, 0.5,
         100) for this call. Images are batched only with images of the same padded size, so a
         batch gives the same detections as one image at a time. ``stage=k`` (0-based) uses cascade
-        stage k alone instead of the ensemble of all stages.
+        stage k alone instead of the ensemble of all stages. ``amp="fp16"|"bf16"`` runs the network
+        under autocast (meant for CUDA; detections close to float32's, not equal).
         """
+        if amp is not None and amp not in AMP_DTYPES:
+            raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)} or None, got {amp!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if isinstance(images, (str, torch.Tensor)) or not isinstance(images, Sequence):
@@ -152,7 +176,7 @@ class CascadeRCNN(nn.Module):
             results: list[Detections | None] = [None] * len(prepared)
             for group in batches_by_size([p[0].size for p in prepared], batch_size):
                 detections = self.detect([prepared[i][0] for i in group], [prepared[i][1] for i in group],
-                                         settings, stage)
+                                         settings, stage, amp)
                 for i, detection in zip(group, detections):
                     results[i] = detection
         finally:

@@ -21,8 +21,27 @@ class MaskHead(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(module.bias)
 
-    def forward(self, roi_features: torch.Tensor) -> torch.Tensor:
+    def features(self, roi_features: torch.Tensor) -> torch.Tensor:
+        """(K, C, 14, 14) -> (K, channels, 28, 28), the input of the class logits."""
         x = roi_features
         for conv in self.convs:
             x = torch.relu(conv(x))
-        return self.conv_logits(torch.relu(self.upsample(x)))
+        return torch.relu(self.upsample(x))
+
+    def forward(self, roi_features: torch.Tensor) -> torch.Tensor:
+        return self.conv_logits(self.features(roi_features))
+
+    def class_logits(self, roi_features: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """(K, 28, 28) logits of class ``labels[k]`` for RoI ``rows[k]`` of ``roi_features``
+        (default: RoI k). Equal to ``forward`` up to float rounding.
+
+        One RoI per detection: the 1x1 logit conv reduced to the one channel each RoI needs
+        (num_classes times less work). RoIs shared by several detections: every class's logits
+        once per RoI, then each detection's pick (cheaper than copying the features per detection).
+        """
+        features = self.features(roi_features)
+        if rows is not None:
+            return self.conv_logits(features)[rows, labels]
+        weight = self.conv_logits.weight[labels, :, 0, 0]  # (K, channels)
+        return torch.einsum("kchw,kc->khw", features, weight) + self.conv_logits.bias[labels][:, None, None]

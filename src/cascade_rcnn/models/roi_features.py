@@ -1,6 +1,8 @@
 """RoIAlign from the pyramid level that matches each RoI's size."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 from torch import nn
 from torchvision.ops import roi_align
@@ -55,4 +57,30 @@ class MultiLevelRoIAlign(nn.Module):
                      and bool(torch.isfinite(rois).all()))
         if separable:
             return separable_roi_align(feature, rois, self.output_size, scale)
+        # Under autocast the maps may be half precision: RoIAlign samples in the RoIs' float32
+        # (torchvision's autocast rule does this on CUDA, not on the CPU).
+        feature = feature.to(rois.dtype)
+        if feature.device.type == "cpu" and not torch.is_grad_enabled():
+            return threaded_roi_align(feature, rois, self.output_size, scale)
         return roi_align(feature, rois, self.output_size, scale, sampling_ratio=0, aligned=True)
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def threaded_roi_align(feature: torch.Tensor, rois: torch.Tensor, output_size: int, scale: float
+                       ) -> torch.Tensor:
+    """torchvision's ``roi_align`` with the RoIs split over ``torch.get_num_threads()`` threads.
+
+    Its CPU kernel runs on one thread (and releases the GIL), so chunks of RoIs run in parallel;
+    every RoI is computed by the same kernel, so the result is bit for bit the single call's.
+    """
+    global _POOL
+    workers = torch.get_num_threads()
+    if workers < 2 or rois.shape[0] < 2 * workers:
+        return roi_align(feature, rois, output_size, scale, sampling_ratio=0, aligned=True)
+    if _POOL is None or _POOL._max_workers != workers:
+        _POOL = ThreadPoolExecutor(workers, thread_name_prefix="roi_align")
+    chunks = _POOL.map(lambda part: roi_align(feature, part, output_size, scale, sampling_ratio=0, aligned=True),
+                       rois.chunk(workers))
+    return torch.cat(list(chunks))

@@ -1,0 +1,205 @@
+"""Speed and memory, as the zoo table reports them: inference images/s ("Inf time (fps)") and peak
+training memory ("Mem (GB)").
+
+What is timed, and how it differs from MMDetection's ``tools/analysis_tools/benchmark.py``:
+- inference: ``model.predict`` on decoded images held in memory, one call per image (or per
+  batch), from the RGB array to detections in original-image pixels with masks pasted. That
+  includes resize + normalise, which MMDetection's data loader does outside its timed region.
+  Warm-up calls are not timed; fps = images / total timed seconds; latency median and p90.
+- training: one optimiser step (forward with all losses, backward, SGD update) on a batch of
+  random images at the zoo's training size (2 x 1333x800 per GPU) with 8 objects each.
+- memory: CUDA ``max_memory_allocated`` (MMDetection's logged ``memory``), reset before the timed
+  runs; on the CPU the peak resident set size of the process during the timed runs.
+"""
+from __future__ import annotations
+
+import resource
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..data.transforms import pad_batch
+from ..models.detector import AMP_DTYPES, CascadeRCNN
+
+
+@dataclass
+class Timing:
+    """Wall seconds of each timed call (after warm-up), and the CPU seconds (all threads) the
+    process spent in it: on a shared machine, CPU time drifts less than wall time when other
+    processes take cores away, so ratios of CPU times compare code more fairly."""
+
+    seconds: list[float]
+    cpu_seconds: list[float]
+
+    @property
+    def median_cpu(self) -> float:
+        return statistics.median(self.cpu_seconds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def p90(self) -> float:
+        ordered = sorted(self.seconds)
+        return ordered[min(len(ordered) - 1, int(np.ceil(0.9 * len(ordered))) - 1)]
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds)
+
+
+def time_calls(run: Callable[[], object], repeats: int, device: str | torch.device, warmup: int = 1) -> Timing:
+    """Wall time of ``repeats`` calls of ``run()`` after ``warmup`` untimed ones (CUDA synchronised)."""
+    synchronize = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        run()
+    seconds, cpu_seconds = [], []
+    for _ in range(repeats):
+        synchronize()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        run()
+        synchronize()
+        seconds.append(time.perf_counter() - start)
+        cpu_seconds.append(time.process_time() - cpu_start)
+    return Timing(seconds, cpu_seconds)
+
+
+class PeakMemory:
+    """Peak memory in GB over a ``with`` block: CUDA's ``max_memory_allocated`` (reset on entry), or
+    the process's resident set on the CPU, sampled every few milliseconds from /proc (falls back
+    to the whole process's peak RSS where /proc is missing)."""
+
+    def __init__(self, device: str | torch.device):
+        self.device = torch.device(device)
+        self.peak_gb = 0.0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._sampler = threading.Thread(target=self._sample, daemon=True)
+            self._sampler.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_gb = torch.cuda.max_memory_allocated(self.device) / 2**30
+        else:
+            self._stop.set()
+            self._sampler.join()
+
+    def _sample(self) -> None:
+        statm = Path("/proc/self/statm")
+        if not statm.exists():
+            self._stop.wait()
+            self.peak_gb = peak_memory_gb("cpu")
+            return
+        page = resource.getpagesize()
+        while True:
+            resident = int(statm.read_text().split()[1]) * page / 2**30
+            self.peak_gb = max(self.peak_gb, resident)
+            if self._stop.wait(0.005):
+                return
+
+
+def peak_memory_gb(device: str | torch.device) -> float:
+    """The process's peak so far: CUDA ``max_memory_allocated`` or the CPU's peak resident set."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+@dataclass
+class InferenceResult:
+    images_per_s: float
+    median_latency_s: float  # per call (one image, or one batch)
+    p90_latency_s: float
+    peak_memory_gb: float
+    detections_per_image: float
+    images: int
+
+
+def benchmark_inference(model: CascadeRCNN, images: list[np.ndarray], batch_size: int = 1,
+                        amp: str | None = None, warmup: int = 2, score_thr: float | None = None) -> InferenceResult:
+    """Time ``model.predict`` over ``images`` (RGB uint8 arrays), ``batch_size`` per call."""
+    batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
+    calls = iter(range(10**9))
+    detections: list[int] = []
+
+    def run() -> None:
+        batch = batches[next(calls) % len(batches)]
+        detections.extend(len(d) for d in model.predict(batch, score_thr=score_thr, batch_size=batch_size, amp=amp))
+
+    for _ in range(warmup):
+        run()
+    detections.clear()
+    with PeakMemory(model.device) as memory:
+        timing = time_calls(run, len(batches), model.device, warmup=0)
+    return InferenceResult(images_per_s=len(images) / timing.total, median_latency_s=timing.median,
+                           p90_latency_s=timing.p90, peak_memory_gb=memory.peak_gb,
+                           detections_per_image=sum(detections) / max(len(detections), 1), images=len(images))
+
+
+@dataclass
+class TrainingResult:
+    s_per_iter: float  # median over the timed iterations
+    peak_memory_gb: float
+    images_per_iter: int
+    image_size: tuple[int, int]
+
+
+def benchmark_training(model: CascadeRCNN, iterations: int = 3, batch_size: int = 2,
+                       image_size: tuple[int, int] = (800, 1333), amp: str | None = None,
+                       seed: int = 0) -> TrainingResult:
+    """Seconds per SGD step and peak memory on random images of ``image_size`` (h, w), 8 boxes each."""
+    device = model.device
+    generator = torch.Generator().manual_seed(seed)
+    height, width = image_size
+    images = pad_batch([torch.randn(3, height, width, generator=generator) for _ in range(batch_size)]).to(device)
+    targets = [synthetic_targets(height, width, model.config.num_classes, model.config.with_mask, generator, device)
+               for _ in range(batch_size)]
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=AMP_DTYPES.get(amp or ""), enabled=amp is not None):
+            losses = model(images, targets, [image_size] * batch_size)
+        loss = sum(value for key, value in losses.items() if not key.endswith("_acc"))
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    try:
+        step()
+        with PeakMemory(device) as memory:
+            timing = time_calls(step, iterations, device, warmup=0)
+    finally:
+        model.eval()
+    return TrainingResult(timing.median, memory.peak_gb, batch_size, image_size)
+
+
+def synthetic_targets(height: int, width: int, num_classes: int, with_mask: bool, generator: torch.Generator,
+                      device: torch.device, count: int = 8) -> dict:
+    """``count`` random boxes (32-280 px) with filled-box masks and random labels, for one image."""
+    xy = torch.rand(count, 2, generator=generator) * torch.tensor([max(width - 300, 1), max(height - 300, 1)])
+    wh = 32 + torch.rand(count, 2, generator=generator) * 250
+    boxes = torch.minimum(torch.cat([xy, xy + wh], dim=1), torch.tensor([width, height] * 2) - 1.0)
+    target = {"boxes": boxes.to(device), "labels": torch.randint(0, num_classes, (count,), generator=generator).to(device)}
+    if with_mask:
+        masks = torch.zeros(count, height, width, dtype=torch.uint8)
+        for mask, (x1, y1, x2, y2) in zip(masks, boxes.round().long().tolist()):
+            mask[y1:y2, x1:x2] = 1
+        target["masks"] = masks.to(device)
+    return target

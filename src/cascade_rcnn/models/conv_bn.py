@@ -1,0 +1,49 @@
+"""Convolution + frozen BatchNorm, folded into one convolution at inference.
+
+In eval mode BatchNorm is a constant per-channel affine map, ``y = x * scale + shift``, so
+``bn(conv(x)) == conv'(x)`` with ``conv'`` the convolution whose weight is scaled by ``scale``
+and whose bias is ``shift``: one op instead of two, and one pass over the activations less.
+The result equals the unfolded pair up to float rounding (not bit for bit), so the exact path
+keeps the two ops. The folded weights are cached and recomputed whenever a parameter or buffer
+changes (training step, ``load_state_dict``, ``.to()``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, fold: bool,
+            residual: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
+    """``bn(conv(x)) [+ residual] [then ReLU]``, folded into one convolution (with the sum and
+    ReLU done in place on its output) when ``fold`` and nothing needs gradients."""
+    if not fold or bn.training or torch.is_grad_enabled():
+        out = bn(conv(x))
+        out = out if residual is None else out + residual
+        return torch.relu(out) if relu else out
+    weight, bias = _folded(conv, bn)
+    out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    if residual is not None:
+        out += residual
+    return out.relu_() if relu else out
+
+
+def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    tensors = [t for t in (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+               if t is not None]
+    # A tensor's version counter moves on every in-place change; data_ptr changes on .to().
+    key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+    cached = getattr(bn, "_folded_cache", None)
+    if cached is None or cached[0] != key:
+        scale = bn.running_var.add(bn.eps).rsqrt()
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        shift = -bn.running_mean * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias
+        if conv.bias is not None:
+            shift = shift + conv.bias * scale
+        cached = (key, conv.weight * scale.reshape(-1, 1, 1, 1), shift)
+        bn._folded_cache = cached  # a plain attribute: never part of the state dict
+    return cached[1], cached[2]

@@ -1,0 +1,102 @@
+"""Stand-ins for what benchmarks need but cannot download: a natural-looking picture, and random
+weights whose detections spread like a trained model's.
+
+Uniform noise and uncalibrated random weights make detectors pathologically slow or fast (every
+proposal scores alike, one class wins everywhere; ``../shared/NOTES.md``), so timings made with
+them say little about real use. These keep the structure a trained model has: most RoIs are
+background, a few score high for a few classes, boxes move a little per stage, mask logits are
+spread around 0.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from .models.detector import CascadeRCNN
+
+# Target spread of the prediction layers' outputs over the RoIs of a scene.
+CLASS_LOGIT_STD = 2.0
+BACKGROUND_LOGIT = 4.0  # most RoIs are background, as after training
+DELTA_STD = 0.5  # normalised box deltas (x the stage's stds: 5 % of the box at stage 1)
+MASK_LOGIT_STD = 3.0
+
+
+def drawn_scene(height: int = 480, width: int = 640, seed: int = 0) -> np.ndarray:
+    """(height, width, 3) RGB uint8: a dozen filled shapes of many sizes over a smooth gradient
+    with mild sensor noise - edges, flat regions and objects, like a photo."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    image = np.stack([255 * x / width, 255 * y / height, 128 + 60 * np.sin((x + y) / 90)], axis=2)
+    image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
+    side = min(height, width)
+    for _ in range(12):
+        center = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        size = int(rng.integers(side // 40 + 2, side // 4))
+        color = rng.integers(0, 255, 3).tolist()
+        if rng.random() < 0.5:
+            cv2.circle(image, center, size, color, -1)
+        else:
+            cv2.rectangle(image, (center[0] - size, center[1] - size // 2),
+                          (center[0] + size, center[1] + size // 2), color, -1)
+    return image
+
+
+@torch.no_grad()
+def spread_random_weights(model: CascadeRCNN, image: np.ndarray, seed: int = 0) -> CascadeRCNN:
+    """Rescale ``model``'s prediction layers in place so that on ``image`` the class logits,
+    box deltas and mask logits have the spreads above (RPN and features stay as initialised).
+
+    Stages are calibrated in order, each on the RoIs the calibrated previous stages produce;
+    the mask heads on the detections of the calibrated cascade (one prediction per stage).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    box_heads, mask_heads = model.roi_head.bbox_head, model.roi_head.mask_head or []
+    for stage, head in enumerate(box_heads):
+        last = stage == len(box_heads) - 1
+        hidden, *mask_features = _capture(model, image, [head.fc_cls] + (list(mask_heads) if last else []))
+        _fit(head.fc_cls, hidden, CLASS_LOGIT_STD, generator)
+        head.fc_cls.bias[:-1] += torch.randn(head.fc_cls.bias.shape[0] - 1, generator=generator)
+        head.fc_cls.bias[-1] += BACKGROUND_LOGIT
+        _fit(head.fc_reg, hidden, DELTA_STD, generator)
+    for head, features in zip(mask_heads, mask_features):
+        conv = head.conv_logits  # (classes, C, 1, 1) on (K, C, 28, 28): a linear map per pixel
+        pixels = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])[::97]
+        weight = torch.empty(conv.weight.shape[:2])
+        _fit_weights(conv.weight, conv.bias, weight, pixels, MASK_LOGIT_STD, generator)
+    return model
+
+
+def _capture(model: CascadeRCNN, image: np.ndarray, layers: list[torch.nn.Module]) -> list[torch.Tensor]:
+    """What each layer sees while ``model`` predicts ``image`` with every head running: the input
+    of a linear layer; for a ``MaskHead``, the features its class-logit conv reads."""
+    seen: dict[int, torch.Tensor] = {}
+    handles = []
+    for index, layer in enumerate(layers):
+        if isinstance(layer, torch.nn.Linear):
+            hook = (lambda i: lambda module, args: seen.setdefault(i, args[0].float().cpu()))(index)
+            handles.append(layer.register_forward_pre_hook(hook))
+        else:
+            hook = (lambda i: lambda module, args, out: seen.setdefault(i, out.relu().float().cpu()))(index)
+            handles.append(layer.upsample.register_forward_hook(hook))
+    try:
+        model.predict(image, score_thr=0.0)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [seen[i] for i in range(len(layers))]
+
+
+def _fit(linear: torch.nn.Linear, inputs: torch.Tensor, output_std: float, generator: torch.Generator) -> None:
+    """Random weights for ``linear`` so that its outputs on ``inputs`` (N, in) are centred with
+    standard deviation ``output_std``."""
+    _fit_weights(linear.weight, linear.bias, torch.empty(linear.weight.shape), inputs, output_std, generator)
+
+
+def _fit_weights(weight_out: torch.Tensor, bias_out: torch.Tensor, weight: torch.Tensor, inputs: torch.Tensor,
+                 output_std: float, generator: torch.Generator) -> None:
+    weight.normal_(generator=generator)
+    outputs = inputs @ weight.T
+    scale = output_std / (outputs - outputs.mean(0)).std().clamp(min=1e-12)
+    weight_out.copy_((weight * scale).reshape(weight_out.shape))
+    bias_out.copy_(-outputs.mean(0) * scale)
