@@ -30,5 +30,5 @@ class BoxHead(nn.Module):
     def forward(self, roi_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = roi_features.flatten(1)
         for fc in self.shared_fcs:
-            x = torch.relu(fc(x))
+            x = fc(x).relu_()  # in place: a linear layer's backward never needs its output
         return self.fc_cls(x), self.fc_reg(x)

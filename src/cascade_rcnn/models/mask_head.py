@@ -25,8 +25,8 @@ class MaskHead(nn.Module):
         """(K, C, 14, 14) -> (K, channels, 28, 28), the input of the class logits."""
         x = roi_features
         for conv in self.convs:
-            x = torch.relu(conv(x))
-        return torch.relu(self.upsample(x))
+            x = conv(x).relu_()  # in place: a conv's backward never needs its output
+        return self.upsample(x).relu_()
 
     def forward(self, roi_features: torch.Tensor) -> torch.Tensor:
         return self.conv_logits(self.features(roi_features))

@@ -45,7 +45,7 @@ class RPNHead(nn.Module):
         """Per level: objectness logits (B, H*W*A) and deltas (B, H*W*A, 4), in anchor order."""
         logits, deltas = [], []
         for feature in features:
-            hidden = torch.relu(self.rpn_conv(feature))
+            hidden = self.rpn_conv(feature).relu_()
             batch = feature.shape[0]
             logits.append(self.rpn_cls(hidden).permute(0, 2, 3, 1).reshape(batch, -1))
             deltas.append(self.rpn_reg(hidden).permute(0, 2, 3, 1).reshape(batch, -1, 4))
