@@ -14,6 +14,9 @@ import cascade_rcnn
 from cascade_rcnn import checkpoint
 from cascade_rcnn.backbone_weights import backbone_weights_source, load_backbone_weights
 from cascade_rcnn.checkpoint import CheckpointError
+from cascade_rcnn.cli import main
+from cascade_rcnn.data.shapes import generate_shapes
+from cascade_rcnn.engine.train import TrainConfig, train
 from cascade_rcnn.models.backbone import BackboneConfig, ResNet
 
 from conftest import tiny_config
@@ -24,11 +27,18 @@ SMALL_X50 = BackboneConfig(depth=50, base_channels=8, groups=2, width_per_group=
 
 
 def seeded(state: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch.Tensor]:
-    """Every tensor of ``state`` replaced by seeded random values of its shape and dtype."""
+    """Every tensor of ``state`` replaced by seeded random values of its shape and dtype
+    (BatchNorm variances positive)."""
     generator = torch.Generator().manual_seed(seed)
-    return {key: (torch.randint(0, 1000, value.shape, generator=generator) if not value.is_floating_point()
-                  else torch.randn(value.shape, generator=generator)).to(value.dtype)
-            for key, value in state.items()}
+
+    def values(key: str, like: torch.Tensor) -> torch.Tensor:
+        if not like.is_floating_point():
+            return torch.randint(0, 1000, like.shape, generator=generator)
+        if key.endswith("running_var"):
+            return torch.rand(like.shape, generator=generator) + 0.5
+        return torch.randn(like.shape, generator=generator) * 0.1
+
+    return {key: values(key, value).to(value.dtype) for key, value in state.items()}
 
 
 def classifier(width: int, seed: int = 1) -> dict[str, torch.Tensor]:
@@ -231,3 +241,53 @@ def test_a_download_with_the_wrong_hash_is_deleted_and_named(tmp_path, fake_down
     with pytest.raises(CheckpointError, match=rf"{url}: the download fails its hash check .*says {prefix}"):
         load_backbone_weights(ResNet(SMALL_R50), url)
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+# --- in training ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    generate_shapes(root, num_images=2, size=64, seed=1)
+    return root
+
+
+def imagenet_config(url: str | None) -> cascade_rcnn.ModelConfig:
+    """A tiny box-only model whose backbone, like the zoo's, has ImageNet weights at ``url`` and
+    freezes the stem and layer1 with fixed BatchNorm statistics."""
+    return cascade_rcnn.ModelConfig(
+        name="tiny_imagenet", with_mask=False, backbone=BackboneConfig(depth=18, base_channels=8, imagenet_url=url),
+        fpn_channels=16, fc_channels=32, image_scale=(64, 64), anchor_scale=2.0, train_proposals=100,
+        rois_per_image=32)
+
+
+def run_once(shapes, out, **changes) -> TrainConfig:
+    return TrainConfig(train_json=str(shapes / "annotations.json"), train_images=str(shapes / "images"),
+                       out_dir=str(out), epochs=1, batch_size=2, workers=0, lr=0.01, warmup_iters=1,
+                       eval_every=0, **changes)
+
+
+def test_training_without_weights_starts_from_the_imagenet_backbone(tiny_shapes, tmp_path, capsys):
+    file = tmp_path / "imagenet-00000000.pth"
+    state = torchvision_layout(BackboneConfig(depth=18, base_channels=8))
+    torch.save(state, file)
+    train(imagenet_config(str(file)), run_once(tiny_shapes, tmp_path / "run"))
+    assert f"backbone initialised from {file}: " in capsys.readouterr().out
+    final = checkpoint.state_dict_of(checkpoint.read(tmp_path / "run" / "final.pth"))
+    frozen = [k for k in state if k.startswith(("conv1.", "bn1.", "layer1.")) or "running_" in k]
+    assert len(frozen) > 20
+    for key in frozen:  # the frozen stem and layer1, and every BatchNorm statistic, are still the file's
+        assert torch.equal(final[f"backbone.{key}"], state[key]), key
+
+
+def test_no_backbone_weights_warns(tiny_shapes, tmp_path, capsys):
+    train(imagenet_config("unused.pth"), run_once(tiny_shapes, tmp_path / "run", backbone_weights="none"))
+    assert "but none were given: its backbone stays random" in capsys.readouterr().out
+
+
+def test_cli_imagenet_for_a_project_model_is_one_line(tiny_shapes, tmp_path, capsys):
+    status = main(["train", "--model", "cascade_rcnn_r18w32_fpn_256", "--train-json", str(tiny_shapes / "annotations.json"),
+                   "--train-images", str(tiny_shapes / "images"), "--out", str(tmp_path / "run"),
+                   "--backbone-weights", "imagenet"])
+    assert status == 2
+    assert "error: cascade_rcnn_r18w32_fpn_256 has no published ImageNet backbone" in capsys.readouterr().err

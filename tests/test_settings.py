@@ -53,7 +53,8 @@ def test_fewer_stages_keep_the_first_per_stage_values():
     (["num_stages"], "expected NAME=VALUE"),
     (["num_stages=four"], "'four' is not an integer"),
     (["num_stages=2.5"], "'2.5' is not an integer"),
-    (["anchor_scale=big"], "'big' is not a number"),
+    (["anchor_scale=big"], "'big' is not a finite number"),
+    (["anchor_scale=nan"], "'nan' is not a finite number"),
     (["image_scale=1024"], "expected 2 values separated by ','"),
     (["stage_ious=0.5,,0.7"], "empty entry"),
     (["stage_stds=0.1,0.1,0.2/0.05,0.05,0.1,0.1/0.033,0.033,0.067,0.067"], "4 positive values per stage"),
@@ -131,4 +132,4 @@ def test_cli_set_is_one_line_on_error(tmp_path, capsys):
     assert "Traceback" not in err
     assert main(["evaluate", "--gt-json", str(tmp_path / "gt.json"), "--model", "cascade_mask_rcnn_r18w32_fpn_256",
                  "--images", str(tmp_path), "--set", "stage_ious=x"]) == 2
-    assert "error: --set 'stage_ious=x': 'x' is not a number" in capsys.readouterr().err
+    assert "error: --set 'stage_ious=x': 'x' is not a finite number" in capsys.readouterr().err

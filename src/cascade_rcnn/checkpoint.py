@@ -57,14 +57,20 @@ def resolve(source: str | os.PathLike, check_hash: bool = False) -> Path:
         target = cache_dir() / Path(urlparse(text).path).name
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".part")
+            # A name of its own, so processes downloading the same file at once do not collide.
+            descriptor, partial_name = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
+            os.close(descriptor)
+            partial = Path(partial_name)
             try:
-                torch.hub.download_url_to_file(text, str(partial), progress=True)
-            except Exception as error:
-                raise CheckpointError(f"{text}: download failed ({error})") from None
-            if check_hash:
-                _check_sha256(partial, target.name, text)
-            os.replace(partial, target)
+                try:
+                    torch.hub.download_url_to_file(text, str(partial), progress=True)
+                except Exception as error:
+                    raise CheckpointError(f"{text}: download failed ({error})") from None
+                if check_hash:
+                    _check_sha256(partial, target.name, text)
+                os.replace(partial, target)
+            finally:
+                partial.unlink(missing_ok=True)
         return target
     return Path(text)
 
@@ -79,7 +85,6 @@ def _check_sha256(path: Path, name: str, url: str) -> None:
             digest.update(chunk)
     expected, actual = match.group(1), digest.hexdigest()
     if not actual.startswith(expected):
-        path.unlink()
         raise CheckpointError(f"{url}: the download fails its hash check (SHA-256 starts {actual[:len(expected)]}, "
                               f"the file name says {expected}): truncated or corrupted; deleted, try again")
 

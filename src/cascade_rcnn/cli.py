@@ -78,8 +78,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .engine.evaluate import evaluate_coco, format_stage_table, format_table, write_metrics
 
     if args.predictions:
-        if args.per_stage:
-            raise ValueError("--per-stage needs a model (--model/--weights/--images), not --predictions")
+        if args.per_stage or args.set:
+            raise ValueError("--per-stage and --set need a model (--model/--weights/--images), not --predictions")
         metrics = evaluate_coco(args.gt_json, args.predictions)
         print(format_table(metrics))
     else:

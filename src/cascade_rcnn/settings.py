@@ -7,6 +7,7 @@ Text forms: numbers ``0.5``; lists ``0.5,0.6,0.7``; per-stage stds ``0.1,0.1,0.2
 """
 from __future__ import annotations
 
+import math
 import types
 import typing
 from typing import Any
@@ -65,9 +66,12 @@ def _parse(text: str, kind: Any) -> Any:
             raise ValueError(f"expected {len(args)} values separated by '{separator}', got {len(parts)}")
         return tuple(_parse(part, args[0]) for part in parts)
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        value = None
+    if value is None or not math.isfinite(value):
+        raise ValueError(f"{text!r} is not {'an integer' if kind is int else 'a finite number'}")
+    return value
 
 
 def _format(value: Any) -> str:

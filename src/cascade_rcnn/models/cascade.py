@@ -122,10 +122,9 @@ class CascadeRoIHead(nn.Module):
         """Training losses of all stages, weighted by ``stage_loss_weights`` (1, 0.5, 0.25).
 
         proposals: per image (P_i, 4) detached RPN boxes; padded_size: (H, W) of the padded batch.
-        Each stage adds the ground truth to its
-        proposals, assigns at its own IoU threshold, samples ``rois_per_image`` RoIs (512 in
-        MMDetection, <= 25 % positive), and the next stage trains on those RoIs after this
-        stage's regression (ground truth dropped).
+        Each stage adds the ground truth to its proposals, assigns at its own IoU threshold,
+        samples ``rois_per_image`` RoIs (512 in MMDetection, <= 25 % positive), and the next stage
+        trains on those RoIs after this stage's regression (ground truth dropped).
         """
         losses = {}
         for stage, (coder, weight) in enumerate(zip(self.coders, self.stage_loss_weights)):

@@ -14,10 +14,10 @@ from torch import nn
 from ..config import ModelConfig
 from ..data.images import ImageInput, to_rgb_uint8
 from ..data.transforms import ResizedImage, normalize, pad_batch, padded_size, resize
+from ..ops.assign_sample import SamplerSettings
 from ..ops.paste_masks import paste_masks
 from ..results import Detections
 from .backbone import ResNet
-from ..ops.assign_sample import SamplerSettings
 from .cascade import CascadeRoIHead, DetectionSettings, select_detections
 from .fpn import FPN
 from .rpn import ProposalSettings, RPNHead, propose, rpn_loss
