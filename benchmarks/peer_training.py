@@ -101,7 +101,7 @@ def main() -> None:
     val_json = out / "val" / "annotations.json"
     val_set = CocoDataset(val_json, out / "val" / "images", with_masks=False)
     base = get_config("cascade_rcnn_r18w32_fpn_256").with_classes(train_set.class_names, train_set.category_ids)
-    config = dataclasses.replace(base, name="one_stage", num_stages=1)
+    config = dataclasses.replace(base.with_changes(num_stages=1), name="one_stage")
     augmented = AugmentedDataset(train_set, config, seed=0, with_masks=False)
 
     torch.manual_seed(0)

@@ -36,7 +36,7 @@ def main() -> None:
     val_json = out / "val" / "annotations.json"
     base = get_config(DEMO_MODEL)
     for stages in (1, 3):
-        config = dataclasses.replace(base, name=f"{base.name}_{stages}stage", num_stages=stages)
+        config = dataclasses.replace(base.with_changes(num_stages=stages), name=f"{base.name}_{stages}stage")
         start = time.perf_counter()
         torch.manual_seed(0)
         final = train(config, dataclasses.replace(demo_train_config(out, out / f"{stages}stage", settings),

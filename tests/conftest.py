@@ -22,8 +22,7 @@ def tiny_config(with_mask: bool = True, **changes) -> cascade_rcnn.ModelConfig:
     options = dict(name="tiny", backbone=cascade_rcnn.BackboneConfig(depth=18, base_channels=8),
                    fpn_channels=16, fc_channels=32, image_scale=(96, 64), class_names=TINY_CLASSES,
                    category_ids=None, with_mask=with_mask)
-    options.update(changes)
-    return cascade_rcnn.ModelConfig(**options)
+    return cascade_rcnn.ModelConfig(**options).with_changes(**changes)
 
 
 def tiny_model(with_mask: bool = True, seed: int = 0, **changes) -> cascade_rcnn.CascadeRCNN:

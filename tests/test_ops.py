@@ -7,8 +7,8 @@ import pytest
 import torch
 import torchvision
 
+import cascade_rcnn
 from cascade_rcnn.models.anchors import base_anchors, grid_anchors
-from cascade_rcnn.models.cascade import STAGE_STDS
 from cascade_rcnn.models.conv_bn import conv_bn
 from cascade_rcnn.models.mask_head import MaskHead
 from cascade_rcnn.models.roi_features import MultiLevelRoIAlign, roi_levels, threaded_roi_align
@@ -16,6 +16,9 @@ from cascade_rcnn.ops.box_coder import MAX_LOG_RATIO, BoxCoder
 from cascade_rcnn.ops.nms import SPLIT_THRESHOLD, batched_nms
 from cascade_rcnn.ops.paste_masks import paste_masks
 from cascade_rcnn.ops.separable_roi_align import separable_roi_align
+
+# MMDetection's per-stage stds, as the zoo configs hold them.
+STAGE_STDS = cascade_rcnn.get_config("cascade_rcnn_r50_fpn_1x_coco").stage_stds
 
 
 def random_boxes(count: int, generator: torch.Generator, size: float = 200.0, min_side: float = 2.0):

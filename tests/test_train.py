@@ -190,6 +190,9 @@ def test_resume_refuses_a_changed_run(shapes, tmp_path):
     train(train_config(), run_config(shapes, out, epochs=1))
     with pytest.raises(ValueError, match="batch_size: 2 -> 1"):
         train(train_config(), run_config(shapes, out, epochs=2, batch_size=1, resume=True))
+    other_settings = train_config().with_changes(stage_ious=(0.5, 0.6, 0.75))
+    with pytest.raises(ValueError, match="model setting stage_ious: 0.5,0.6,0.7 -> 0.5,0.6,0.75"):
+        train(other_settings, run_config(shapes, out, epochs=2, resume=True))
 
 
 def test_resume_refuses_another_optimizer(shapes, tmp_path):

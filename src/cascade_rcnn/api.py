@@ -2,24 +2,29 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
 from . import checkpoint
 from .config import ModelConfig
 from .models.detector import CascadeRCNN
+from .settings import apply_settings
 from .zoo import get_config
 
 
 def build_model(model: str | ModelConfig, weights: str | os.PathLike | None = None,
                 device: str | torch.device = "cpu", class_names: list[str] | None = None,
-                reinit_class_layers: bool = False, exact: bool = False) -> CascadeRCNN:
+                reinit_class_layers: bool = False, exact: bool = False,
+                settings: dict[str, Any] | None = None) -> CascadeRCNN:
     """Build a zoo model (``"cascade_mask_rcnn_r50_fpn_1x_coco"``) or a custom ``ModelConfig``.
 
     ``weights``: a local ``.pth`` (MMDetection's or ours), a URL (downloaded once and cached), or
     ``"zoo"`` for the config's published checkpoint. Our own checkpoints also restore the class
-    names. ``class_names`` sets another class list (the class layers must then be re-initialised:
-    ``reinit_class_layers=True``, or the checkpoint must have that many classes).
+    names and the model settings they were trained with (``num_stages``, ``stage_ious``,
+    ``image_scale``, ...); ``settings`` (e.g. ``{"test_proposals": 300}``, the CLI's ``--set``)
+    override those. ``class_names`` sets another class list (the class layers must then be
+    re-initialised: ``reinit_class_layers=True``, or the checkpoint must have that many classes).
     The model is returned in eval mode on ``device``. ``exact=True`` runs inference as
     MMDetection does, bit for bit; the default fast path (BatchNorm folded into the convs,
     channels-last activations, class-only mask logits) equals it up to float rounding.
@@ -36,6 +41,9 @@ def build_model(model: str | ModelConfig, weights: str | os.PathLike | None = No
         meta = checkpoint.meta_of(loaded)
         if meta.get("class_names") and class_names is None:
             config = config.with_classes(tuple(meta["class_names"]), meta.get("category_ids"))
+        config = checkpoint.restore_settings(config, loaded, path)
+    if settings:
+        config = apply_settings(config, settings)
     if class_names is not None:
         config = config.with_classes(tuple(class_names))
     detector = CascadeRCNN(config)

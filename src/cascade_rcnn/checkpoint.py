@@ -6,8 +6,10 @@ MMDetection ``meta``) are replaced by an inert placeholder - never imported, nev
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,13 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from .config import ModelConfig
+from .settings import apply_settings, parse_settings, settings_text
+
 FORMAT = "cascade_rcnn/1"
 CLASS_LAYER_SUFFIXES = ("fc_cls.weight", "fc_cls.bias", "conv_logits.weight", "conv_logits.bias")
+# torch.hub's naming convention for published weights: <name>-<first hex digits of SHA-256>.<ext>
+HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.\w+$")
 
 
 class CheckpointError(ValueError):
@@ -39,21 +46,47 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CASCADE_RCNN_CACHE", Path.home() / ".cache" / "cascade_rcnn"))
 
 
-def resolve(source: str | os.PathLike) -> Path:
-    """A local path for ``source``: the path itself, or a URL downloaded once into the cache."""
+def resolve(source: str | os.PathLike, check_hash: bool = False) -> Path:
+    """A local path for ``source``: the path itself, or a URL downloaded once into the cache.
+
+    With ``check_hash`` a download whose file name ends in ``-<hex>.<ext>`` (torch.hub's
+    convention) must have a SHA-256 starting with that hex, or it is deleted and refused.
+    """
     text = str(source)
     if urlparse(text).scheme in ("http", "https"):
         target = cache_dir() / Path(urlparse(text).path).name
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".part")
+            # A name of its own, so processes downloading the same file at once do not collide.
+            descriptor, partial_name = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
+            os.close(descriptor)
+            partial = Path(partial_name)
             try:
-                torch.hub.download_url_to_file(text, str(partial), progress=True)
-            except Exception as error:
-                raise CheckpointError(f"{text}: download failed ({error})") from None
-            os.replace(partial, target)
+                try:
+                    torch.hub.download_url_to_file(text, str(partial), progress=True)
+                except Exception as error:
+                    raise CheckpointError(f"{text}: download failed ({error})") from None
+                if check_hash:
+                    _check_sha256(partial, target.name, text)
+                os.replace(partial, target)
+            finally:
+                partial.unlink(missing_ok=True)
         return target
     return Path(text)
+
+
+def _check_sha256(path: Path, name: str, url: str) -> None:
+    match = HASH_IN_NAME.search(name)
+    if match is None:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    expected, actual = match.group(1), digest.hexdigest()
+    if not actual.startswith(expected):
+        raise CheckpointError(f"{url}: the download fails its hash check (SHA-256 starts {actual[:len(expected)]}, "
+                              f"the file name says {expected}): truncated or corrupted; deleted, try again")
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -88,7 +121,7 @@ def state_dict_of(checkpoint: dict[str, Any], path: str | os.PathLike = "checkpo
     """The tensors of an MMDetection (``state_dict`` + ``meta``) or bare state dict."""
     state = checkpoint.get("state_dict", checkpoint)
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: no state dict of tensors found (keys: {_few(list(checkpoint))})")
+        raise CheckpointError(f"{path}: no state dict of tensors found (keys: {few(list(checkpoint))})")
     # Checkpoints saved from DistributedDataParallel prefix every key with "module.".
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
@@ -99,6 +132,20 @@ def meta_of(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """Our metadata (config name, class names, category ids), empty for foreign checkpoints."""
     meta = checkpoint.get("meta")
     return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else {}
+
+
+def restore_settings(config: ModelConfig, loaded: dict[str, Any], path: str | os.PathLike) -> ModelConfig:
+    """``config`` with the model settings our checkpoint was written with; unchanged for older
+    checkpoints of ours and for MMDetection's (they store none)."""
+    stored = meta_of(loaded).get("model_settings")
+    if stored is None:
+        return config
+    if not isinstance(stored, dict) or not all(isinstance(v, str) for v in stored.values()):
+        raise CheckpointError(f"{path}: its model_settings are not a table of name -> text")
+    try:
+        return apply_settings(config, parse_settings([f"{k}={v}" for k, v in stored.items()], "stored"), "stored")
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
 
 
 def load_into(model: nn.Module, loaded: dict[str, Any], path: str | os.PathLike,
@@ -120,8 +167,8 @@ def load_into(model: nn.Module, loaded: dict[str, Any], path: str | os.PathLike,
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: keys do not match the model {getattr(model, 'config', None) and model.config.name}: "
-            f"{len(missing)} missing (e.g. {_few(missing)}), {len(unexpected)} unexpected "
-            f"(e.g. {_few(unexpected)}). Is it a checkpoint of another architecture "
+            f"{len(missing)} missing (e.g. {few(missing)}), {len(unexpected)} unexpected "
+            f"(e.g. {few(unexpected)}). Is it a checkpoint of another architecture "
             "(box-only vs mask, R-50 vs R-101)?")
     mismatched = [k for k in state if state[k].shape != own[k].shape]
     if mismatched:
@@ -143,12 +190,14 @@ def load_into(model: nn.Module, loaded: dict[str, Any], path: str | os.PathLike,
 def save(path: str | os.PathLike, model: nn.Module, **extra: Any) -> None:
     """Write ``{"state_dict", "meta", **extra}`` atomically (temp file + rename).
 
-    ``meta`` records the config name, class names and category ids, so the file alone rebuilds
-    the model. Keys are the same as MMDetection's.
+    ``meta`` records the config name, class names, category ids and the model settings (the
+    ``--set`` knobs, as text), so the file alone rebuilds the model. Keys are the same as
+    MMDetection's.
     """
     config = model.config
     meta = {"format": FORMAT, "config_name": config.name, "class_names": list(config.class_names),
-            "category_ids": None if config.category_ids is None else list(config.category_ids)}
+            "category_ids": None if config.category_ids is None else list(config.category_ids),
+            "model_settings": settings_text(config)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -164,5 +213,6 @@ def save(path: str | os.PathLike, model: nn.Module, **extra: Any) -> None:
             os.unlink(temporary)
 
 
-def _few(names: list[str], count: int = 3) -> str:
+def few(names: list[str], count: int = 3) -> str:
+    """The first ``count`` names, comma-separated, for error messages."""
     return ", ".join(names[:count]) + (", ..." if len(names) > count else "") if names else "none"

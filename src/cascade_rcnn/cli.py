@@ -11,6 +11,7 @@ import torch
 from .checkpoint import CheckpointError
 from .data.images import ImageError
 from .engine.train import TrainingDiverged
+from .settings import SETTABLE, apply_settings, parse_settings
 from .zoo import MODEL_ZOO, get_config
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -38,7 +39,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.weights is None:
         print(f"note: {args.model} runs with RANDOM weights (no --weights given): "
               "the detections are meaningless", file=sys.stderr)
-    model = build_model(args.model, weights=args.weights, device=args.device, exact=args.exact)
+    model = build_model(args.model, weights=args.weights, device=args.device, exact=args.exact,
+                        settings=parse_settings(args.set))
     report = predict_files(model, args.inputs, args.out, score_thr=args.score_thr,
                            batch_size=args.batch_size, draw_pictures=not args.no_draw)
     print(f"{report.done} image(s) done, {len(report.failures)} failed; "
@@ -55,17 +57,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .engine.train import TrainConfig, train
 
     check_device(args.device)
+    model_config = apply_settings(get_config(args.model), parse_settings(args.set))
     config = TrainConfig(
         train_json=args.train_json, train_images=args.train_images, out_dir=args.out,
         val_json=args.val_json, val_images=args.val_images, weights=args.weights,
-        schedule=args.schedule, epochs=args.epochs,
+        backbone_weights=args.backbone_weights,
+        schedule=args.schedule or model_config.schedule, epochs=args.epochs,
         lr_steps=tuple(args.lr_steps) if args.lr_steps else None, lr=args.lr,
         optimizer=args.optimizer, weight_decay=args.weight_decay, batch_size=args.batch_size,
         workers=args.workers, warmup_iters=args.warmup_iters,
         amp=args.amp, clip_grad=args.clip_grad, seed=args.seed, eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every, skip_empty=args.skip_empty, device=args.device,
         resume=args.resume)
-    final = train(get_config(args.model), config)
+    final = train(model_config, config)
     print(f"final weights: {final}")
     return 0
 
@@ -74,8 +78,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .engine.evaluate import evaluate_coco, format_stage_table, format_table, write_metrics
 
     if args.predictions:
-        if args.per_stage:
-            raise ValueError("--per-stage needs a model (--model/--weights/--images), not --predictions")
+        if args.per_stage or args.set:
+            raise ValueError("--per-stage and --set need a model (--model/--weights/--images), not --predictions")
         metrics = evaluate_coco(args.gt_json, args.predictions)
         print(format_table(metrics))
     else:
@@ -88,7 +92,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         check_device(args.device)
         if args.weights is None:
             print(f"note: {args.model} is evaluated with RANDOM weights (no --weights given)", file=sys.stderr)
-        model = build_model(args.model, weights=args.weights, device=args.device)
+        model = build_model(args.model, weights=args.weights, device=args.device, settings=parse_settings(args.set))
         dataset = CocoDataset(args.gt_json, args.images, class_names=list(model.class_names),
                               with_masks=False)
         if dataset.report.missing_images:
@@ -204,6 +208,7 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--no-draw", action="store_true", help="write only predictions.json")
     predict.add_argument("--exact", action="store_true",
                          help="MMDetection's ops bit for bit (slower); default: the fast path, equal up to float noise")
+    add_set_option(predict)
     predict.set_defaults(run=cmd_predict)
 
     train = commands.add_parser("train", help="train or fine-tune on a COCO-format data set")
@@ -214,8 +219,12 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--val-images")
     train.add_argument("--weights", help="initial weights (path, URL or 'zoo'); another class count "
                        "than the data set's re-initialises the class layers")
+    train.add_argument("--backbone-weights", metavar="imagenet|PATH|URL|none",
+                       help="backbone initialisation when no --weights: default 'imagenet' for zoo models "
+                       "(MMDetection's ImageNet file, downloaded once), nothing for project models")
+    add_set_option(train)
     train.add_argument("--out", default="runs/train", help="checkpoints, metrics.jsonl, curves.png")
-    train.add_argument("--schedule", choices=["1x", "20e"], default="1x")
+    train.add_argument("--schedule", choices=["1x", "20e"], help="default: the model's (1x, or 20e for *_20e_*)")
     train.add_argument("--epochs", type=int, help="default: 12 (1x) or 20 (20e)")
     train.add_argument("--lr-steps", type=int, nargs="+", help="epochs after which lr x0.1")
     train.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
@@ -243,6 +252,7 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--images", help="the images of --gt-json")
     evaluate.add_argument("--per-stage", action="store_true", help="also stage 1, 2, 3 alone")
     evaluate.add_argument("--out", help="write the metrics as JSON")
+    add_set_option(evaluate)
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(run=cmd_evaluate)
 
@@ -276,6 +286,12 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo_output")
     demo.set_defaults(run=cmd_demo)
     return root
+
+
+def add_set_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--set", nargs="+", action="extend", default=[], metavar="NAME=VALUE",
+                         help=f"change model settings ({', '.join(SETTABLE)}), e.g. --set num_stages=4 "
+                         "stage_ious=0.5,0.6,0.7,0.8 image_scale=1024,640; our checkpoints restore theirs")
 
 
 def main(argv: list[str] | None = None) -> int:

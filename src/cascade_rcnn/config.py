@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from .models.backbone import BackboneConfig
@@ -29,11 +30,20 @@ class ModelConfig:
     # with small objects want smaller anchors.
     anchor_scale: float = 8.0
     # Box (and mask) head stages: 3 is Cascade R-CNN; 1 is Faster / Mask R-CNN (IoU 0.5), for
-    # comparisons (benchmarks/stages.py).
+    # comparisons (benchmarks/stages.py). Each per-stage field has one entry per stage.
     num_stages: int = 3
-    # Training: RPN proposals kept per image, and RoIs sampled per image for each stage.
+    # Training IoU threshold of each stage (positives >= it, negatives below it).
+    stage_ious: tuple[float, ...] = (0.5, 0.6, 0.7)
+    # Each stage's box-delta stds: tighter per stage, its input boxes are already better.
+    stage_stds: tuple[tuple[float, ...], ...] = ((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1),
+                                                 (0.033, 0.033, 0.067, 0.067))
+    stage_loss_weights: tuple[float, ...] = (1.0, 0.5, 0.25)
+    # Training: RPN proposals kept per image, anchors sampled per image for the RPN loss, and RoIs
+    # sampled per image for each stage. Test: RPN proposals per image.
     train_proposals: int = 2000
+    rpn_samples_per_image: int = 256
     rois_per_image: int = 512
+    test_proposals: int = 1000
     schedule: str = "1x"  # 1x = 12 epochs (lr x0.1 at 8, 11); 20e = 20 epochs (16, 19)
     # Model-zoo facts (MMDetection's page): reported COCO val AP, memory, V100 fps, checkpoint.
     reported_box_ap: float | None = None
@@ -41,6 +51,9 @@ class ModelConfig:
     reported_mem_gb: float | None = None
     reported_fps: float | None = None
     url: str | None = None
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
     @property
     def num_classes(self) -> int:
@@ -68,3 +81,44 @@ class ModelConfig:
         """The same architecture for another set of classes (for fine-tuning)."""
         return replace(self, class_names=tuple(class_names),
                        category_ids=tuple(category_ids) if category_ids is not None else None)
+
+    def with_changes(self, **changes: Any) -> "ModelConfig":
+        """A validated copy with ``changes``. Per-stage fields not given follow a smaller
+        ``num_stages`` (their first ``num_stages`` entries); more stages need them all given."""
+        if "num_stages" in changes:
+            for name in PER_STAGE_FIELDS:
+                if name not in changes:
+                    changes[name] = getattr(self, name)[:changes["num_stages"]]
+        return replace(self, **changes)
+
+
+PER_STAGE_FIELDS = ("stage_ious", "stage_stds", "stage_loss_weights")
+
+
+def check_settings(config: ModelConfig) -> None:
+    """Raise ValueError naming the first inconsistent or out-of-range knob of ``config``."""
+    problems = []
+    if config.num_stages < 1:
+        problems.append(f"num_stages must be at least 1, got {config.num_stages}")
+    for name in PER_STAGE_FIELDS:
+        count = len(getattr(config, name))
+        if count != config.num_stages:
+            problems.append(f"{name} has {count} entries but num_stages is {config.num_stages} "
+                            f"(give {', '.join(PER_STAGE_FIELDS)} one entry per stage)")
+    if not all(0 < iou <= 1 for iou in config.stage_ious):
+        problems.append(f"stage_ious must lie in (0, 1], got {config.stage_ious}")
+    if not all(len(stds) == 4 and all(s > 0 for s in stds) for stds in config.stage_stds):
+        problems.append(f"stage_stds needs 4 positive values per stage, got {config.stage_stds}")
+    if not all(w >= 0 for w in config.stage_loss_weights):
+        problems.append(f"stage_loss_weights must be >= 0, got {config.stage_loss_weights}")
+    for name in ("train_proposals", "test_proposals", "rpn_samples_per_image", "rois_per_image"):
+        if getattr(config, name) < 1:
+            problems.append(f"{name} must be at least 1, got {getattr(config, name)}")
+    if config.anchor_scale <= 0:
+        problems.append(f"anchor_scale must be positive, got {config.anchor_scale}")
+    if len(config.image_scale) != 2 or min(config.image_scale) < 1:
+        problems.append(f"image_scale needs two positive sides (long, short), got {config.image_scale}")
+    if config.mask_channels is not None and config.mask_channels < 1:
+        problems.append(f"mask_channels must be at least 1 (or none), got {config.mask_channels}")
+    if problems:
+        raise ValueError(f"model {config.name}: {problems[0]}")

@@ -6,13 +6,22 @@ from .models.backbone import BackboneConfig
 
 _BASE_URL = "https://download.openmmlab.com/mmdetection/v2.0/cascade_rcnn"
 
+# ImageNet weights of MMDetection's init_cfg (mmengine's hub tables): torchvision://resnet50/101,
+# open-mmlab://detectron2/resnet50_caffe / resnet101_caffe, open-mmlab://resnext101_32x4d / _64x4d.
+_TORCHVISION = "https://download.pytorch.org/models"
+_OPEN_MMLAB = "https://download.openmmlab.com/pretrain/third_party"
+
 _BACKBONES = {
-    "r50_caffe": BackboneConfig(depth=50, style="caffe", train_bn_affine=False),
-    "r50": BackboneConfig(depth=50),
-    "r101_caffe": BackboneConfig(depth=101, style="caffe", train_bn_affine=False),
-    "r101": BackboneConfig(depth=101),
-    "x101_32x4d": BackboneConfig(depth=101, groups=32, width_per_group=4),
-    "x101_64x4d": BackboneConfig(depth=101, groups=64, width_per_group=4),
+    "r50_caffe": BackboneConfig(depth=50, style="caffe", train_bn_affine=False,
+                                imagenet_url=f"{_OPEN_MMLAB}/resnet50_msra-5891d200.pth"),
+    "r50": BackboneConfig(depth=50, imagenet_url=f"{_TORCHVISION}/resnet50-0676ba61.pth"),
+    "r101_caffe": BackboneConfig(depth=101, style="caffe", train_bn_affine=False,
+                                 imagenet_url=f"{_OPEN_MMLAB}/resnet101_msra-6cc46731.pth"),
+    "r101": BackboneConfig(depth=101, imagenet_url=f"{_TORCHVISION}/resnet101-63fe2227.pth"),
+    "x101_32x4d": BackboneConfig(depth=101, groups=32, width_per_group=4,
+                                 imagenet_url=f"{_OPEN_MMLAB}/resnext101_32x4d-a5af3160.pth"),
+    "x101_64x4d": BackboneConfig(depth=101, groups=64, width_per_group=4,
+                                 imagenet_url=f"{_OPEN_MMLAB}/resnext101_64x4d-ee2c6f71.pth"),
 }
 
 # (model, backbone, schedule): box AP, mask AP, memory GB, fps, checkpoint file (MODEL_ZOO.md).

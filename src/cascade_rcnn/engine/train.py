@@ -12,10 +12,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .. import checkpoint
+from ..backbone_weights import backbone_weights_source, load_backbone_weights
 from ..config import ModelConfig
 from ..data.coco import CocoDataset
 from ..data.loader import AugmentedDataset, batches_per_epoch, epoch_loader
 from ..models.detector import CascadeRCNN
+from ..settings import settings_text
 from . import distributed
 from .schedule import SCHEDULES, LRSchedule, scaled_lr
 from .train_log import TrainLog
@@ -23,6 +25,7 @@ from .validate import evaluate_dataset
 
 LATEST = "latest.pth"
 FINAL = "final.pth"
+SETTING = "model setting "  # prefix of the model settings in a checkpoint's progress record
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,9 @@ class TrainConfig:
     val_json: str | None = None
     val_images: str | None = None
     weights: str | None = None  # initial weights (a zoo checkpoint to fine-tune, or ours)
+    # Backbone initialisation without ``weights``: None = the config's ImageNet weights if it has
+    # them (zoo configs), "imagenet", "none" (random), or a path / URL (backbone_weights.py).
+    backbone_weights: str | None = None
     schedule: str = "1x"
     epochs: int | None = None  # default: the schedule's (12 for 1x, 20 for 20e)
     lr_steps: tuple[int, ...] | None = None  # default: the schedule's decay epochs
@@ -107,13 +113,17 @@ def _train(model_config: ModelConfig, config: TrainConfig, context: distributed.
                            with_masks=model_config.with_mask)
                if config.val_json and config.eval_every else None)
     model_config = model_config.with_classes(dataset.class_names, dataset.category_ids)
-    if not config.weights and (model_config.backbone.frozen_stages or model_config.backbone.norm_eval):
+    backbone_source = backbone_weights_source(model_config, config.backbone_weights, config.weights)
+    if not (config.weights or backbone_source) and (model_config.backbone.frozen_stages
+                                                    or model_config.backbone.norm_eval):
         log.message(f"warning: {model_config.name} expects pretrained weights (frozen stem and layer1, "
-                    "fixed BatchNorm statistics) but no --weights were given: its backbone stays random")
+                    "fixed BatchNorm statistics) but none were given: its backbone stays random")
     torch.manual_seed(config.seed + context.rank)
     model = CascadeRCNN(model_config)
     if config.weights:
         _load_initial_weights(model, config.weights, log)
+    elif backbone_source:
+        log.message(load_backbone_weights(model.backbone, backbone_source).summary())
     model.to(context.device).train()
 
     defaults = OPTIMIZERS[config.optimizer]
@@ -126,7 +136,8 @@ def _train(model_config: ModelConfig, config: TrainConfig, context: distributed.
     epoch, skip, iteration = 0, 0, 0
     latest = out_dir / LATEST
     layout = {"num_items": len(dataset), "world_size": context.world_size, "batch_size": config.batch_size,
-              "seed": config.seed, "optimizer": config.optimizer}
+              "seed": config.seed, "optimizer": config.optimizer,
+              **{f"{SETTING}{k}": v for k, v in settings_text(model_config).items()}}
     if config.resume and latest.is_file():
         epoch, skip, iteration = _restore(latest, model, optimizer, scaler, context, layout)
         log.message(f"resumed from {latest}: epoch {epoch + 1}, batch {skip}, iteration {iteration}")
@@ -231,7 +242,8 @@ def _restore(path: Path, model: CascadeRCNN, optimizer, scaler, context: distrib
     since the position inside the epoch would then point at other images."""
     loaded = checkpoint.read(path)
     progress = loaded["progress"]
-    recorded = {"optimizer": "sgd", **progress}  # checkpoints from before --optimizer used SGD
+    # Checkpoints from before --optimizer used SGD; those from before --set, the run's settings.
+    recorded = {"optimizer": "sgd", **{k: v for k, v in layout.items() if k.startswith(SETTING)}, **progress}
     changed = {k: (recorded.get(k), v) for k, v in layout.items() if recorded.get(k) != v}
     if changed:
         raise ValueError(f"{path}: cannot resume exactly, the run changed since it was written "

@@ -29,6 +29,9 @@ class BackboneConfig:
     # norm_eval=False), or its activations are never normalised.
     frozen_stages: int = 1
     norm_eval: bool = True
+    # The ImageNet checkpoint MMDetection initialises this backbone from when training without
+    # detector weights (its init_cfg); None = none published (train from scratch).
+    imagenet_url: str | None = None
 
     @property
     def stage_blocks(self) -> tuple[int, int, int, int]:

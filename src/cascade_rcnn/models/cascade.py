@@ -21,10 +21,6 @@ from .box_head import BoxHead
 from .mask_head import MaskHead
 from .roi_features import MultiLevelRoIAlign
 
-# Each stage's targets are normalised more tightly: its inputs are already better boxes.
-STAGE_STDS = ((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067))
-STAGE_IOUS = (0.5, 0.6, 0.7)  # training IoU threshold of each stage
-STAGE_LOSS_WEIGHTS = (1.0, 0.5, 0.25)
 MASK_SIZE = 28
 
 
@@ -65,12 +61,14 @@ def rois_from_boxes(boxes_per_image: list[torch.Tensor]) -> torch.Tensor:
 
 
 class CascadeRoIHead(nn.Module):
-    """Three ``BoxHead`` stages (+ three ``MaskHead`` stages for Cascade Mask R-CNN)."""
+    """One ``BoxHead`` per stage (+ one ``MaskHead`` per stage for Cascade Mask R-CNN).
 
-    def __init__(self, num_classes: int, with_mask: bool, channels: int = 256, fc_channels: int = 1024,
-                 stage_stds: tuple[tuple[float, ...], ...] = STAGE_STDS,
-                 stage_ious: tuple[float, ...] = STAGE_IOUS,
-                 stage_loss_weights: tuple[float, ...] = STAGE_LOSS_WEIGHTS, rois_per_image: int = 512,
+    stage_stds, stage_ious and stage_loss_weights have one entry per stage (``ModelConfig``).
+    """
+
+    def __init__(self, num_classes: int, with_mask: bool, stage_stds: tuple[tuple[float, ...], ...],
+                 stage_ious: tuple[float, ...], stage_loss_weights: tuple[float, ...],
+                 channels: int = 256, fc_channels: int = 1024, rois_per_image: int = 512,
                  mask_channels: int | None = None):
         super().__init__()
         self.num_classes = num_classes
@@ -122,13 +120,13 @@ class CascadeRoIHead(nn.Module):
         return boxes, mean_logits.softmax(dim=-1), image_index
 
     def loss(self, features: list[torch.Tensor], proposals: list[torch.Tensor], targets: list[dict],
-             image_sizes: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
-        """Training losses of all stages, weighted 1, 0.5, 0.25.
+             image_sizes: list[tuple[int, int]], padded_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Training losses of all stages, weighted by ``stage_loss_weights`` (1, 0.5, 0.25).
 
-        proposals: per image (P_i, 4) detached RPN boxes. Each stage adds the ground truth to its
-        proposals, assigns at its own IoU threshold, samples ``rois_per_image`` RoIs (512 in
-        MMDetection, <= 25 % positive), and the next stage trains on those RoIs after this
-        stage's regression (ground truth dropped).
+        proposals: per image (P_i, 4) detached RPN boxes; padded_size: (H, W) of the padded batch.
+        Each stage adds the ground truth to its proposals, assigns at its own IoU threshold,
+        samples ``rois_per_image`` RoIs (512 in MMDetection, <= 25 % positive), and the next stage
+        trains on those RoIs after this stage's regression (ground truth dropped).
         """
         losses = {}
         for stage, (coder, weight) in enumerate(zip(self.coders, self.stage_loss_weights)):
@@ -141,7 +139,7 @@ class CascadeRoIHead(nn.Module):
                 deltas[positive], batch.box_targets, beta=1.0, reduction="sum") / num_rois
             losses[f"s{stage}_acc"] = (logits.argmax(1) == batch.labels).float().mean().detach()
             if self.with_mask:
-                losses[f"s{stage}_mask"] = weight * self._mask_loss(stage, features, batch, targets)
+                losses[f"s{stage}_mask"] = weight * self._mask_loss(stage, features, batch, targets, padded_size)
             if stage + 1 < len(self.coders):
                 proposals = self._refine(coder, batch, deltas.detach(), image_sizes)
         return losses
@@ -166,7 +164,7 @@ class CascadeRoIHead(nn.Module):
                            torch.cat(gt_index), torch.cat(from_gt))
 
     def _mask_loss(self, stage: int, features: list[torch.Tensor], batch: "SampledRoIs",
-                   targets: list[dict]) -> torch.Tensor:
+                   targets: list[dict], padded_size: tuple[int, int]) -> torch.Tensor:
         """BCE on the ground-truth class channel of the positives' 28x28 masks (mean)."""
         positive = batch.labels < self.num_classes
         rois = batch.rois[positive]
@@ -178,11 +176,8 @@ class CascadeRoIHead(nn.Module):
         for image, target in enumerate(targets):
             mine = rois[:, 0] == image
             if mine.any():
-                # Crop each matched ground-truth bitmap with RoIAlign at the RoI, then binarise.
-                gt_rois = torch.cat([batch.gt_index[mine][:, None].to(rois.dtype), rois[mine, 1:]], dim=1)
-                crops = roi_align(target["masks"][:, None].to(rois.dtype), gt_rois, MASK_SIZE, 1.0,
-                                  sampling_ratio=0, aligned=True)
-                mask_targets.append((crops[:, 0] >= 0.5).to(logits.dtype))
+                mask_targets.append(crop_mask_targets(target["masks"], batch.gt_index[mine], rois[mine, 1:],
+                                                      padded_size).to(logits.dtype))
         channel = logits[torch.arange(rois.shape[0], device=rois.device), labels]
         # RoIs are grouped by image (rois_from_boxes order), so the per-image crops line up.
         return F.binary_cross_entropy_with_logits(channel, torch.cat(mask_targets))
@@ -230,6 +225,21 @@ def _class_mask_probs(heads: list[MaskHead], roi_features: torch.Tensor, rois: t
         rows = None
     roi_features = roi_features.contiguous(memory_format=torch.channels_last)
     return torch.stack([head.class_logits(roi_features, labels, rows).sigmoid() for head in heads]).mean(dim=0)
+
+
+def crop_mask_targets(masks: torch.Tensor, gt_index: torch.Tensor, boxes: torch.Tensor,
+                      padded_size: tuple[int, int]) -> torch.Tensor:
+    """(P, 28, 28) binary targets: each matched (G, h, w) ground-truth bitmap cropped with
+    RoIAlign at its (P, 4) box, then >= 0.5.
+
+    As MMDetection (``pad_mask=True``), the bitmaps are first zero-padded to the batch's padded
+    (H, W): RoIAlign then blends the last row/column with zeros instead of repeating it, which
+    changes targets of boxes reaching the image's bottom or right edge.
+    """
+    padded = F.pad(masks, (0, padded_size[1] - masks.shape[-1], 0, padded_size[0] - masks.shape[-2]))
+    gt_rois = torch.cat([gt_index[:, None].to(boxes.dtype), boxes], dim=1)
+    crops = roi_align(padded[:, None].to(boxes.dtype), gt_rois, MASK_SIZE, 1.0, sampling_ratio=0, aligned=True)
+    return crops[:, 0] >= 0.5
 
 
 def select_detections(boxes: torch.Tensor, class_probs: torch.Tensor, settings: DetectionSettings

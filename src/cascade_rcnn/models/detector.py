@@ -14,11 +14,11 @@ from torch import nn
 from ..config import ModelConfig
 from ..data.images import ImageInput, to_rgb_uint8
 from ..data.transforms import ResizedImage, normalize, pad_batch, padded_size, resize
+from ..ops.assign_sample import SamplerSettings
 from ..ops.paste_masks import paste_masks
 from ..results import Detections
 from .backbone import ResNet
-from .cascade import (STAGE_IOUS, STAGE_LOSS_WEIGHTS, STAGE_STDS, CascadeRoIHead, DetectionSettings,
-                      select_detections)
+from .cascade import CascadeRoIHead, DetectionSettings, select_detections
 from .fpn import FPN
 from .rpn import ProposalSettings, RPNHead, propose, rpn_loss
 
@@ -34,13 +34,15 @@ class CascadeRCNN(nn.Module):
         self.backbone = ResNet(config.backbone)
         self.neck = FPN(config.backbone.out_channels, config.fpn_channels)
         self.rpn_head = RPNHead(config.fpn_channels, scales=(config.anchor_scale,))
-        stages = slice(0, config.num_stages)
-        self.roi_head = CascadeRoIHead(config.num_classes, config.with_mask, config.fpn_channels,
-                                       config.fc_channels, STAGE_STDS[stages], STAGE_IOUS[stages],
-                                       STAGE_LOSS_WEIGHTS[stages], config.rois_per_image, config.mask_channels)
+        self.roi_head = CascadeRoIHead(config.num_classes, config.with_mask, config.stage_stds, config.stage_ious,
+                                       config.stage_loss_weights, config.fpn_channels, config.fc_channels,
+                                       config.rois_per_image, config.mask_channels)
+        # Training: anchors sampled per image for the RPN loss (MMDetection: 256, half positive).
+        self.rpn_sampler = SamplerSettings(num=config.rpn_samples_per_image, positive_fraction=0.5)
         self.train_proposals = ProposalSettings(pre_nms_per_level=config.train_proposals, nms_iou=0.7,
                                                 max_proposals=config.train_proposals)
-        self.test_proposals = ProposalSettings(pre_nms_per_level=1000, nms_iou=0.7, max_proposals=1000)
+        self.test_proposals = ProposalSettings(pre_nms_per_level=config.test_proposals, nms_iou=0.7,
+                                               max_proposals=config.test_proposals)
         self.test_detections = DetectionSettings(score_thr=0.05, nms_iou=0.5, max_per_image=100)
 
     @property
@@ -93,9 +95,9 @@ class CascadeRCNN(nn.Module):
         features = self.features(batch)
         logits, deltas = self.rpn_head(features)
         anchors = self.rpn_head.anchors(features)
-        losses = rpn_loss(logits, deltas, anchors, targets, image_sizes)
+        losses = rpn_loss(logits, deltas, anchors, targets, image_sizes, self.rpn_sampler)
         proposals = self.proposals(logits, deltas, anchors, image_sizes, self.train_proposals)
-        losses.update(self.roi_head.loss(features, proposals, targets, image_sizes))
+        losses.update(self.roi_head.loss(features, proposals, targets, image_sizes, tuple(batch.shape[-2:])))
         return losses
 
     def preprocess(self, image: ImageInput, name: str = "image") -> tuple[ResizedImage, torch.Tensor]:

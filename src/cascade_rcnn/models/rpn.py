@@ -85,15 +85,16 @@ def propose(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: lis
 
 
 RPN_ASSIGNER = AssignerSettings(pos_iou=0.7, neg_iou=0.3, low_quality_min_iou=0.3)
-RPN_SAMPLER = SamplerSettings(num=256, positive_fraction=0.5)
 
 
 def rpn_loss(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
-             targets: list[dict], image_sizes: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
-    """Objectness BCE + SmoothL1 (beta 1/9) on 256 sampled anchors per image.
+             targets: list[dict], image_sizes: list[tuple[int, int]], sampler: SamplerSettings
+             ) -> dict[str, torch.Tensor]:
+    """Objectness BCE + SmoothL1 (beta 1/9) on ``sampler.num`` (256) sampled anchors per image.
 
     Only anchors fully inside the (unpadded) image take part. Both losses are summed and divided
-    by the number of sampled anchors in the batch, as MMDetection.
+    by the batch's sampled-anchor count as MMDetection counts it (``SamplingResult.avg_factor``):
+    max(positives, 1) + max(negatives, 1) per image, so an image without positives counts one more.
     """
     all_anchors = torch.cat(anchors)
     all_logits = torch.cat(logits, dim=1)  # (B, N)
@@ -102,7 +103,7 @@ def rpn_loss(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: li
     for image, (target, size) in enumerate(zip(targets, image_sizes)):
         inside = torch.nonzero(inside_image(all_anchors, size)).squeeze(1)
         assigned = assign(all_anchors[inside], target["boxes"], RPN_ASSIGNER, target.get("crowd_boxes"))
-        positives, negatives = sample(assigned, RPN_SAMPLER)
+        positives, negatives = sample(assigned, sampler)
         sampled = torch.cat([positives, negatives])
         labels = torch.cat([torch.ones_like(positives), torch.zeros_like(negatives)]).to(all_logits.dtype)
         cls_losses.append(F.binary_cross_entropy_with_logits(
@@ -111,6 +112,5 @@ def rpn_loss(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: li
         box_targets = RPN_CODER.encode(positive_anchors, target["boxes"][assigned[positives]])
         box_losses.append(F.smooth_l1_loss(all_deltas[image, inside[positives]], box_targets,
                                            beta=1 / 9, reduction="sum"))
-        num_sampled += sampled.numel()
-    normaliser = max(num_sampled, 1)
-    return {"rpn_cls": sum(cls_losses) / normaliser, "rpn_box": sum(box_losses) / normaliser}
+        num_sampled += max(positives.numel(), 1) + max(negatives.numel(), 1)
+    return {"rpn_cls": sum(cls_losses) / num_sampled, "rpn_box": sum(box_losses) / num_sampled}

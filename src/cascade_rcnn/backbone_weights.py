@@ -1,0 +1,120 @@
+"""ImageNet-initialised backbones, as MMDetection's ``init_cfg=dict(type='Pretrained', ...)``.
+
+What the six files of the zoo hold (from mmengine's loader and the files' public key lists; no
+file was downloaded to check):
+
+- torchvision ``resnet50/101-<hash>.pth``: a bare state dict with torchvision's names, which are
+  ours (and MMDetection's), plus the ImageNet classifier ``fc.*``.
+- detectron2 caffe ``resnet50/101_msra-<hash>.pth``: MMDetection's ``detectron2pytorch.py`` output
+  of the MSRA Caffe2 weights: ``{"state_dict": ...}`` already renamed to our names
+  (``res2_0_branch2a`` -> ``layer1.0.conv1`` ...). Its BatchNorms were frozen affine layers, so
+  their running mean / variance are stored as 0 / 1, and there is no ``num_batches_tracked``. The
+  stem conv kept MSRA's bias (``conv1.bias``), for which neither MMDetection's nor Detectron2's
+  ResNet has a slot (both ignore it); there is no classifier.
+- open-mmlab ``resnext101_32x4d/64x4d-<hash>.pth``: ResNeXt names equal to ours (MMDetection's
+  ResNeXt uses torchvision's names and widths, spec §2.2), possibly wrapped in ``state_dict``
+  and ``module.``-prefixed, plus ``fc.*``.
+
+mmengine loads all of them with ``strict=False`` after unwrapping ``state_dict`` and stripping
+``module.``, renaming nothing else; so nothing needs renaming here either. We load strictly:
+only ``fc.*`` and ``conv1.bias`` may be left over and a missing ``num_batches_tracked`` keeps
+the model's (it has no effect on BatchNorm in eval mode); anything else is an error naming the
+file.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import checkpoint
+from .checkpoint import CheckpointError, few
+from .config import ModelConfig
+
+IMAGENET = "imagenet"
+NONE = "none"
+# Keys of an ImageNet file that the detection backbone has no slot for (MMDetection drops them too).
+UNUSED_KEYS = ("fc.weight", "fc.bias", "conv1.bias")
+DETECTOR_PREFIXES = ("backbone.", "neck.", "rpn_head.", "roi_head.")
+
+
+@dataclass(frozen=True)
+class BackboneWeightsReport:
+    """What ``load_backbone_weights`` did: tensors loaded, file keys dropped, model keys kept."""
+
+    path: Path
+    loaded: int
+    dropped: tuple[str, ...]
+    kept: tuple[str, ...]
+
+    def summary(self) -> str:
+        kept = f"; {len(self.kept)} num_batches_tracked not in the file (kept)" if self.kept else ""
+        return (f"backbone initialised from {self.path}: {self.loaded} tensors loaded; dropped "
+                f"{', '.join(self.dropped) or 'nothing'} (no place in a detection backbone){kept}")
+
+
+def backbone_weights_source(config: ModelConfig, choice: str | None, detector_weights: str | None
+                            ) -> str | None:
+    """The file or URL that initialises the backbone, or None.
+
+    ``choice``: None (the default: the config's ImageNet weights unless detector weights are
+    given; project configs have none and train from scratch), ``"imagenet"``, ``"none"``, or a
+    path / URL.
+    """
+    if choice is None:
+        return None if detector_weights else config.backbone.imagenet_url
+    if choice == NONE:
+        return None
+    if detector_weights:
+        raise ValueError(f"backbone weights ({choice}) and detector weights ({detector_weights}) both given: "
+                         "the detector weights already hold a backbone; drop one")
+    if choice == IMAGENET:
+        if config.backbone.imagenet_url is None:
+            raise ValueError(f"{config.name} has no published ImageNet backbone (it trains from scratch); "
+                             "give a path or URL, or none")
+        return config.backbone.imagenet_url
+    return choice
+
+
+def load_backbone_weights(backbone: nn.Module, source: str | os.PathLike) -> BackboneWeightsReport:
+    """Copy an ImageNet classification checkpoint (path or URL) into ``backbone``, strictly.
+
+    URLs are downloaded once into the cache with a progress bar and hash-checked; the file is read
+    weights-only. Raises ``CheckpointError`` naming the file for anything but the expected
+    leftovers (``UNUSED_KEYS``, a missing ``num_batches_tracked``).
+    """
+    path = checkpoint.resolve(source, check_hash=True)
+    state = checkpoint.state_dict_of(checkpoint.read(path), path)
+    if any(key.startswith(DETECTOR_PREFIXES) for key in state):
+        raise CheckpointError(f"{path}: a detector checkpoint (keys backbone.*, neck.*, ...), not ImageNet "
+                              "backbone weights; pass it as the detector weights (--weights) instead")
+    own = backbone.state_dict()
+    dropped = tuple(key for key in state if key not in own and key in UNUSED_KEYS)
+    kept = tuple(key for key in own if key not in state and key.endswith("num_batches_tracked"))
+    missing = [key for key in own if key not in state and key not in kept]
+    unexpected = [key for key in state if key not in own and key not in dropped]
+    what = _describe(backbone)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: not ImageNet weights of a {what}: {len(missing)} keys missing (e.g. {few(missing)}), "
+            f"{len(unexpected)} unexpected (e.g. {few(unexpected)}). Weights of another depth or kind?")
+    mismatched = [key for key in own if key in state and state[key].shape != own[key].shape]
+    if mismatched:
+        details = ", ".join(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched[:3])
+        raise CheckpointError(f"{path}: {len(mismatched)} tensors have other shapes than a {what} ({details})")
+    with torch.no_grad():
+        for key, tensor in own.items():
+            if key in state:
+                tensor.copy_(state[key])
+    return BackboneWeightsReport(path, len(own) - len(kept), dropped, kept)
+
+
+def _describe(backbone: nn.Module) -> str:
+    config = getattr(backbone, "config", None)
+    if config is None:
+        return "this backbone"
+    kind = f"X-{config.depth} {config.groups}x{config.width_per_group}d" if config.groups > 1 else f"R-{config.depth}"
+    return f"{kind} ({config.style} style, base width {config.base_channels})"

@@ -1,0 +1,82 @@
+"""Model settings as text: the CLI's ``--set name=value`` and what our checkpoints store.
+
+Only the cascade's knobs below are settable; values are parsed by the type of the
+``ModelConfig`` field, and the changed config is validated as a whole (``ModelConfig``).
+Text forms: numbers ``0.5``; lists ``0.5,0.6,0.7``; per-stage stds ``0.1,0.1,0.2,0.2/0.05,...``
+(stages separated by ``/``); ``none`` for an optional value.
+"""
+from __future__ import annotations
+
+import math
+import types
+import typing
+from typing import Any
+
+from .config import ModelConfig
+
+SETTABLE = ("num_stages", "stage_ious", "stage_stds", "stage_loss_weights", "train_proposals",
+            "rpn_samples_per_image", "rois_per_image", "test_proposals", "anchor_scale", "image_scale",
+            "mask_channels")
+_TYPES = typing.get_type_hints(ModelConfig)
+
+
+def parse_settings(items: list[str], source: str = "--set") -> dict[str, Any]:
+    """``["num_stages=4", "stage_ious=0.5,0.6,0.7,0.8"]`` -> {name: typed value}; ValueError
+    naming ``source`` and the item for an unknown name or a malformed value."""
+    settings = {}
+    for item in items:
+        name, separator, text = item.partition("=")
+        name = name.strip()
+        if not separator:
+            raise ValueError(f"{source} {item!r}: expected NAME=VALUE")
+        if name not in SETTABLE:
+            raise ValueError(f"{source} {item!r}: unknown setting {name!r}; settable: {', '.join(SETTABLE)}")
+        try:
+            settings[name] = _parse(text.strip(), _TYPES[name])
+        except ValueError as error:
+            raise ValueError(f"{source} {item!r}: {error}") from None
+    return settings
+
+
+def apply_settings(config: ModelConfig, settings: dict[str, Any], source: str = "--set") -> ModelConfig:
+    """``config`` with ``settings`` applied; ValueError naming ``source`` if they do not fit."""
+    try:
+        return config.with_changes(**settings)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
+
+
+def settings_text(config: ModelConfig) -> dict[str, str]:
+    """Every settable knob of ``config`` in ``--set`` text form (what checkpoints store)."""
+    return {name: _format(getattr(config, name)) for name in SETTABLE}
+
+
+def _parse(text: str, kind: Any) -> Any:
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        if text.lower() == "none":
+            return None
+        return _parse(text, next(arg for arg in args if arg is not type(None)))
+    if typing.get_origin(kind) is tuple:
+        separator = "/" if typing.get_origin(args[0]) is tuple else ","
+        parts = [part.strip() for part in text.split(separator)]
+        if any(not part for part in parts):
+            raise ValueError(f"empty entry in {text!r}")
+        if args[-1] is not Ellipsis and len(parts) != len(args):
+            raise ValueError(f"expected {len(args)} values separated by '{separator}', got {len(parts)}")
+        return tuple(_parse(part, args[0]) for part in parts)
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value):
+        raise ValueError(f"{text!r} is not {'an integer' if kind is int else 'a finite number'}")
+    return value
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, tuple):
+        return ("/" if value and isinstance(value[0], tuple) else ",").join(_format(v) for v in value)
+    return repr(value)
