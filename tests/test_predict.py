@@ -68,7 +68,7 @@ def test_fixed_box_is_divided_by_the_scale_factor(with_mask, monkeypatch):
     resized_box = torch.tensor([[10.0, 5.0, 50.0, 40.0]])
 
     def fixed_boxes(features, proposals, image_sizes, *args, **kwargs):
-        assert image_sizes == [(48, 96)]
+        assert image_sizes.tolist() == [[48, 96]]
         probs = torch.tensor([[0.05, 0.9, 0.03, 0.02]])
         return resized_box.clone(), probs, torch.zeros(1, dtype=torch.long)
 
@@ -311,3 +311,18 @@ def test_autocast_inference_is_close_to_float32():
     assert (full.scores[:3] - half.scores[match]).abs().max() < 0.05
     with pytest.raises(ValueError, match="amp must be"):
         model.predict(scene, amp="fp8")
+
+
+def test_agreement_matches_by_label_and_overlap():
+    from cascade_rcnn.results import Detections, agreement
+
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 40.0, 40.0], [0.0, 0.0, 10.0, 10.0]])
+    reference = Detections(boxes, torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 1, 2]), ("a", "b", "c"), (50, 50))
+    moved = boxes.clone()
+    moved[1] += 0.5
+    other = Detections(moved[[1, 0]], torch.tensor([0.79, 0.9]), torch.tensor([1, 0]), ("a", "b", "c"), (50, 50))
+    result = agreement(reference, other)
+    assert (result.reference, result.other, result.matched) == (3, 2, 2)  # class c has no partner
+    assert result.max_box_diff == pytest.approx(0.5) and result.max_score_diff == pytest.approx(0.01)
+    assert result.min_box_iou == pytest.approx(19.5 ** 2 / (2 * 400 - 19.5 ** 2)) and result.min_mask_iou is None
+    assert agreement(reference, Detections(boxes[:0], boxes[:0, 0], boxes[:0, 0].long(), (), (50, 50))).matched == 0

@@ -17,12 +17,14 @@ import argparse
 import json
 import subprocess
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
 import torch
 
 import cascade_rcnn
+from cascade_rcnn.results import Detections, agreement
 from cascade_rcnn.synthetic import drawn_scene
 
 INDEX = Path(__file__).resolve().parents[2] / "shared" / "spec" / "mmdet_keys" / "index.json"
@@ -44,43 +46,33 @@ def synthetic_checkpoint(name: str, path: Path, seed: int = 0) -> None:
 
 
 def reference_detections(name: str, checkpoint: Path, image: Path, reference: str, score_thr: float,
-                         work: Path, mmdet_python: str | None) -> dict[str, torch.Tensor]:
+                         work: Path, mmdet_python: str | None) -> Detections:
     """MMDetection's detections (run in its own environment), or our exact path's, which
     reproduces MMDetection's bit for bit (the table in BENCHMARKS.md) and needs no MMDetection."""
     if reference == "exact":
-        result = cascade_rcnn.build_model(name, weights=checkpoint, exact=True).predict(str(image), score_thr=score_thr)[0]
-        return {"boxes": result.boxes, "scores": result.scores, "labels": result.labels, "masks": result.masks}
+        return cascade_rcnn.build_model(name, weights=checkpoint, exact=True).predict(str(image), score_thr=score_thr)[0]
     entry = next(m for m in json.loads(INDEX.read_text())["models"] if m["name"] == name)
     reference_path = work / f"{name}_mmdet.pt"
     subprocess.run([mmdet_python, str(Path(__file__).with_name("mmdet_reference.py")), entry["v3_config"],
                     str(checkpoint), str(image), str(reference_path), "--score-thr", str(score_thr)],
                    check=True, capture_output=True)
-    return torch.load(reference_path, weights_only=True)
+    result = torch.load(reference_path, weights_only=True)
+    masks = result.get("masks")
+    return Detections(result["boxes"], result["scores"], result["labels"], (), tuple(cv2.imread(str(image)).shape[:2]),
+                      None if masks is None else masks.bool())
 
 
-def compare(name: str, path: str, checkpoint: Path, image: Path, reference: dict[str, torch.Tensor],
-            score_thr: float) -> dict:
-    """Match every reference detection to our nearest box of the same class (within 1 px)."""
+def compare(name: str, path: str, checkpoint: Path, image: Path, reference: Detections, score_thr: float) -> dict:
+    """Our detections against the reference's: bit-identical or not, and by how much they differ."""
     ours = cascade_rcnn.build_model(name, weights=checkpoint, exact=path == "exact").predict(
         str(image), score_thr=score_thr)[0]
-    row = {"model": name, "path": path, "ours": len(ours), "reference": len(reference["scores"])}
-    if len(ours) and len(reference["scores"]):
-        distance = torch.cdist(reference["boxes"].double(), ours.boxes.double(), p=float("inf"))
-        distance[reference["labels"][:, None] != ours.labels[None, :]] = float("inf")
-        best, index = distance.min(dim=1)
-        matched = best < 1.0
-        row["matched"] = int(matched.sum())
-        row["max_box_diff"] = float(best[matched].max()) if matched.any() else None
-        row["max_score_diff"] = float((reference["scores"][matched] - ours.scores[index[matched]]).abs().max()) \
-            if matched.any() else None
-        row["same_order"] = bool(torch.equal(index, torch.arange(len(index)))) and len(ours) == len(index)
-        if ours.masks is not None and matched.any():
-            theirs, mine = reference["masks"][matched].bool(), ours.masks[index[matched]]
-            row["mask_pixels_differing"] = int((theirs != mine).sum())
-            row["mask_pixels_total"] = int(theirs.numel())
-            union = (theirs | mine).flatten(1).sum(1)
-            iou = torch.where(union > 0, (theirs & mine).flatten(1).sum(1) / union.clamp(min=1), 1.0)
-            row["min_mask_iou"] = float(iou.min())
+    identical = (len(ours) == len(reference) and torch.equal(ours.boxes, reference.boxes)
+                 and torch.equal(ours.scores, reference.scores) and torch.equal(ours.labels, reference.labels))
+    row = {"model": name, "path": path, "bit_identical_boxes_scores_labels": identical,
+           **asdict(agreement(reference, ours))}
+    if ours.masks is not None and len(ours) == len(reference):
+        row["mask_pixels_differing"] = int((ours.masks != reference.masks).sum())
+        row["mask_pixels_total"] = int(ours.masks.numel())
     return row
 
 

@@ -8,11 +8,13 @@ from .api import build_model
 from .checkpoint import CheckpointError
 from .config import ModelConfig
 from .data.images import ImageError
+from .deploy.export import export_onnx
+from .deploy.onnx_runtime import OnnxDetector
 from .models.backbone import BackboneConfig
 from .models.detector import CascadeRCNN
 from .results import Detections
 from .zoo import MODEL_ZOO, get_config
 
 __all__ = ["build_model", "BackboneConfig", "CascadeRCNN", "CheckpointError", "Detections",
-           "ImageError", "MODEL_ZOO", "ModelConfig", "get_config"]
+           "ImageError", "MODEL_ZOO", "ModelConfig", "OnnxDetector", "export_onnx", "get_config"]
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""The ``cascade-rcnn`` command line: models, predict, train, evaluate, benchmark, shapes, demo."""
+"""The ``cascade-rcnn`` command line: models, predict, train, evaluate, export, benchmark, shapes, demo."""
 from __future__ import annotations
 
 import argparse
@@ -36,11 +36,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .engine.predict import predict_files
 
     check_device(args.device)
-    if args.weights is None:
-        print(f"note: {args.model} runs with RANDOM weights (no --weights given): "
-              "the detections are meaningless", file=sys.stderr)
-    model = build_model(args.model, weights=args.weights, device=args.device, exact=args.exact,
-                        settings=parse_settings(args.set))
+    if args.onnx:
+        if args.model or args.weights or args.set:
+            raise ValueError("--onnx takes the model and its settings from the file; drop --model/--weights/--set")
+        from .deploy.onnx_runtime import OnnxDetector
+
+        model = OnnxDetector(args.onnx)
+    elif not args.model:
+        raise ValueError("give --model NAME (and --weights), or --onnx FILE")
+    else:
+        if args.weights is None:
+            print(f"note: {args.model} runs with RANDOM weights (no --weights given): "
+                  "the detections are meaningless", file=sys.stderr)
+        model = build_model(args.model, weights=args.weights, device=args.device, exact=args.exact,
+                            settings=parse_settings(args.set))
     report = predict_files(model, args.inputs, args.out, score_thr=args.score_thr,
                            batch_size=args.batch_size, draw_pictures=not args.no_draw)
     print(f"{report.done} image(s) done, {len(report.failures)} failed; "
@@ -103,6 +112,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         write_metrics(args.out, metrics)
         print(f"metrics: {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .api import build_model
+    from .deploy.export import export_onnx
+
+    if args.weights is None:
+        print(f"note: exporting {args.model} with RANDOM weights (no --weights given)", file=sys.stderr)
+    model = build_model(args.model, weights=args.weights, settings=parse_settings(args.set))
+    path = export_onnx(model, args.out, opset=args.opset, score_thr=args.score_thr)
+    print(f"exported {model.config.name} ({model.config.num_classes} classes) to {path}")
     return 0
 
 
@@ -198,8 +219,9 @@ def parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="detect objects in images and folders")
     predict.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
-    predict.add_argument("--model", required=True, choices=list(MODEL_ZOO), metavar="NAME",
+    predict.add_argument("--model", choices=list(MODEL_ZOO), metavar="NAME",
                          help="a zoo name (see `cascade-rcnn models`)")
+    predict.add_argument("--onnx", help="run an exported .onnx file with onnxruntime instead of --model")
     predict.add_argument("--weights", help="checkpoint path or URL; 'zoo' = the published checkpoint")
     predict.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     predict.add_argument("--score-thr", type=float, default=0.3, help="keep detections scoring above this")
@@ -256,6 +278,15 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(run=cmd_evaluate)
 
+    export = commands.add_parser("export", help="write an ONNX file that onnxruntime (or predict --onnx) runs")
+    export.add_argument("--model", required=True, choices=list(MODEL_ZOO), metavar="NAME")
+    export.add_argument("--weights", help="checkpoint path or URL; 'zoo' = the published checkpoint")
+    export.add_argument("--out", required=True, help="the .onnx file to write")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (16 or newer; default 17)")
+    export.add_argument("--score-thr", type=float, help="lowest score the graph returns (default 0.05)")
+    add_set_option(export)
+    export.set_defaults(run=cmd_export)
+
     bench = commands.add_parser("benchmark", help="inference images/s, latency and memory (and --train)")
     bench.add_argument("--model", required=True, choices=list(MODEL_ZOO), metavar="NAME")
     bench.add_argument("--weights", help="checkpoint (default: random weights spread like trained ones)")
@@ -301,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
-    except (CheckpointError, ImageError, KeyError, ValueError, OSError) as error:
+    except (CheckpointError, ImageError, ImportError, KeyError, ValueError, OSError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 2

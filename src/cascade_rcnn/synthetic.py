@@ -3,9 +3,9 @@ weights whose detections spread like a trained model's.
 
 Uniform noise and uncalibrated random weights make detectors pathologically slow or fast (every
 proposal scores alike, one class wins everywhere; ``../shared/NOTES.md``), so timings made with
-them say little about real use. These keep the structure a trained model has: most RoIs are
-background, a few score high for a few classes, boxes move a little per stage, mask logits are
-spread around 0.
+them say little about real use. These keep the structure a trained model has: activations of order
+one, most RoIs are background, a few score high for a few classes, boxes move a little per
+stage, mask logits are spread around 0.
 """
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ def spread_random_weights(model: CascadeRCNN, image: np.ndarray, seed: int = 0) 
     the mask heads on the detections of the calibrated cascade (one prediction per stage).
     """
     generator = torch.Generator().manual_seed(seed)
+    _calibrate_batchnorm(model, image)
     box_heads, mask_heads = model.roi_head.bbox_head, model.roi_head.mask_head or []
     for stage, head in enumerate(box_heads):
         last = stage == len(box_heads) - 1
@@ -65,6 +66,24 @@ def spread_random_weights(model: CascadeRCNN, image: np.ndarray, seed: int = 0) 
         weight = torch.empty(conv.weight.shape[:2])
         _fit_weights(conv.weight, conv.bias, weight, pixels, MASK_LOGIT_STD, generator)
     return model
+
+
+def _calibrate_batchnorm(model: CascadeRCNN, image: np.ndarray) -> None:
+    """BatchNorm statistics measured on ``image``, as training leaves them: activations of
+    order one through the backbone (random weights otherwise grow them layer by layer, to
+    ~1e4 in caffe style, where float rounding is no longer what it is in a trained model)."""
+    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    _, tensor = model.preprocess(image)
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average: exactly this image's statistics
+        norm.train()
+    try:
+        model.backbone(tensor[None].to(model.device))
+    finally:
+        for norm in norms:
+            norm.momentum = 0.1
+        model.backbone.train(model.training)
 
 
 def _capture(model: CascadeRCNN, image: np.ndarray, layers: list[torch.nn.Module]) -> list[torch.Tensor]:

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .images import ImageInput, to_rgb_uint8
+
 SIZE_DIVISOR = 32
 
 
@@ -100,3 +102,11 @@ def train_transform(sample: dict, scale: tuple[int, int], flip: bool, mean: tupl
             resized_masks[index] = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
         target["masks"] = torch.from_numpy(np.ascontiguousarray(resized_masks[:, :, ::-1] if flip else resized_masks))
     return TrainSample(normalize(np.ascontiguousarray(image), mean, std, bgr), target, (height, width))
+
+
+def prepare_image(image: ImageInput, name: str, scale: tuple[int, int], mean: tuple[float, ...],
+                  std: tuple[float, ...], bgr: bool) -> tuple[ResizedImage, torch.Tensor]:
+    """Any input -> (resize record, normalised (3, h, w) float tensor): what both the PyTorch
+    model and the ONNX runtime feed their network (``name`` is used in errors)."""
+    resized = resize(to_rgb_uint8(image, name), scale)
+    return resized, normalize(resized.image, mean, std, bgr)

@@ -16,7 +16,7 @@ from torchvision.ops import roi_align
 
 from ..ops.assign_sample import AssignerSettings, SamplerSettings, assign, sample
 from ..ops.box_coder import BoxCoder
-from ..ops.nms import batched_nms
+from ..ops.nms import multiclass_nms
 from .box_head import BoxHead
 from .mask_head import MaskHead
 from .roi_features import MultiLevelRoIAlign
@@ -31,16 +31,6 @@ class DetectionSettings:
     score_thr: float = 0.05
     nms_iou: float = 0.5
     max_per_image: int = 100
-
-
-@dataclass
-class ImageDetections:
-    """One image's raw output in RESIZED-image pixels (and masks still as 28x28 probabilities)."""
-
-    boxes: torch.Tensor  # (N, 4) xyxy
-    scores: torch.Tensor  # (N,)
-    labels: torch.Tensor  # (N,) 0-based class index
-    mask_probs: torch.Tensor | None = None  # (N, 28, 28) probability of the predicted class
 
 
 @dataclass
@@ -95,9 +85,10 @@ class CascadeRoIHead(nn.Module):
         return self.bbox_head[stage](self.box_roi_align(features, rois))
 
     def predict_boxes(self, features: list[torch.Tensor], proposals: list[torch.Tensor],
-                      image_sizes: list[tuple[int, int]], stage: int | None = None
+                      image_sizes: list[tuple[int, int]] | torch.Tensor, stage: int | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run the stages on (P_i, 4) proposals of each image.
+        """Run the stages on (P_i, 4) proposals of each image; image_sizes (h, w) per image, as
+        tuples or a (B, 2) tensor.
 
         Returns boxes (K, 4), class probabilities (K, num_classes + 1) and the (K,) image index
         of each row, in resized-image pixels. ``stage=None`` is the cascade's output (scores of
@@ -105,7 +96,9 @@ class CascadeRoIHead(nn.Module):
         """
         rois = rois_from_boxes(proposals)
         image_index = rois[:, 0].long()
-        max_shapes = torch.tensor(image_sizes, dtype=rois.dtype, device=rois.device)[image_index]
+        if not isinstance(image_sizes, torch.Tensor):
+            image_sizes = torch.tensor(image_sizes, device=rois.device)
+        max_shapes = image_sizes.to(rois.dtype)[image_index]
         last = len(self.coders) - 1 if stage is None else stage
         stage_logits = []
         for index, coder in enumerate(self.coders[:last + 1]):
@@ -205,7 +198,7 @@ class CascadeRoIHead(nn.Module):
             label_probs = probs[torch.arange(rois.shape[0], device=rois.device), labels]
         else:
             label_probs = _class_mask_probs(heads, roi_features, rois, labels)
-        return list(label_probs.split([b.shape[0] for b in boxes]))
+        return [label_probs] if len(boxes) == 1 else list(label_probs.split([b.shape[0] for b in boxes]))
 
 
 def _class_mask_probs(heads: list[MaskHead], roi_features: torch.Tensor, rois: torch.Tensor, labels: torch.Tensor
@@ -216,13 +209,13 @@ def _class_mask_probs(heads: list[MaskHead], roi_features: torch.Tensor, rois: t
     the mask convs run once per distinct box (channels-last, the faster layout for convs here),
     and only the detected class's logit channel is computed.
     """
-    distinct, rows = torch.unique(rois, dim=0, return_inverse=True)
-    if distinct.shape[0] < rois.shape[0]:
-        first = torch.full((distinct.shape[0],), rois.shape[0], dtype=torch.long, device=rois.device)
-        first.scatter_reduce_(0, rows, torch.arange(rois.shape[0], device=rois.device), "amin")
-        roi_features = roi_features[first]
-    else:
-        rows = None
+    rows = None
+    if not torch.onnx.is_in_onnx_export():  # the grouping depends on the data: the graph skips it
+        distinct, inverse = torch.unique(rois, dim=0, return_inverse=True)
+        if distinct.shape[0] < rois.shape[0]:
+            first = torch.full((distinct.shape[0],), rois.shape[0], dtype=torch.long, device=rois.device)
+            first.scatter_reduce_(0, inverse, torch.arange(rois.shape[0], device=rois.device), "amin")
+            roi_features, rows = roi_features[first], inverse
     roi_features = roi_features.contiguous(memory_format=torch.channels_last)
     return torch.stack([head.class_logits(roi_features, labels, rows).sigmoid() for head in heads]).mean(dim=0)
 
@@ -249,10 +242,6 @@ def select_detections(boxes: torch.Tensor, class_probs: torch.Tensor, settings: 
     boxes (K, 4) are class-agnostic, so every box is a candidate for every foreground class;
     class_probs (K, C + 1) with background last. Returns boxes (N, 4), scores (N,), labels (N,).
     """
-    num_classes = class_probs.shape[1] - 1
-    scores = class_probs[:, :num_classes].reshape(-1)
-    candidates = torch.nonzero(scores > settings.score_thr).squeeze(1)
-    box_index, labels = candidates // num_classes, candidates % num_classes
-    boxes, scores = boxes[box_index], scores[candidates]
-    keep = batched_nms(boxes, scores, labels, settings.nms_iou)[:settings.max_per_image]
-    return boxes[keep], scores[keep], labels[keep]
+    box_index, labels, scores = multiclass_nms(boxes, class_probs[:, :-1], settings.score_thr, settings.nms_iou,
+                                               settings.max_per_image)
+    return boxes[box_index], scores, labels

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..data.images import ImageInput, to_rgb_uint8
-from ..data.transforms import ResizedImage, normalize, pad_batch, padded_size, resize
+from ..data.images import ImageInput
+from ..data.transforms import ResizedImage, pad_batch, padded_size, prepare_image
 from ..ops.assign_sample import SamplerSettings
-from ..ops.paste_masks import paste_masks
+from ..postprocess import ImageDetections, to_original_pixels
 from ..results import Detections
 from .backbone import ResNet
 from .cascade import CascadeRoIHead, DetectionSettings, select_detections
@@ -79,11 +79,14 @@ class CascadeRCNN(nn.Module):
         return self.neck(self.backbone(batch))
 
     def proposals(self, logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
-                  image_sizes: list[tuple[int, int]], settings: ProposalSettings) -> list[torch.Tensor]:
-        """Per image (P_i, 4) RPN proposals in resized-image pixels, from the RPN head's outputs."""
+                  image_sizes: list[tuple[int, int]] | torch.Tensor, settings: ProposalSettings
+                  ) -> list[torch.Tensor]:
+        """Per image (P_i, 4) RPN proposals in resized-image pixels, from the RPN head's outputs;
+        image_sizes: (h, w) tuples, or a (B, 2) tensor (inference, the exported graph)."""
         with torch.no_grad():
             return [propose([level[i] for level in logits], [level[i] for level in deltas], anchors,
-                            size, settings)[0] for i, size in enumerate(image_sizes)]
+                            image_sizes[i] if isinstance(image_sizes, list) else image_sizes[i:i + 1], settings)[0]
+                    for i in range(len(image_sizes))]
 
     def loss(self, batch: torch.Tensor, targets: list[dict], image_sizes: list[tuple[int, int]]
              ) -> dict[str, torch.Tensor]:
@@ -102,9 +105,8 @@ class CascadeRCNN(nn.Module):
 
     def preprocess(self, image: ImageInput, name: str = "image") -> tuple[ResizedImage, torch.Tensor]:
         """Any input -> (resize record, normalised (3, h, w) tensor)."""
-        resized = resize(to_rgb_uint8(image, name), self.config.image_scale)
-        return resized, normalize(resized.image, self.config.pixel_mean, self.config.pixel_std,
-                                  self.config.bgr_input)
+        return prepare_image(image, name, self.config.image_scale, self.config.pixel_mean, self.config.pixel_std,
+                             self.config.bgr_input)
 
     def forward(self, batch: torch.Tensor, targets: list[dict], image_sizes: list[tuple[int, int]]
                 ) -> dict[str, torch.Tensor]:
@@ -121,35 +123,43 @@ class CascadeRCNN(nn.Module):
         """
         device = self.device
         batch = pad_batch(tensors).to(device, memory_format=self.memory_format)
-        sizes = [r.size for r in resized]
+        sizes = torch.tensor([r.size for r in resized], device=device)
+        # Box-only models map boxes to the original image BEFORE NMS (multiply by 1/s); mask
+        # models AFTER NMS and the mask heads (divide by s): MMDetection's two paths.
+        box_scales = None if self.config.with_mask else torch.tensor(
+            [[1 / s for s in r.scale_factor] * 2 for r in resized], device=device)
         with torch.autocast(device.type, dtype=AMP_DTYPES.get(amp or ""), enabled=amp is not None):
-            features = self.features(batch)
-            logits, deltas = self.rpn_head(features)
-            proposals = self.proposals([level.float() for level in logits], [level.float() for level in deltas],
-                                       self.rpn_head.anchors(features), sizes, self.test_proposals)
-            # RoIAlign reads contiguous maps (torchvision's kernel would copy a channels-last map per call).
-            features = [f.contiguous() for f in features]
-            boxes, class_probs, image_index = self.roi_head.predict_boxes(features, proposals, sizes, stage)
-            boxes, class_probs = boxes.float(), class_probs.float()
-            outputs = []
-            for i, record in enumerate(resized):
-                mine = image_index == i
-                # Box-only models map boxes to the original image BEFORE NMS (multiply by 1/s);
-                # mask models AFTER NMS and the mask heads (divide by s) - MMDetection's two paths.
-                inverse_scale = boxes.new_tensor([1 / s for s in record.scale_factor]).repeat(2)
-                image_boxes = boxes[mine] if self.config.with_mask else boxes[mine] * inverse_scale
-                outputs.append(select_detections(image_boxes, class_probs[mine], settings))
-            mask_probs = (self.roi_head.predict_masks(features, [o[0] for o in outputs], [o[2] for o in outputs], stage)
-                          if self.config.with_mask else [None] * len(outputs))
-        results = []
-        for record, (det_boxes, scores, labels), probs in zip(resized, outputs, mask_probs):
-            masks = None
-            if probs is not None:
-                det_boxes = det_boxes / det_boxes.new_tensor(record.scale_factor).repeat(2)
-                masks = paste_masks(probs.float(), det_boxes, record.original_size)
-            results.append(Detections(det_boxes.cpu(), scores.cpu(), labels.cpu(), self.class_names,
-                                      record.original_size, None if masks is None else masks.cpu()))
-        return results
+            raw = self.detect_resized(batch, sizes, settings, stage, box_scales)
+        return [to_original_pixels(image, record, self.class_names) for image, record in zip(raw, resized)]
+
+    def detect_resized(self, batch: torch.Tensor, image_sizes: torch.Tensor, settings: DetectionSettings,
+                       stage: int | None = None, box_scales: torch.Tensor | None = None) -> list[ImageDetections]:
+        """The network at inference: (B, 3, H, W) normalised padded images and their (B, 2)
+        unpadded (h, w) -> per image boxes, scores, labels (and 28x28 mask probabilities).
+
+        Boxes are in resized-image pixels, or multiplied by ``box_scales`` (B, 4) before the NMS.
+        The ONNX export traces this very function (batch of one, no ``box_scales``).
+        """
+        features = self.features(batch)
+        logits, deltas = self.rpn_head(features)
+        proposals = self.proposals([level.float() for level in logits], [level.float() for level in deltas],
+                                   self.rpn_head.anchors(features), image_sizes, self.test_proposals)
+        # RoIAlign reads contiguous maps (torchvision's kernel would copy a channels-last map per call).
+        features = [f.contiguous() for f in features]
+        boxes, class_probs, image_index = self.roi_head.predict_boxes(features, proposals, image_sizes, stage)
+        boxes, class_probs = boxes.float(), class_probs.float()
+        outputs = []
+        for i in range(batch.shape[0]):
+            mine = torch.nonzero(image_index == i).squeeze(1)
+            image_boxes = boxes[mine] if box_scales is None else boxes[mine] * box_scales[i]
+            outputs.append(ImageDetections(*select_detections(image_boxes, class_probs[mine], settings),
+                                           boxes_in_original=box_scales is not None))
+        if self.config.with_mask:
+            mask_probs = self.roi_head.predict_masks(features, [o.boxes for o in outputs],
+                                                     [o.labels for o in outputs], stage)
+            for output, probs in zip(outputs, mask_probs):
+                output.mask_probs = probs
+        return outputs
 
     def predict(self, images: ImageInput | Sequence[ImageInput], score_thr: float | None = None,
                 nms_iou: float | None = None, max_per_image: int | None = None,
@@ -167,11 +177,9 @@ class CascadeRCNN(nn.Module):
             raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)} or None, got {amp!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if isinstance(images, (str, torch.Tensor)) or not isinstance(images, Sequence):
-            images = [images]
         settings = replace(self.test_detections, **{k: v for k, v in dict(
             score_thr=score_thr, nms_iou=nms_iou, max_per_image=max_per_image).items() if v is not None})
-        prepared = [self.preprocess(image, _input_name(image, i)) for i, image in enumerate(images)]
+        prepared = [self.preprocess(image, name) for image, name in named_inputs(images)]
         was_training = self.training
         self.eval()
         try:
@@ -199,5 +207,9 @@ def batches_by_size(sizes: list[tuple[int, int]], batch_size: int) -> list[list[
             for start in range(0, len(members), batch_size)]
 
 
-def _input_name(image: ImageInput, index: int) -> str:
-    return str(image) if isinstance(image, str) or hasattr(image, "__fspath__") else f"images[{index}]"
+def named_inputs(images: ImageInput | Sequence[ImageInput]) -> list[tuple[ImageInput, str]]:
+    """One input or a list of them -> (input, name for error messages) pairs."""
+    if isinstance(images, (str, torch.Tensor)) or not isinstance(images, Sequence):
+        images = [images]
+    return [(image, str(image) if isinstance(image, str) or hasattr(image, "__fspath__") else f"images[{index}]")
+            for index, image in enumerate(images)]

@@ -41,9 +41,12 @@ class MultiLevelRoIAlign(nn.Module):
         features = features[:len(self.strides)]
         out = features[0].new_zeros(
             (rois.shape[0], features[0].shape[1], self.output_size, self.output_size))
-        if rois.shape[0] == 0:
+        exporting = torch.onnx.is_in_onnx_export()  # the graph must not depend on RoI counts
+        if not exporting and rois.shape[0] == 0:
             return out
         levels = roi_levels(rois, len(self.strides))
+        if exporting:
+            return exported_multilevel_roi_align(features, rois, levels, self.output_size, self.strides)
         for level, (feature, stride) in enumerate(zip(features, self.strides)):
             index = torch.nonzero(levels == level).squeeze(1)
             if index.numel():
@@ -63,6 +66,24 @@ class MultiLevelRoIAlign(nn.Module):
         if feature.device.type == "cpu" and not torch.is_grad_enabled():
             return threaded_roi_align(feature, rois, self.output_size, scale)
         return roi_align(feature, rois, self.output_size, scale, sampling_ratio=0, aligned=True)
+
+
+def exported_multilevel_roi_align(features: list[torch.Tensor], rois: torch.Tensor, levels: torch.Tensor,
+                                  output_size: int, strides: tuple[int, ...]) -> torch.Tensor:
+    """``MultiLevelRoIAlign`` as the ONNX graph holds it: RoiAlign (opset >= 16 for ``aligned``)
+    on each level's RoIs, the pieces concatenated and put back in RoI order with a gather
+    (a scatter's shapes would be fixed at tracing time).
+
+    onnxruntime divides by a sample count of zero for a zero-width or zero-height RoI (NaN),
+    where torchvision and mmcv give zeros: the NaNs are replaced by those zeros.
+    """
+    pieces, order = [], []
+    for level, (feature, stride) in enumerate(zip(features, strides)):
+        index = torch.nonzero(levels == level).squeeze(1)
+        pieces.append(roi_align(feature.to(rois.dtype), rois[index], output_size, 1.0 / stride,
+                                sampling_ratio=0, aligned=True))
+        order.append(index)
+    return torch.nan_to_num(torch.cat(pieces)[torch.argsort(torch.cat(order))], nan=0.0)
 
 
 _POOL: ThreadPoolExecutor | None = None

@@ -58,17 +58,21 @@ class RPNHead(nn.Module):
 
 
 def propose(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
-            image_size: tuple[int, int], settings: ProposalSettings) -> tuple[torch.Tensor, torch.Tensor]:
+            image_size: tuple[int, int] | torch.Tensor, settings: ProposalSettings) -> tuple[torch.Tensor, torch.Tensor]:
     """Proposals (P, 4) and their scores (P,) for ONE image, from per-level (N_l,) logits.
 
     MMDetection's order of work: the top ``pre_nms_per_level`` anchors of each level by sigmoid
-    score, decoded and clipped to the resized (unpadded) image, boxes with zero width or height
-    dropped, NMS separately per level, then the best ``max_proposals`` overall.
+    score, decoded and clipped to the resized (unpadded) image (h, w) - a tuple, or a (1, 2)
+    tensor as in the exported graph -, boxes with zero width or height dropped, NMS separately
+    per level, then the best ``max_proposals`` overall. The ONNX export traces this function.
     """
     level_boxes, level_scores, level_ids = [], [], []
+    exporting = torch.onnx.is_in_onnx_export()
     for level, (level_logits, level_deltas, level_anchors) in enumerate(zip(logits, deltas, anchors)):
         scores = level_logits.sigmoid()
-        if 0 < settings.pre_nms_per_level < scores.shape[0]:
+        # MMDetection leaves a level shorter than pre_nms_per_level unsorted (that order decides
+        # NMS ties); the exported graph always sorts and slices, as its image size is dynamic.
+        if 0 < settings.pre_nms_per_level and (exporting or settings.pre_nms_per_level < scores.shape[0]):
             scores, order = scores.sort(descending=True)
             scores, order = scores[:settings.pre_nms_per_level], order[:settings.pre_nms_per_level]
             level_deltas, level_anchors = level_deltas[order], level_anchors[order]
@@ -77,9 +81,8 @@ def propose(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: lis
         level_ids.append(torch.full_like(scores, level, dtype=torch.long))
     boxes = torch.cat(level_boxes)
     scores, ids = torch.cat(level_scores), torch.cat(level_ids)
-    valid = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
-    if not bool(valid.all()):
-        boxes, scores, ids = boxes[valid], scores[valid], ids[valid]
+    valid = torch.nonzero((boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)).squeeze(1)
+    boxes, scores, ids = boxes[valid], scores[valid], ids[valid]
     keep = batched_nms(boxes, scores, ids, settings.nms_iou)[:settings.max_proposals]
     return boxes[keep], scores[keep]
 

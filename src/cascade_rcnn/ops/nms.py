@@ -17,6 +17,11 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
     Boxes of different groups never suppress each other: each group is shifted by
     ``group * (max coordinate + 1)``, as mmcv does, so the IoUs are computed on the same numbers.
     """
+    if torch.onnx.is_in_onnx_export():  # one NonMaxSuppression node, whatever the box count
+        # Boxes are clipped to the image (>= 0): a 0 appended keeps the maximum and allows none.
+        largest = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
+        shifted = boxes + (groups.to(boxes) * (largest + 1))[:, None]
+        return _nms_in_mmcv_order(shifted, scores, iou_threshold)
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
     offsets = groups.to(boxes) * (boxes.max() + 1)
@@ -36,3 +41,60 @@ def _nms_in_mmcv_order(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold:
     # the same sort makes tied scores come out in mmcv's order.
     order = scores.sort(descending=True).indices
     return order[nms(boxes[order], scores[order], iou_threshold)]
+
+
+def multiclass_nms(boxes: torch.Tensor, class_scores: torch.Tensor, score_thr: float, iou_threshold: float,
+                   max_detections: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MMDetection's multiclass NMS: every (box, class) pair scoring > ``score_thr`` is a
+    candidate, NMS runs per class, the best ``max_detections`` are kept, by descending score.
+
+    boxes (K, 4) shared by all classes (class-agnostic regression), class_scores (K, C).
+    Returns the box index (N,), class (N,) and score (N,) of each detection.
+    """
+    if torch.onnx.is_in_onnx_export():
+        return _onnx_multiclass_nms(boxes, class_scores, score_thr, iou_threshold, max_detections)
+    num_classes = class_scores.shape[1]
+    scores = class_scores.reshape(-1)
+    candidates = torch.nonzero(scores > score_thr).squeeze(1)
+    box_index, labels = candidates // num_classes, candidates % num_classes
+    keep = batched_nms(boxes[box_index], scores[candidates], labels, iou_threshold)[:max_detections]
+    return box_index[keep], labels[keep], scores[candidates[keep]]
+
+
+def _onnx_multiclass_nms(boxes: torch.Tensor, class_scores: torch.Tensor, score_thr: float,
+                         iou_threshold: float, max_detections: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The exported form of ``multiclass_nms``: ONNX's NonMaxSuppression takes the K boxes once
+    with C score rows and runs per class natively (no K x C candidate boxes, no loop). Ties and
+    IoUs right at the threshold may resolve differently from torchvision's NMS."""
+    # Pairs at or below the threshold get a score the operator always drops, whichever of > or >=
+    # a runtime applies to its own score_threshold.
+    scores = torch.where(class_scores > score_thr, class_scores, torch.full_like(class_scores, -1.0))
+    selected = _NonMaxSuppression.apply(boxes, scores.t().contiguous(), iou_threshold, score_thr)
+    box_index, labels = selected[:, 2], selected[:, 1]
+    picked = scores[box_index, labels]
+    order = picked.sort(descending=True).indices[:max_detections]
+    return box_index[order], labels[order], picked[order]
+
+
+class _NonMaxSuppression(torch.autograd.Function):
+    """(M, 3) [batch 0, class, box] of the boxes kept by per-class NMS; exported as ONNX's
+    NonMaxSuppression. The eager body (run while tracing) computes the same selection."""
+
+    @staticmethod
+    def forward(ctx, boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, score_thr: float
+                ) -> torch.Tensor:
+        num_classes = scores.shape[0]
+        flat = scores.t().reshape(-1)
+        candidates = torch.nonzero(flat > score_thr).squeeze(1)
+        box_index, labels = candidates // num_classes, candidates % num_classes
+        keep = batched_nms(boxes[box_index], flat[candidates], labels, iou_threshold)
+        return torch.stack([torch.zeros_like(keep), labels[keep], box_index[keep]], dim=1)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, iou_threshold: float, score_thr: float):
+        max_per_class = g.op("Constant", value_t=torch.tensor([2**31 - 1], dtype=torch.long))
+        iou = g.op("Constant", value_t=torch.tensor([iou_threshold], dtype=torch.float))
+        threshold = g.op("Constant", value_t=torch.tensor([score_thr], dtype=torch.float))
+        batch_boxes = g.op("Unsqueeze", boxes, g.op("Constant", value_t=torch.tensor([0])))
+        batch_scores = g.op("Unsqueeze", scores, g.op("Constant", value_t=torch.tensor([0])))
+        return g.op("NonMaxSuppression", batch_boxes, batch_scores, max_per_class, iou, threshold)
