@@ -328,3 +328,17 @@ def test_class_logits_of_shared_rois_pick_each_detections_class():
     with torch.no_grad():
         expected = head(features)[rows, labels]
         torch.testing.assert_close(head.class_logits(features, labels, rows), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_whole_image_paste_equals_the_box_region_paste_bit_for_bit():
+    from cascade_rcnn.ops.paste_masks import paste_masks_whole_image
+
+    generator = torch.Generator().manual_seed(3)
+    probs = torch.rand(7, 28, 28, generator=generator)
+    boxes = torch.tensor([[3.2, 4.7, 40.1, 30.0], [0.0, 0.0, 64.0, 48.0], [10.5, 10.5, 10.5, 20.0],
+                          [50.0, 2.0, 63.9, 47.9], [-5.0, -3.0, 20.0, 15.0], [30.0, 20.0, 31.0, 21.0],
+                          [5.0, 5.0, 60.0, 9.0]])
+    region = paste_masks(probs, boxes, (48, 64))
+    assert region.any()
+    assert torch.equal(paste_masks_whole_image(probs, boxes, (48, 64)), region)
+    assert paste_masks_whole_image(probs[:0], boxes[:0], (48, 64)).shape == (0, 48, 64)

@@ -326,3 +326,16 @@ def test_agreement_matches_by_label_and_overlap():
     assert result.max_box_diff == pytest.approx(0.5) and result.max_score_diff == pytest.approx(0.01)
     assert result.min_box_iou == pytest.approx(19.5 ** 2 / (2 * 400 - 19.5 ** 2)) and result.min_mask_iou is None
     assert agreement(reference, Detections(boxes[:0], boxes[:0, 0], boxes[:0, 0].long(), (), (50, 50))).matched == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_inference_equals_cpu_up_to_float_noise_and_runs_under_fp16():
+    scene = drawn_scene(128, 192, seed=3)
+    model = spread_random_weights(tiny_model(True), scene)
+    cpu = model.predict(scene)[0]
+    model.to("cuda")
+    for amp, min_iou, score_diff in ((None, 0.99, 1e-3), ("fp16", 0.9, 0.05)):
+        gpu = model.predict(scene, amp=amp)[0]
+        assert gpu.boxes.device.type == "cpu" and gpu.masks.shape == cpu.masks.shape
+        match = cascade_rcnn.results.agreement(cpu, gpu, min_iou=min_iou)
+        assert match.matched >= min(5, len(cpu)) and match.max_score_diff <= score_diff
