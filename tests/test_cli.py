@@ -174,3 +174,5 @@ def test_benchmark_prints_the_zoo_figures_beside_ours(tmp_path, capsys):
     assert main(["benchmark", "--model", SMALL, "--image-dir", str(tmp_path / "none")]) == 2
     assert main(["benchmark", "--model", SMALL, "--size", "big"]) == 2
     assert "HEIGHTxWIDTH" in capsys.readouterr().err
+    assert main(["benchmark", "--model", SMALL, "--images", "0"]) == 2
+    assert "--images must be at least 1" in capsys.readouterr().err

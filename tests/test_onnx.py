@@ -50,6 +50,16 @@ def test_onnxruntime_gives_the_pytorch_detections(exported, size):
     assert_same_detections(model.predict(image, score_thr=0.3)[0], above)
 
 
+def test_images_larger_than_the_traced_example_keep_parity(tmp_path):
+    """The trace runs on a 256x384 example; a 480-wide input checks that no size froze."""
+    scene = drawn_scene(300, 450, seed=7)
+    model = spread_random_weights(tiny_model(True, image_scale=(480, 320)), scene)
+    runtime = cascade_rcnn.OnnxDetector(cascade_rcnn.export_onnx(model, tmp_path / "large.onnx"))
+    ours, theirs = model.predict(scene)[0], runtime.predict(scene)[0]
+    assert len(ours) > 5
+    assert_same_detections(ours, theirs)
+
+
 def test_an_image_without_detections_gives_empty_outputs(exported, tmp_path):
     model, _, _ = exported
     with torch.no_grad():

@@ -16,6 +16,7 @@ from cascade_rcnn.ops.box_coder import MAX_LOG_RATIO, BoxCoder
 from cascade_rcnn.ops.nms import SPLIT_THRESHOLD, batched_nms
 from cascade_rcnn.ops.paste_masks import paste_masks
 from cascade_rcnn.ops.separable_roi_align import separable_roi_align
+from conftest import tiny_model
 
 # MMDetection's per-stage stds, as the zoo configs hold them.
 STAGE_STDS = cascade_rcnn.get_config("cascade_rcnn_r50_fpn_1x_coco").stage_stds
@@ -342,3 +343,20 @@ def test_whole_image_paste_equals_the_box_region_paste_bit_for_bit():
     assert region.any()
     assert torch.equal(paste_masks_whole_image(probs, boxes, (48, 64)), region)
     assert paste_masks_whole_image(probs[:0], boxes[:0], (48, 64)).shape == (0, 48, 64)
+
+
+def test_folded_weights_follow_data_edits_and_inference_mode():
+    model = tiny_model(False)
+    image = torch.rand(3, 64, 96)
+    first = model.predict(image, score_thr=0.0)[0]
+    with torch.no_grad():
+        for parameter in model.backbone.parameters():
+            parameter.data.mul_(0.5)  # no version bump: only the cache drop in eval() catches it
+    folded = model.predict(image, score_thr=0.0)[0]
+    model.exact = True
+    unfolded = model.predict(image, score_thr=0.0)[0]
+    assert not torch.equal(folded.scores, first.scores)
+    torch.testing.assert_close(folded.scores, unfolded.scores, rtol=1e-4, atol=1e-4)
+    with torch.inference_mode():  # tensors without version counters
+        fresh = tiny_model(False)
+        assert len(fresh.predict(image, score_thr=0.0)[0]) > 0

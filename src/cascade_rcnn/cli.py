@@ -10,6 +10,7 @@ import torch
 
 from .checkpoint import CheckpointError
 from .data.images import ImageError
+from .deploy.export import MissingPackageError
 from .engine.train import TrainingDiverged
 from .settings import SETTABLE, apply_settings, parse_settings
 from .zoo import MODEL_ZOO, get_config
@@ -37,8 +38,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     if args.onnx:
-        if args.model or args.weights or args.set:
-            raise ValueError("--onnx takes the model and its settings from the file; drop --model/--weights/--set")
+        if args.model or args.weights or args.set or args.exact:
+            raise ValueError("--onnx takes the model and its settings from the file; drop --model/--weights/--set/--exact")
+        if args.device != "cpu":
+            raise ValueError("--onnx runs on onnxruntime's CPU provider; drop --device")
         from .deploy.onnx_runtime import OnnxDetector
 
         model = OnnxDetector(args.onnx)
@@ -136,6 +139,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from .synthetic import drawn_scene, spread_random_weights
 
     check_device(args.device)
+    for option in ("images", "iterations", "batch_size", "train_batch_size", "threads"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise ValueError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
     if args.threads:
         torch.set_num_threads(args.threads)
     height, width = _size(args.size)
@@ -332,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
-    except (CheckpointError, ImageError, ImportError, KeyError, ValueError, OSError) as error:
+    except (CheckpointError, ImageError, MissingPackageError, KeyError, ValueError, OSError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 2

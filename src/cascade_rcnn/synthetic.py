@@ -57,7 +57,7 @@ def spread_random_weights(model: CascadeRCNN, image: np.ndarray, seed: int = 0) 
         last = stage == len(box_heads) - 1
         hidden, *mask_features = _capture(model, image, [head.fc_cls] + (list(mask_heads) if last else []))
         _fit(head.fc_cls, hidden, CLASS_LOGIT_STD, generator)
-        head.fc_cls.bias[:-1] += torch.randn(head.fc_cls.bias.shape[0] - 1, generator=generator)
+        head.fc_cls.bias[:-1] += torch.randn(head.fc_cls.bias.shape[0] - 1, generator=generator).to(head.fc_cls.bias.device)
         head.fc_cls.bias[-1] += BACKGROUND_LOGIT
         _fit(head.fc_reg, hidden, DELTA_STD, generator)
     for head, features in zip(mask_heads, mask_features):

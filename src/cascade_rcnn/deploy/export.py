@@ -127,8 +127,13 @@ def _example_input(model: CascadeRCNN) -> tuple[torch.Tensor, torch.Tensor]:
     return image.to(model.device), torch.tensor([image.shape[2] - 5, image.shape[3] - 9], device=model.device)
 
 
+class MissingPackageError(ImportError):
+    """An optional package (onnx, onnxruntime) is not installed."""
+
+
 def _require(module: str):
     try:
         return __import__(module)
     except ImportError:
-        raise ImportError(f"ONNX support needs the {module!r} package: pip install \"cascade_rcnn[onnx]\"") from None
+        raise MissingPackageError(f"ONNX support needs the {module!r} package: "
+                                  "pip install \"cascade_rcnn[onnx]\"") from None

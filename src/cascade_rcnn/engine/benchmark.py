@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import resource
 import statistics
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -116,7 +117,8 @@ def peak_memory_gb(device: str | torch.device) -> float:
     """The process's peak so far: CUDA ``max_memory_allocated`` or the CPU's peak resident set."""
     if torch.device(device).type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    # ru_maxrss is in kilobytes on Linux, in bytes on macOS.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**30 if sys.platform == "darwin" else 2**20)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .conv_bn import conv_bn
+from .conv_bn import conv_bn, drop_folded
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,9 @@ class ResNet(nn.Module):
 
     def train(self, mode: bool = True) -> "ResNet":
         """With ``norm_eval`` BatchNorm stays in eval mode: detection batches are too small to
-        re-estimate the pretrained statistics; frozen stages stay in eval mode as well."""
+        re-estimate the pretrained statistics; frozen stages stay in eval mode as well.
+        Also drops the folded-BatchNorm cache: weights may have changed since it was made."""
+        drop_folded(self)
         super().train(mode)
         for module in self._frozen_modules():
             module.eval()
@@ -177,6 +179,10 @@ class ResNet(nn.Module):
         for module in self.modules():
             if isinstance(module, _Block):
                 module.fold_batchnorm = fold
+
+    def _apply(self, fn, *args, **kwargs):
+        drop_folded(self)  # .to() / .half(): the folded weights must follow
+        return super()._apply(fn, *args, **kwargs)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(conv_bn(images, self.conv1, self.bn1, self._fold_batchnorm, relu=True))

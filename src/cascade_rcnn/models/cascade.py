@@ -104,7 +104,7 @@ class CascadeRoIHead(nn.Module):
         for index, coder in enumerate(self.coders[:last + 1]):
             logits, deltas = self.forward_stage(index, features, rois)
             stage_logits.append(logits)
-            boxes = coder.decode(rois[:, 1:], deltas, max_shapes)
+            boxes = coder.decode(rois[:, 1:], deltas.float(), max_shapes)  # float32 under autocast too
             rois = torch.cat([rois[:, :1], boxes], dim=1)
         if stage is not None:
             return boxes, stage_logits[-1].softmax(dim=-1), image_index

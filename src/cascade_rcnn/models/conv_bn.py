@@ -4,8 +4,9 @@ In eval mode BatchNorm is a constant per-channel affine map, ``y = x * scale + s
 ``bn(conv(x)) == conv'(x)`` with ``conv'`` the convolution whose weight is scaled by ``scale``
 and whose bias is ``shift``: one op instead of two, and one pass over the activations less.
 The result equals the unfolded pair up to float rounding (not bit for bit), so the exact path
-keeps the two ops. The folded weights are cached and recomputed whenever a parameter or buffer
-changes (training step, ``load_state_dict``, ``.to()``).
+keeps the two ops. The folded weights are cached; ``ResNet.train()``/``eval()`` (which
+``predict`` calls) and ``.to()`` drop the cache, and a changed version counter or storage of a
+parameter or buffer (an optimizer step, ``load_state_dict``) refreshes it.
 """
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, fold: bool,
 def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     tensors = [t for t in (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
                if t is not None]
-    # A tensor's version counter moves on every in-place change; data_ptr changes on .to().
-    key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+    # A tensor's version counter moves on in-place changes (not on ``.data`` edits, hence the
+    # cache drop in ``ResNet.train``); tensors made under inference_mode have none.
+    key = tuple((t.data_ptr(), 0 if t.is_inference() else t._version, t.dtype) for t in tensors)
     cached = getattr(bn, "_folded_cache", None)
     if cached is None or cached[0] != key:
         scale = bn.running_var.add(bn.eps).rsqrt()
@@ -47,3 +49,10 @@ def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Te
         cached = (key, conv.weight * scale.reshape(-1, 1, 1, 1), shift)
         bn._folded_cache = cached  # a plain attribute: never part of the state dict
     return cached[1], cached[2]
+
+
+def drop_folded(module: nn.Module) -> None:
+    """Forget the folded weights cached under ``module`` (they are recomputed on next use)."""
+    for child in module.modules():
+        if isinstance(child, nn.BatchNorm2d):
+            child.__dict__.pop("_folded_cache", None)

@@ -169,7 +169,7 @@ class CascadeRCNN(nn.Module):
 
         ``score_thr``, ``nms_iou`` and ``max_per_image`` override the test settings (0.05, 0.5,
         100) for this call. Images are batched only with images of the same padded size, so a
-        batch gives the same detections as one image at a time. ``stage=k`` (0-based) uses cascade
+        batch gives the same detections as one image at a time (up to float noise). ``stage=k`` (0-based) uses cascade
         stage k alone instead of the ensemble of all stages. ``amp="fp16"|"bf16"`` runs the network
         under autocast (meant for CUDA; detections close to float32's, not equal).
         """

@@ -39,14 +39,13 @@ class MultiLevelRoIAlign(nn.Module):
 
     def forward(self, features: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
         features = features[:len(self.strides)]
+        levels = roi_levels(rois, len(self.strides))
+        if torch.onnx.is_in_onnx_export():  # the graph must not depend on RoI counts
+            return exported_multilevel_roi_align(features, rois, levels, self.output_size, self.strides)
         out = features[0].new_zeros(
             (rois.shape[0], features[0].shape[1], self.output_size, self.output_size))
-        exporting = torch.onnx.is_in_onnx_export()  # the graph must not depend on RoI counts
-        if not exporting and rois.shape[0] == 0:
+        if rois.shape[0] == 0:
             return out
-        levels = roi_levels(rois, len(self.strides))
-        if exporting:
-            return exported_multilevel_roi_align(features, rois, levels, self.output_size, self.strides)
         for level, (feature, stride) in enumerate(zip(features, self.strides)):
             index = torch.nonzero(levels == level).squeeze(1)
             if index.numel():
@@ -60,11 +59,12 @@ class MultiLevelRoIAlign(nn.Module):
                      and bool(torch.isfinite(rois).all()))
         if separable:
             return separable_roi_align(feature, rois, self.output_size, scale)
-        # Under autocast the maps may be half precision: RoIAlign samples in the RoIs' float32
-        # (torchvision's autocast rule does this on CUDA, not on the CPU).
-        feature = feature.to(rois.dtype)
-        if feature.device.type == "cpu" and not torch.is_grad_enabled():
-            return threaded_roi_align(feature, rois, self.output_size, scale)
+        if feature.device.type == "cpu":
+            # Under autocast the maps may be half precision: RoIAlign samples in the RoIs' float32
+            # (torchvision's autocast rule does this on CUDA, not on the CPU).
+            feature = feature.to(rois.dtype)
+            if not torch.is_grad_enabled():
+                return threaded_roi_align(feature, rois, self.output_size, scale)
         return roi_align(feature, rois, self.output_size, scale, sampling_ratio=0, aligned=True)
 
 
@@ -86,7 +86,7 @@ def exported_multilevel_roi_align(features: list[torch.Tensor], rois: torch.Tens
     return torch.nan_to_num(torch.cat(pieces)[torch.argsort(torch.cat(order))], nan=0.0)
 
 
-_POOL: ThreadPoolExecutor | None = None
+_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool)
 
 
 def threaded_roi_align(feature: torch.Tensor, rois: torch.Tensor, output_size: int, scale: float
@@ -100,8 +100,10 @@ def threaded_roi_align(feature: torch.Tensor, rois: torch.Tensor, output_size: i
     workers = torch.get_num_threads()
     if workers < 2 or rois.shape[0] < 2 * workers:
         return roi_align(feature, rois, output_size, scale, sampling_ratio=0, aligned=True)
-    if _POOL is None or _POOL._max_workers != workers:
-        _POOL = ThreadPoolExecutor(workers, thread_name_prefix="roi_align")
-    chunks = _POOL.map(lambda part: roi_align(feature, part, output_size, scale, sampling_ratio=0, aligned=True),
+    if _POOL is None or _POOL[0] != workers:
+        if _POOL is not None:
+            _POOL[1].shutdown(wait=False)
+        _POOL = (workers, ThreadPoolExecutor(workers, thread_name_prefix="roi_align"))
+    chunks = _POOL[1].map(lambda part: roi_align(feature, part, output_size, scale, sampling_ratio=0, aligned=True),
                        rois.chunk(workers))
     return torch.cat(list(chunks))
