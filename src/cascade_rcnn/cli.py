@@ -33,17 +33,25 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .api import build_model
+    from .engine import distributed
     from .engine.predict import predict_files
 
     check_device(args.device)
-    if args.weights is None:
-        print(f"note: {args.model} runs with RANDOM weights (no --weights given): "
-              "the detections are meaningless", file=sys.stderr)
-    model = build_model(args.model, weights=args.weights, device=args.device, channels_last=args.channels_last)
-    report = predict_files(model, args.inputs, args.out, score_thr=args.score_thr,
-                           batch_size=args.batch_size, draw_pictures=not args.no_draw)
-    print(f"{report.done} image(s) done, {len(report.failures)} failed; "
-          f"predictions: {report.json_path}; pictures: {args.out}/")
+    context = distributed.start(args.device)  # several ranks under torchrun: the images are sharded
+    try:
+        if args.weights is None and context.is_main:
+            print(f"note: {args.model} runs with RANDOM weights (no --weights given): "
+                  "the detections are meaningless", file=sys.stderr)
+        model = build_model(args.model, weights=args.weights, device=context.device,
+                            channels_last=args.channels_last)
+        report = predict_files(model, args.inputs, args.out, score_thr=args.score_thr,
+                               batch_size=args.batch_size, draw_pictures=not args.no_draw,
+                               resume=args.resume, read_workers=args.read_workers, context=context)
+    finally:
+        distributed.stop(context)
+    if context.is_main:
+        print(f"{report.done} image(s) done{f', {report.resumed} already done' if args.resume else ''}, "
+              f"{len(report.failures)} failed; predictions: {report.json_path}; pictures: {args.out}/")
     return 1 if report.failures else 0
 
 
@@ -150,7 +158,11 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--score-thr", type=float, default=0.3, help="keep detections scoring above this")
     predict.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     predict.add_argument("--batch-size", type=int, default=1)
-    predict.add_argument("--no-draw", action="store_true", help="write only predictions.json")
+    predict.add_argument("--no-draw", action="store_true", help="write only predictions.json(l)")
+    predict.add_argument("--resume", action="store_true",
+                         help="skip the images already in OUT/predictions*.jsonl and finish the rest")
+    predict.add_argument("--read-workers", type=int, default=2, metavar="N",
+                         help="threads decoding images ahead of the model (default 2; 0: none)")
     predict.add_argument("--channels-last", action="store_true",
                          help="faster on CPU; equal to MMDetection up to float noise, not bit for bit")
     predict.set_defaults(run=cmd_predict)
