@@ -106,7 +106,8 @@ class CocoDataset(torch.utils.data.Dataset):
         if check_files:  # first, so that every broken file is reported, also of images filtered out
             images = self._with_readable_files(images)
         images = self._filter(images, by_image, filter_empty_gt, min_size)
-        self.records = [self._record(image, by_image[image["id"]]) for image in images]
+        label_of = {category_id: label for label, category_id in enumerate(self.category_ids)}
+        self.records = [self._record(image, by_image[image["id"]], label_of) for image in images]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -189,9 +190,8 @@ class CocoDataset(torch.utils.data.Dataset):
                                      f"JSON {image['width']}x{image['height']})")
         return None
 
-    def _record(self, image: dict, annotations: list[dict]) -> _ImageRecord:
+    def _record(self, image: dict, annotations: list[dict], label_of: dict[int, int]) -> _ImageRecord:
         report = self.report
-        label_of = {category_id: label for label, category_id in enumerate(self.category_ids)}
         boxes, labels, segmentations, crowd_boxes = [], [], [], []
         for annotation in annotations:
             name = _name(annotation, image["file_name"])
