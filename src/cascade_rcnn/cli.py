@@ -161,8 +161,8 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--no-draw", action="store_true", help="write only predictions.json(l)")
     predict.add_argument("--resume", action="store_true",
                          help="skip the images already in OUT/predictions*.jsonl and finish the rest")
-    predict.add_argument("--read-workers", type=int, default=2, metavar="N",
-                         help="threads decoding images ahead of the model (default 2; 0: none)")
+    predict.add_argument("--read-workers", type=int, metavar="N",
+                         help="threads decoding images ahead of the model (default: 2 on a GPU, 0 on the CPU)")
     predict.add_argument("--channels-last", action="store_true",
                          help="faster on CPU; equal to MMDetection up to float noise, not bit for bit")
     predict.set_defaults(run=cmd_predict)

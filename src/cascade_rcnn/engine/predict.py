@@ -25,6 +25,10 @@ from . import distributed
 from .distributed import Context
 
 PREDICTIONS = "predictions.json"
+# Read-ahead threads by default, {on CPU, on a GPU}: on the CPU torch's OpenMP threads already take
+# every core, and decoding beside them made the model ~8x slower (BENCHMARKS.md); beside a GPU the
+# CPU is free to decode the next images.
+AUTO_READ_WORKERS = {False: 0, True: 2}
 _NAME_PREFIX = '{"file_name": '  # how every stream line starts (json.dumps of our dict)
 
 
@@ -61,14 +65,14 @@ def stream_path(out_dir: Path, context: Context) -> Path:
 
 def predict_files(model: CascadeRCNN, inputs: list[str | Path], out_dir: str | Path,
                   score_thr: float = 0.3, batch_size: int = 1, draw_pictures: bool = True,
-                  show_progress: bool = True, resume: bool = False, read_workers: int = 2,
+                  show_progress: bool = True, resume: bool = False, read_workers: int | None = None,
                   context: Context = Context()) -> PredictReport:
     """Run ``model`` on every image under ``inputs``, streaming to ``out_dir`` (see the module
     docstring); write ``out_dir/predictions.json`` and ``out_dir/<stem>.png`` drawings.
 
     ``resume``: skip the images already in any stream file of ``out_dir`` (the final JSON is then
     the one an uninterrupted run writes). ``read_workers`` threads decode images ahead of the model
-    (0: none). Under torchrun (``context`` of several ranks) the images left to do are dealt out
+    (0: none; None: ``AUTO_READ_WORKERS``). Under torchrun (``context`` of several ranks) the images left to do are dealt out
     round-robin over the ranks and rank 0 merges.
     """
     out_dir = Path(out_dir)
@@ -90,6 +94,8 @@ def predict_files(model: CascadeRCNN, inputs: list[str | Path], out_dir: str | P
     left = [i for i, path in enumerate(paths) if str(path) not in finished]
     mine = left[context.rank::context.world_size]
     category_ids = [model.config.category_id(label) for label in range(model.config.num_classes)]
+    if read_workers is None:
+        read_workers = AUTO_READ_WORKERS[model.device.type == "cuda"]
     done = 0
     progress = tqdm(total=len(mine), unit="img", disable=not (show_progress and context.is_main), desc="predict")
     with open(stream, "a" if resume else "w", encoding="utf-8") as sink:
