@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from ..data.images import ImageError, list_images
@@ -72,8 +73,8 @@ def predict_files(model: CascadeRCNN, inputs: list[str | Path], out_dir: str | P
 
     ``resume``: skip the images already in any stream file of ``out_dir`` (the final JSON is then
     the one an uninterrupted run writes). ``read_workers`` threads decode images ahead of the model
-    (0: none; None: ``AUTO_READ_WORKERS``). Under torchrun (``context`` of several ranks) the images left to do are dealt out
-    round-robin over the ranks and rank 0 merges.
+    (0: none; None: ``AUTO_READ_WORKERS``). Under torchrun (``context`` of several ranks) the
+    images left to do are dealt out round-robin over the ranks and rank 0 merges.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,10 +97,10 @@ def predict_files(model: CascadeRCNN, inputs: list[str | Path], out_dir: str | P
     category_ids = [model.config.category_id(label) for label in range(model.config.num_classes)]
     if read_workers is None:
         read_workers = AUTO_READ_WORKERS[model.device.type == "cuda"]
-    done = 0
     progress = tqdm(total=len(mine), unit="img", disable=not (show_progress and context.is_main), desc="predict")
     with open(stream, "a" if resume else "w", encoding="utf-8") as sink:
-        batch: list[tuple[int, object]] = []
+        done = 0
+        batch: list[tuple[int, np.ndarray]] = []  # (index into paths, RGB image)
         for position, (path, image) in enumerate(read_images((paths[i] for i in mine), read_workers)):
             if isinstance(image, ImageError):
                 report.failures.append((str(path), str(image)))
@@ -108,13 +109,13 @@ def predict_files(model: CascadeRCNN, inputs: list[str | Path], out_dir: str | P
             else:
                 batch.append((mine[position], image))
             if batch and (len(batch) == batch_size or position == len(mine) - 1):
-                for (index, picture), detections in zip(batch, model.predict([b[1] for b in batch], score_thr=score_thr,
-                                                                             batch_size=batch_size)):
-                    line = {"file_name": str(paths[index]), "detections": detections.to_coco({}, category_ids)}
-                    sink.write(json.dumps(line) + "\n")
+                for (index, image), detections in zip(batch, model.predict([image for _, image in batch],
+                                                                           score_thr=score_thr, batch_size=batch_size)):
+                    records = detections.to_coco({}, category_ids)
+                    sink.write(json.dumps({"file_name": str(paths[index]), "detections": records}) + "\n")
                     sink.flush()
                     if draw_pictures:
-                        draw(picture, detections).save(out_dir / pictures[index])
+                        draw(image, detections).save(out_dir / pictures[index])
                     done += 1
                     progress.update(1)
                 batch = []
