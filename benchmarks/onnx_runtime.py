@@ -53,7 +53,6 @@ def main() -> None:
                 "onnx_over_pytorch_cpu": round(onnx_timing.median_cpu / torch_timing.median_cpu, 3),
                 **{f"parity_{k}": v for k, v in asdict(agreement(ours, theirs, min_iou=0.5)).items()},
                 "threads": args.threads}), flush=True)
-            del model, runtime
 
 
 if __name__ == "__main__":

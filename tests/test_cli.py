@@ -176,3 +176,47 @@ def test_benchmark_prints_the_zoo_figures_beside_ours(tmp_path, capsys):
     assert "HEIGHTxWIDTH" in capsys.readouterr().err
     assert main(["benchmark", "--model", SMALL, "--images", "0"]) == 2
     assert "--images must be at least 1" in capsys.readouterr().err
+
+
+def coco_layout(root, seed: int = 6):
+    """A COCO 2017 folder layout holding two tiny shapes sets."""
+    for split in ("train", "val"):
+        generate_shapes(root / f"gen_{split}", num_images=2, size=96, seed=seed)
+        (root / f"gen_{split}" / "images").rename(root / f"{split}2017")
+        (root / "annotations").mkdir(exist_ok=True)
+        (root / f"gen_{split}" / "annotations.json").rename(root / "annotations" / f"instances_{split}2017.json")
+    return root
+
+
+def test_coco_root_picks_up_the_2017_layout_by_name(tmp_path, monkeypatch, capsys):
+    status = main(["train", "--model", SMALL, "--coco-root", str(tmp_path)])
+    assert status == 2 and "instances_train2017.json" in capsys.readouterr().err
+    root = coco_layout(tmp_path / "coco")
+    seen = {}
+    monkeypatch.setattr("cascade_rcnn.engine.train.train", lambda model, config: seen.setdefault("config", config))
+    assert main(["train", "--model", SMALL, "--coco-root", str(root), "--val-images", "elsewhere"]) == 0
+    config = seen["config"]
+    assert (config.train_json, config.train_images, config.val_json, config.val_images) == (
+        str(root / "annotations" / "instances_train2017.json"), str(root / "train2017"),
+        str(root / "annotations" / "instances_val2017.json"), "elsewhere")
+    assert (config.filter_empty_gt, config.min_size, config.max_failed_fraction) == (True, 32, 0.01)
+    gt = json.loads((root / "annotations" / "instances_val2017.json").read_text())
+    predictions = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+                   for a in gt["annotations"]]
+    (tmp_path / "p.json").write_text(json.dumps(predictions))
+    assert main(["evaluate", "--coco-root", str(root), "--predictions", str(tmp_path / "p.json")]) == 0
+    assert "100.0" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_a_missing_or_corrupt_image_naming_it(tmp_path, capsys):
+    root = coco_layout(tmp_path / "coco")
+    victim = sorted((root / "val2017").iterdir())[1]
+    victim.write_bytes(b"garbage")
+    weights = tmp_path / "shapes.pth"
+    checkpoint.save(weights, cascade_rcnn.CascadeRCNN(cascade_rcnn.get_config(SMALL).with_classes(SHAPE_CLASSES)))
+    status = main(["evaluate", "--coco-root", str(root), "--model", SMALL, "--weights", str(weights)])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert f"instances_val2017.json: images that cannot be used with {root / 'val2017'}: 1 files that are " \
+           f"not readable images (header check): {victim.name} (" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -80,7 +80,7 @@ def test_masks_from_polygons_compressed_and_uncompressed_rle_and_boxes(tmp_path)
     for got, expected in zip(masks, [square, rle_mask, list_mask, box]):
         np.testing.assert_array_equal(got, expected)
     assert sample["crowd_boxes"].shape == (0, 4)
-    assert dataset.report.annotations == 4 and dataset.report.clipped_boxes == 0
+    assert dataset.report.annotations == 4 and dataset.report.count("clipped_box") == 0
 
 
 def test_with_masks_false_decodes_no_masks(tmp_path):
@@ -103,21 +103,33 @@ def test_crowd_regions_go_to_crowd_boxes_only(tmp_path):
     assert dataset.report.crowd_annotations == 1 and dataset.report.annotations == 1
 
 
-def test_images_without_annotations_kept_by_default_dropped_with_skip_empty(tmp_path):
-    images = [{"id": i, "file_name": f"{i}.png", "height": H, "width": W} for i in (1, 2, 3)]
-    annotations = [_ann(1, [1, 1, 5, 5], image_id=1), _ann(2, [1, 1, 5, 5], image_id=3, iscrowd=1)]
+def test_images_without_annotations_kept_by_default_left_out_with_filter_empty_gt(tmp_path):
+    images = [{"id": i, "file_name": f"{i}.png", "height": H, "width": W} for i in (1, 2, 3, 4)]
+    annotations = [_ann(1, [1, 1, 5, 5], image_id=1), _ann(2, [1, 1, 5, 5], image_id=3, iscrowd=1),
+                   _ann(3, [1, 1, 0.5, 5], image_id=4), _ann(4, [1, 1, 5, 5], image_id=2, category_id=9)]
     path = _write(tmp_path, annotations, images)
 
     kept = CocoDataset(path, tmp_path / "images")
-    assert [kept[i]["image_id"] for i in range(len(kept))] == [1, 2, 3]
+    assert [kept[i]["image_id"] for i in range(len(kept))] == [1, 2, 3, 4]
     empty = kept[1]
     assert empty["boxes"].shape == (0, 4) and empty["labels"].shape == (0,) and empty["masks"].shape == (0, H, W)
-    assert kept.report.images_without_annotations == 2 and kept.report.skipped_empty_images == 0  # crowd-only is empty
+    assert kept.report.images_without_annotations == 3 and kept.report.filtered_empty == 0  # crowd-only is empty
 
-    skipped = CocoDataset(path, tmp_path / "images", skip_empty=True)
-    assert len(skipped) == 1 and skipped[0]["image_id"] == 1
-    assert skipped.report.skipped_empty_images == 2 and skipped.report.images_without_annotations == 0
-    assert skipped.report.images == 1
+    # MMDetection's filter_empty_gt: an image is empty when no annotation of a known category names
+    # it, so the crowd-only image and the one whose only box is dropped as too small stay.
+    filtered = CocoDataset(path, tmp_path / "images", filter_empty_gt=True)
+    assert [filtered[i]["image_id"] for i in range(len(filtered))] == [1, 3, 4]
+    assert filtered.report.filtered_empty == 1 and filtered.report.images == 3
+
+
+def test_min_size_leaves_out_images_with_a_short_side_below_it(tmp_path):
+    images = [{"id": 1, "file_name": "wide.png", "height": 31, "width": 90},
+              {"id": 2, "file_name": "ok.png", "height": 32, "width": 32}]
+    path = _write(tmp_path, [_ann(1, [1, 1, 5, 5], image_id=1), _ann(2, [1, 1, 5, 5], image_id=2)], images)
+    dataset = CocoDataset(path, tmp_path / "images", min_size=32)
+    assert [record.file_name for record in dataset.records] == ["ok.png"]
+    assert dataset.report.filtered_small == 1
+    assert len(CocoDataset(path, tmp_path / "images")) == 2
 
 
 def test_boxes_clipped_and_degenerate_boxes_dropped_and_counted(tmp_path):
@@ -134,8 +146,11 @@ def test_boxes_clipped_and_degenerate_boxes_dropped_and_counted(tmp_path):
     sample = dataset[0]
     np.testing.assert_array_equal(sample["boxes"], [[0, 2, 15, 12], [45, 30, 50, 40], [0, 0, W, H]])
     assert sample["masks"].shape == (3, H, W)
-    assert dataset.report.clipped_boxes == 2 and dataset.report.degenerate_boxes == 4
-    assert dataset.report.annotations == 3
+    report = dataset.report
+    assert [report.count(kind) for kind in ("clipped_box", "zero_size_box", "outside_box", "negative_box")] == [2, 2, 1, 1]
+    assert report.offenders["zero_size_box"] == ["annotation id 3 (a.png): [49.5, 0, 5, 5]",
+                                                 "annotation id 4 (a.png): [3, 3, 0.5, 10]"]
+    assert report.annotations == 3
 
 
 def test_missing_image_file_counted_and_skipped(tmp_path):
@@ -145,16 +160,18 @@ def test_missing_image_file_counted_and_skipped(tmp_path):
     path = _write(tmp_path, annotations, images, files={"a.png": _image(1)})
     dataset = CocoDataset(path, tmp_path / "images")
     assert len(dataset) == 1 and dataset[0]["file_name"] == "a.png"
-    assert dataset.report.missing_images == 1 and dataset.report.annotations == 1
+    assert dataset.report.count("missing_image") == 1 and dataset.report.annotations == 1
+    assert dataset.report.offenders["missing_image"] == ["gone.png"]
     unchecked = CocoDataset(path, tmp_path / "images", check_files=False)
-    assert len(unchecked) == 2 and unchecked.report.missing_images == 0
+    assert len(unchecked) == 2 and unchecked.report.count("missing_image") == 0
 
 
 def test_unknown_category_counted_and_skipped(tmp_path):
     path = _write(tmp_path, [_ann(1, [1, 1, 5, 5], category_id=2), _ann(2, [1, 1, 5, 5], category_id=99)])
     dataset = CocoDataset(path, tmp_path / "images")
     assert dataset[0]["labels"].tolist() == [1]
-    assert dataset.report.unknown_category_annotations == 1 and dataset.report.annotations == 1
+    assert dataset.report.count("unknown_category") == 1 and dataset.report.annotations == 1
+    assert dataset.report.offenders["unknown_category"] == ["annotation id 2 (a.png)"]
 
 
 def test_category_ids_starting_at_zero_with_gaps_map_to_contiguous_labels_and_back(tmp_path):
@@ -188,23 +205,11 @@ def test_unused_background_category_dropped_unless_annotated_or_disabled(tmp_pat
     (json.dumps({"annotations": [], "categories": []}), '"images" is missing'),
     (json.dumps({"images": [], "categories": [{"id": 1, "name": "a"}]}), '"annotations" is missing'),
     (json.dumps({"images": [], "annotations": []}), '"categories" is missing'),
-    (json.dumps({"images": [{"id": 1, "file_name": "a.png", "height": 4, "width": 4}],
-                 "annotations": [{"id": 17, "image_id": 1, "category_id": 1}],
-                 "categories": [{"id": 1, "name": "a"}]}), 'annotation id 17: has no "bbox"'),
-    (json.dumps({"images": [{"id": 1, "file_name": "a.png", "height": 4, "width": 4}],
-                 "annotations": [{"id": 18, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3]}],
-                 "categories": [{"id": 1, "name": "a"}]}), 'annotation id 18: "bbox" must be 4'),
-    (json.dumps({"images": [{"id": 1, "file_name": "a.png", "height": 4, "width": 4}],
-                 "annotations": [{"id": 19, "image_id": 5, "category_id": 1, "bbox": [1, 2, 3, 4]}],
-                 "categories": [{"id": 1, "name": "a"}]}), "annotation id 19: image_id 5 is not in"),
-    (json.dumps({"images": [{"id": 1, "file_name": "a.png", "width": 4}], "annotations": [],
-                 "categories": [{"id": 1, "name": "a"}]}), 'image id 1 needs a positive integer "height"'),
-    (json.dumps({"images": [{"id": 1, "file_name": "a.png", "height": 4, "width": 4}],
-                 "annotations": [{"id": 20, "image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2],
-                                  "segmentation": {"size": [5, 4], "counts": "abc"}}],
-                 "categories": [{"id": 1, "name": "a"}]}), "annotation id 20: RLE size [5, 4]"),
+    (json.dumps({"images": [], "annotations": [], "categories": {"id": 1}}), '"categories" is not a list'),
+    (json.dumps({"images": [], "annotations": [], "categories": [{"id": "1", "name": "a"}]}),
+     "no usable category"),
 ])
-def test_malformed_json_raises_dataset_error_naming_the_file(tmp_path, content, message):
+def test_a_file_that_is_not_coco_json_is_rejected_naming_it(tmp_path, content, message):
     path = tmp_path / "broken.json"
     path.write_text(content)
     with pytest.raises(DatasetError) as error:
@@ -229,20 +234,31 @@ def test_class_names_must_match_the_categories(tmp_path):
         CocoDataset(path, tmp_path / "images", class_names=["thing", "other", "third"])
 
 
-def test_image_size_different_from_the_json_raises_naming_the_file(tmp_path):
-    path = _write(tmp_path, [_ann(1, [1, 1, 5, 5])], files={"a.png": _image(1, H + 1, W)})
+def test_image_size_different_from_the_json_skipped_at_start_or_raises_when_read(tmp_path):
+    images = [{"id": 1, "file_name": "a.png", "height": H, "width": W},
+              {"id": 2, "file_name": "b.png", "height": H, "width": W}]
+    path = _write(tmp_path, [_ann(1, [1, 1, 5, 5], image_id=2)], images,
+                  files={"a.png": _image(1, H + 1, W), "b.png": _image(2)})
     dataset = CocoDataset(path, tmp_path / "images")
+    assert [record.file_name for record in dataset.records] == ["b.png"]
+    assert dataset.report.offenders["size_mismatch"] == ["a.png (file 50x41, JSON 50x40)"]
+    unchecked = CocoDataset(path, tmp_path / "images", check_files=False)  # e.g. changed after the check
     with pytest.raises(DatasetError, match=r"a\.png: the image is 50x41 .* says 50x40"):
-        dataset[0]
+        unchecked[0]
 
 
-def test_report_summary_is_one_line_with_the_counts(tmp_path):
+def test_report_summary_counts_then_one_line_per_defect(tmp_path):
     path = _write(tmp_path, [_ann(1, [-2, 1, 5, 5]), _ann(2, [1, 1, 0, 5]), _ann(3, [1, 1, 5, 5], category_id=9)])
-    summary = CocoDataset(path, tmp_path / "images").report.summary()
-    assert "\n" not in summary
-    assert summary.startswith("1 images, 1 instances, 0 crowd regions")
-    assert "1 boxes clipped" in summary and "1 boxes under 1 px dropped" in summary
-    assert "1 annotations of unknown categories skipped" in summary
+    lines = CocoDataset(path, tmp_path / "images").report.summary().splitlines()
+    assert lines[0] == "1 images, 1 instances, 0 crowd regions, 0 images without instances"
+    assert lines[1:] == [
+        "  1 annotations whose category_id is not a category: dropped; annotation id 3 (a.png)",
+        "  1 boxes under 1 px wide or high (after clipping): dropped; annotation id 2 (a.png): [1, 1, 0, 5]",
+        "  1 boxes reaching outside the image: clipped to the image; annotation id 1 (a.png): [-2, 1, 5, 5]",
+        "  1 instances without a usable polygon or RLE (mask models): the filled box is the mask; "
+        "annotation id 1 (a.png)"]
+    clean = _write(tmp_path, [_ann(1, [1, 1, 5, 5], segmentation=[[1, 1, 6, 1, 6, 6]])])
+    assert CocoDataset(clean, tmp_path / "images").report.summary().endswith("; no defects")
 
 
 def test_ground_truth_drawing_marks_the_instances(tmp_path):

@@ -41,7 +41,7 @@ def test_json_loads_with_pycocotools_and_matches_the_data_set(shapes):
     report = dataset.report
     assert dataset.class_names == SHAPE_CLASSES and dataset.category_ids == (1, 2, 3, 4, 5)
     assert len(dataset) == 50 and report.annotations == len(coco.getAnnIds())
-    assert report.clipped_boxes == report.degenerate_boxes == report.missing_images == 0
+    assert sum(report.defects.values()) == 0, report.summary()
     for index in (0, 7):
         sample = dataset[index]
         assert sample["image"].shape == (SIZE, SIZE, 3)

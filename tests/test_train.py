@@ -121,8 +121,10 @@ def test_images_without_annotations_train_as_negatives(tmp_path):
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] != first]
     (root / "annotations.json").write_text(json.dumps(data))
     out = tmp_path / "run"
-    train(train_config(), run_config(root, out, epochs=1))
+    train(train_config(), run_config(root, out, epochs=1, filter_empty_gt=False, batch_size=1))
     assert (out / "final.pth").is_file()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len([r for r in rows if "loss" in r]) == 2  # the empty image made a step of its own
 
 
 DDP_SCRIPT = """

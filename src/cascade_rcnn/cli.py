@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError
+from .data.coco_root import Coco2017
 from .data.images import ImageError
 from .deploy.export import MissingPackageError
-from .engine.train import TrainingDiverged
+from .engine.train import TrainingStopped
 from .settings import SETTABLE, apply_settings, parse_settings
 from .zoo import MODEL_ZOO, get_config
 
@@ -34,29 +35,37 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .api import build_model
+    from .engine import distributed
     from .engine.predict import predict_files
 
     check_device(args.device)
-    if args.onnx:
-        if args.model or args.weights or args.set or args.exact:
-            raise ValueError("--onnx takes the model and its settings from the file; drop --model/--weights/--set/--exact")
-        if args.device != "cpu":
-            raise ValueError("--onnx runs on onnxruntime's CPU provider; drop --device")
-        from .deploy.onnx_runtime import OnnxDetector
+    context = distributed.start(args.device)  # several ranks under torchrun: the images are sharded
+    try:
+        if args.onnx:
+            if args.model or args.weights or args.set or args.exact:
+                raise ValueError("--onnx takes the model and its settings from the file; "
+                                 "drop --model/--weights/--set/--exact")
+            if args.device != "cpu":
+                raise ValueError("--onnx runs on onnxruntime's CPU provider; drop --device")
+            from .deploy.onnx_runtime import OnnxDetector
 
-        model = OnnxDetector(args.onnx)
-    elif not args.model:
-        raise ValueError("give --model NAME (and --weights), or --onnx FILE")
-    else:
-        if args.weights is None:
-            print(f"note: {args.model} runs with RANDOM weights (no --weights given): "
-                  "the detections are meaningless", file=sys.stderr)
-        model = build_model(args.model, weights=args.weights, device=args.device, exact=args.exact,
-                            settings=parse_settings(args.set))
-    report = predict_files(model, args.inputs, args.out, score_thr=args.score_thr,
-                           batch_size=args.batch_size, draw_pictures=not args.no_draw)
-    print(f"{report.done} image(s) done, {len(report.failures)} failed; "
-          f"predictions: {report.json_path}; pictures: {args.out}/")
+            model = OnnxDetector(args.onnx)
+        elif not args.model:
+            raise ValueError("give --model NAME (and --weights), or --onnx FILE")
+        else:
+            if args.weights is None and context.is_main:
+                print(f"note: {args.model} runs with RANDOM weights (no --weights given): "
+                      "the detections are meaningless", file=sys.stderr)
+            model = build_model(args.model, weights=args.weights, device=context.device, exact=args.exact,
+                                settings=parse_settings(args.set))
+        report = predict_files(model, args.inputs, args.out, score_thr=args.score_thr,
+                               batch_size=args.batch_size, draw_pictures=not args.no_draw,
+                               resume=args.resume, read_workers=args.read_workers, context=context)
+    finally:
+        distributed.stop(context)
+    if context.is_main:
+        print(f"{report.done} image(s) done{f', {report.resumed} already done' if args.resume else ''}, "
+              f"{len(report.failures)} failed; predictions: {report.json_path}; pictures: {args.out}/")
     return 1 if report.failures else 0
 
 
@@ -69,6 +78,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .engine.train import TrainConfig, train
 
     check_device(args.device)
+    if args.coco_root:
+        coco = Coco2017(Path(args.coco_root))
+        coco.require(coco.train_json, coco.train_images, coco.val_json, coco.val_images)
+        args.train_json = args.train_json or str(coco.train_json)
+        args.train_images = args.train_images or str(coco.train_images)
+        args.val_json = args.val_json or str(coco.val_json)
+        args.val_images = args.val_images or str(coco.val_images)
+    if not (args.train_json and args.train_images):
+        raise ValueError("give --train-json and --train-images, or --coco-root")
     model_config = apply_settings(get_config(args.model), parse_settings(args.set))
     config = TrainConfig(
         train_json=args.train_json, train_images=args.train_images, out_dir=args.out,
@@ -79,7 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         optimizer=args.optimizer, weight_decay=args.weight_decay, batch_size=args.batch_size,
         workers=args.workers, warmup_iters=args.warmup_iters,
         amp=args.amp, clip_grad=args.clip_grad, seed=args.seed, eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every, skip_empty=args.skip_empty, device=args.device,
+        checkpoint_every=args.checkpoint_every, filter_empty_gt=not args.keep_empty,
+        min_size=args.min_size, max_failed_fraction=args.max_failed_fraction, device=args.device,
         resume=args.resume)
     final = train(model_config, config)
     print(f"final weights: {final}")
@@ -89,6 +108,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .engine.evaluate import evaluate_coco, format_stage_table, format_table, write_metrics
 
+    if args.coco_root:
+        coco = Coco2017(Path(args.coco_root))
+        args.gt_json = args.gt_json or str(coco.val_json)
+        args.images = args.images or (None if args.predictions else str(coco.val_images))
+        coco.require(*[Path(p) for p in (args.gt_json, args.images) if p])
+    if not args.gt_json:
+        raise ValueError("give --gt-json, or --coco-root")
     if args.predictions:
         if args.per_stage or args.set:
             raise ValueError("--per-stage and --set need a model (--model/--weights/--images), not --predictions")
@@ -107,9 +133,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model = build_model(args.model, weights=args.weights, device=args.device, settings=parse_settings(args.set))
         dataset = CocoDataset(args.gt_json, args.images, class_names=list(model.class_names),
                               with_masks=False)
-        if dataset.report.missing_images:
-            raise ValueError(f"{args.images}: {dataset.report.missing_images} image(s) of {args.gt_json} "
-                             "not found; their objects would count as misses")
+        dataset.require_every_image()  # a left-out image's objects would count as misses
         metrics = evaluate_dataset(model, dataset, args.gt_json, per_stage=args.per_stage)
         print(format_stage_table(metrics) if args.per_stage else format_table(metrics))
     if args.out:
@@ -234,16 +258,22 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--score-thr", type=float, default=0.3, help="keep detections scoring above this")
     predict.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     predict.add_argument("--batch-size", type=int, default=1)
-    predict.add_argument("--no-draw", action="store_true", help="write only predictions.json")
+    predict.add_argument("--no-draw", action="store_true", help="write only predictions.json(l)")
     predict.add_argument("--exact", action="store_true",
                          help="MMDetection's ops bit for bit (slower); default: the fast path, equal up to float noise")
+    predict.add_argument("--resume", action="store_true",
+                         help="skip the images already in OUT/predictions*.jsonl and finish the rest")
+    predict.add_argument("--read-workers", type=int, metavar="N",
+                         help="threads decoding images ahead of the model (default: 2 on a GPU, 0 on the CPU)")
     add_set_option(predict)
     predict.set_defaults(run=cmd_predict)
 
     train = commands.add_parser("train", help="train or fine-tune on a COCO-format data set")
     train.add_argument("--model", required=True, choices=list(MODEL_ZOO), metavar="NAME")
-    train.add_argument("--train-json", required=True)
-    train.add_argument("--train-images", required=True)
+    train.add_argument("--train-json", help="COCO annotation file (or --coco-root)")
+    train.add_argument("--train-images", help="folder of its images (or --coco-root)")
+    train.add_argument("--coco-root", metavar="DIR", help="COCO 2017: DIR/train2017, DIR/val2017, "
+                       "DIR/annotations/instances_{train,val}2017.json (explicit paths win)")
     train.add_argument("--val-json")
     train.add_argument("--val-images")
     train.add_argument("--weights", help="initial weights (path, URL or 'zoo'); another class count "
@@ -268,13 +298,20 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--eval-every", type=int, default=1, help="epochs between evaluations (0: never)")
     train.add_argument("--checkpoint-every", type=int, default=0, help="iterations (0: each epoch)")
-    train.add_argument("--skip-empty", action="store_true", help="drop images without annotations")
+    train.add_argument("--keep-empty", action="store_true", help="train on images without annotations "
+                       "as negatives (default: left out, MMDetection's filter_empty_gt)")
+    train.add_argument("--min-size", type=int, default=32,
+                       help="leave out images whose shorter side is below this (default 32, MMDetection's; 0: none)")
+    train.add_argument("--max-failed-fraction", type=float, default=0.01, metavar="F",
+                       help="stop when more than this fraction of an epoch's images fail to load (default 0.01)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/latest.pth")
     train.add_argument("--device", default="cpu")
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="COCO box/mask AP and the AP50..AP90 table")
-    evaluate.add_argument("--gt-json", required=True)
+    evaluate.add_argument("--gt-json", help="COCO annotation file (or --coco-root)")
+    evaluate.add_argument("--coco-root", metavar="DIR", help="COCO 2017: val2017/ and "
+                          "annotations/instances_val2017.json")
     evaluate.add_argument("--predictions", help="a COCO results file to score")
     evaluate.add_argument("--model", choices=list(MODEL_ZOO), metavar="NAME")
     evaluate.add_argument("--weights")
@@ -336,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except TrainingDiverged as error:
+    except TrainingStopped as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
     except (CheckpointError, ImageError, MissingPackageError, KeyError, ValueError, OSError) as error:

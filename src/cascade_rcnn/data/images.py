@@ -41,6 +41,26 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, ::-1])
 
 
+# EXIF orientations that turn the stored picture by 90 degrees (OpenCV applies them on decode).
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def image_file_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of an image file as ``read_image`` will return it (EXIF orientation
+    applied), from its header only: no pixel is decoded. Raises ImageError naming the file if it
+    is not a readable image."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1) if image.format == "JPEG" else 1
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ImageError(f"{path}: not a readable image ({error})") from None
+    return (width, height) if orientation in _TRANSPOSING_ORIENTATIONS else (height, width)
+
+
 def to_rgb_uint8(image: ImageInput, name: str = "image") -> np.ndarray:
     """Normalise any supported input to RGB uint8 (H, W, 3); ``name`` is used in errors."""
     if isinstance(image, (str, Path)):

@@ -3,11 +3,15 @@
 Everything random here is a function of (seed, epoch, image index), so a run resumed from a
 checkpoint - even mid-epoch - sees exactly the batches an uninterrupted run would have seen,
 whatever the number of loader workers.
+
+An image that fails to load (unreadable or changed since the data set was checked, an I/O error)
+does not raise in the worker: it comes back as a ``FailedSample`` and the batch goes on without it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import cv2
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -16,16 +20,25 @@ from .coco import CocoDataset
 from .transforms import TrainSample, pad_batch, train_transform
 
 
+@dataclass(frozen=True)
+class FailedSample:
+    """An image that could not be loaded: its file name and the one-line reason (naming the path)."""
+
+    file_name: str
+    reason: str
+
+
 @dataclass
 class Batch:
-    images: torch.Tensor  # (B, 3, H, W) padded
+    images: torch.Tensor  # (B, 3, H, W) padded; B = 0 when every image of the batch failed
     targets: list[dict]
     sizes: list[tuple[int, int]]
+    failed: list[FailedSample] = field(default_factory=list)
 
     def to(self, device: torch.device) -> "Batch":
         return Batch(self.images.to(device, non_blocking=True),
                      [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in self.targets],
-                     self.sizes)
+                     self.sizes, self.failed)
 
 
 class AugmentedDataset(Dataset):
@@ -40,10 +53,13 @@ class AugmentedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> TrainSample:
+    def __getitem__(self, index: int) -> TrainSample | FailedSample:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 10_007 + index)
         flip = bool(torch.rand((), generator=generator) < self.flip_probability)
-        sample = self.dataset[index]
+        try:
+            sample = self.dataset[index]
+        except (OSError, ValueError, cv2.error) as error:  # ImageError and DatasetError are ValueErrors
+            return FailedSample(self.dataset.records[index].file_name, str(error).splitlines()[0])
         if not self.with_masks:
             sample = {k: v for k, v in sample.items() if k != "masks"}
         return train_transform(sample, self.config.image_scale, flip, self.config.pixel_mean,
@@ -75,8 +91,11 @@ def group_by_orientation(order: list[int], landscape: list[bool], batch_size: in
     return batches + [rest[i:i + batch_size] for i in range(0, len(rest), batch_size)]
 
 
-def collate(samples: list[TrainSample]) -> Batch:
-    return Batch(pad_batch([s.tensor for s in samples]), [s.target for s in samples], [s.size for s in samples])
+def collate(samples: list[TrainSample | FailedSample]) -> Batch:
+    failed = [s for s in samples if isinstance(s, FailedSample)]
+    loaded = [s for s in samples if not isinstance(s, FailedSample)]
+    images = pad_batch([s.tensor for s in loaded]) if loaded else torch.zeros(0, 3, 0, 0)
+    return Batch(images, [s.target for s in loaded], [s.size for s in loaded], failed)
 
 
 def epoch_loader(dataset: AugmentedDataset, epoch: int, batch_size: int, workers: int, seed: int,

@@ -61,6 +61,11 @@ class OnnxDetector:
     def class_names(self) -> tuple[str, ...]:
         return self.config.class_names
 
+    @property
+    def device(self) -> torch.device:
+        """Where the inputs go: onnxruntime's CPU provider."""
+        return torch.device("cpu")
+
     def predict(self, images: ImageInput | Sequence[ImageInput], score_thr: float | None = None,
                 batch_size: int = 1) -> list[Detections]:
         """As ``CascadeRCNN.predict``; images run one at a time (the graph's batch is 1).

@@ -64,6 +64,22 @@ def all_true(flag: bool, context: Context) -> bool:
     return int(tensor.item()) == 0
 
 
+def sum_ints(values: list[int], context: Context) -> list[int]:
+    """Element-wise sum over all ranks of a short list of counts (every rank gets the sums)."""
+    if not context.distributed:
+        return values
+    tensor = torch.tensor(values, dtype=torch.int64,
+                          device=context.device if context.device.type == "cuda" else "cpu")
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def barrier(context: Context) -> None:
+    """Wait until every rank gets here."""
+    if context.distributed:
+        dist.barrier()
+
+
 Result = TypeVar("Result")
 
 

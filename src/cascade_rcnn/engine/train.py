@@ -2,6 +2,7 @@
 optional AMP and gradient clipping, DistributedDataParallel under torchrun."""
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from tqdm import tqdm
 from .. import checkpoint
 from ..backbone_weights import backbone_weights_source, load_backbone_weights
 from ..config import ModelConfig
-from ..data.coco import CocoDataset
+from ..data.coco import CocoDataset, DatasetError
 from ..data.loader import AugmentedDataset, batches_per_epoch, epoch_loader
 from ..models.detector import CascadeRCNN
 from ..settings import settings_text
@@ -40,8 +41,16 @@ OPTIMIZERS = {"sgd": OptimizerDefaults(lr_per_16=0.02, weight_decay=1e-4),
               "adamw": OptimizerDefaults(lr_per_16=2e-4, weight_decay=0.05)}
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+class TrainingStopped(RuntimeError):
+    """The run stopped on purpose; the last good checkpoint is left as it was."""
+
+
+class TrainingDiverged(TrainingStopped):
+    """The loss became NaN or infinite."""
+
+
+class TooManyFailedImages(TrainingStopped):
+    """More than ``TrainConfig.max_failed_fraction`` of the images failed to load in one epoch."""
 
 
 @dataclass
@@ -72,7 +81,9 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 1  # epochs; 0 = never
     checkpoint_every: int = 0  # iterations; 0 = at the end of every epoch only
-    skip_empty: bool = False  # drop training images without annotations
+    filter_empty_gt: bool = True  # leave out images without annotations (MMDetection's COCO recipe)
+    min_size: int = 32  # leave out images whose shorter side is below this (MMDetection's COCO recipe)
+    max_failed_fraction: float = 0.01  # stop when more of an epoch's images fail to load
     device: str = "cpu"
     resume: bool = False
     log_every: int = 10
@@ -102,16 +113,18 @@ def _train(model_config: ModelConfig, config: TrainConfig, context: distributed.
         raise ValueError(f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     out_dir = Path(config.out_dir)
     log = TrainLog(out_dir, enabled=context.is_main)
-    dataset = CocoDataset(config.train_json, config.train_images, skip_empty=config.skip_empty,
-                          with_masks=model_config.with_mask)
-    log.message(f"training data {config.train_json}: {dataset.report.summary()}")
-    if len(dataset) == 0:
-        raise ValueError(f"{config.train_json}: no usable training images")
     if bool(config.val_json) != bool(config.val_images):
         raise ValueError("give both --val-json and --val-images, or neither")
-    val_set = (CocoDataset(config.val_json, config.val_images, class_names=list(dataset.class_names),
-                           with_masks=model_config.with_mask)
-               if config.val_json and config.eval_every else None)
+    dataset = CocoDataset(config.train_json, config.train_images, filter_empty_gt=config.filter_empty_gt,
+                          min_size=config.min_size, with_masks=model_config.with_mask)
+    log.message(f"training data {config.train_json}: {dataset.report.summary()}")
+    if len(dataset) == 0:
+        raise DatasetError(f"{config.train_json}: no usable training image left (see the report above)")
+    val_set = None
+    if config.val_json and config.eval_every:
+        val_set = CocoDataset(config.val_json, config.val_images, class_names=list(dataset.class_names),
+                              with_masks=False)
+        val_set.require_every_image()
     model_config = model_config.with_classes(dataset.class_names, dataset.category_ids)
     backbone_source = backbone_weights_source(model_config, config.backbone_weights, config.weights)
     if not (config.weights or backbone_source) and (model_config.backbone.frozen_stages
@@ -153,8 +166,21 @@ def _train(model_config: ModelConfig, config: TrainConfig, context: distributed.
     while epoch < config.total_epochs:
         loader = epoch_loader(augmented, epoch, config.batch_size, config.workers, config.seed,
                               context.rank, context.world_size, skip)
+        failed_images = 0  # this epoch's, all ranks
         for batch_index, batch in enumerate(loader, start=skip):
             start = time.perf_counter()
+            for failed in batch.failed:
+                rank = f"rank {context.rank}: " if context.distributed else ""
+                tqdm.write(f"{rank}warning: skipped a training image: {failed.reason}", file=sys.stderr)
+            failed_now, empty_batches = distributed.sum_ints([len(batch.failed), int(not batch.targets)], context)
+            failed_images += failed_now
+            if failed_images > config.max_failed_fraction * len(dataset):
+                raise TooManyFailedImages(
+                    f"{failed_images} of the {len(dataset)} training images failed to load in epoch {epoch + 1} "
+                    f"(more than {config.max_failed_fraction:.2%}; the warnings above name them); the last "
+                    f"good checkpoint is {latest if latest.exists() else 'none (no epoch finished)'}")
+            if empty_batches:  # some rank has no image left: every rank skips the step together
+                continue
             lr = schedule.lr(epoch, iteration)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -182,11 +208,14 @@ def _train(model_config: ModelConfig, config: TrainConfig, context: distributed.
             if iteration % config.log_every == 0 or batch_index + 1 == per_epoch:
                 log.scalars(iteration, {"epoch": epoch + (batch_index + 1) / per_epoch, "loss": total.item(),
                                         "lr": lr, "step_s": time.perf_counter() - start,
-                                        "mem_gb": _memory_gb(context.device), **values})
+                                        "mem_gb": _memory_gb(context.device), "failed_images": failed_images,
+                                        **values})
             if config.checkpoint_every and iteration % config.checkpoint_every == 0 and batch_index + 1 < per_epoch:
                 _save(latest, model, optimizer, scaler, config, context, layout, epoch, batch_index + 1, iteration)
             if config.on_iteration is not None:
                 config.on_iteration(iteration)
+        if failed_images:
+            log.message(f"epoch {epoch + 1}: {failed_images} image(s) failed to load and were skipped")
         epoch, skip = epoch + 1, 0
         _save(latest, model, optimizer, scaler, config, context, layout, epoch, 0, iteration)
         if val_set is not None and (epoch % config.eval_every == 0 or epoch == config.total_epochs):
