@@ -360,3 +360,23 @@ def test_folded_weights_follow_data_edits_and_inference_mode():
     with torch.inference_mode():  # tensors without version counters
         fresh = tiny_model(False)
         assert len(fresh.predict(image, score_thr=0.0)[0]) > 0
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threaded_roi_align_gradients_equal_torchvision(threads):
+    generator = torch.Generator().manual_seed(10 + threads)
+    features = torch.randn(2, 5, 30, 41, generator=generator, dtype=torch.float64, requires_grad=True)
+    rois = edge_case_rois(generator, 40, 120).double()
+    rois[:, 0] = rois[:, 0].clamp(max=1)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        actual = threaded_roi_align(features, rois, 7, 1 / 4)
+        upstream = torch.randn(actual.shape, generator=generator, dtype=torch.float64)
+        actual_grad, = torch.autograd.grad(actual, features, upstream)
+    finally:
+        torch.set_num_threads(previous)
+    expected = torchvision.ops.roi_align(features, rois, 7, 1 / 4, sampling_ratio=0, aligned=True)
+    expected_grad, = torch.autograd.grad(expected, features, upstream)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+    torch.testing.assert_close(actual_grad, expected_grad, rtol=1e-12, atol=1e-12)
