@@ -17,7 +17,7 @@ from ..backbone_weights import backbone_weights_source, load_backbone_weights
 from ..config import ModelConfig
 from ..data.coco import CocoDataset, DatasetError
 from ..data.loader import AugmentedDataset, batches_per_epoch, epoch_loader
-from ..models.detector import CascadeRCNN
+from ..models.detector import AMP_DTYPES, CascadeRCNN
 from ..settings import settings_text
 from . import distributed
 from .schedule import SCHEDULES, LRSchedule, scaled_lr
@@ -162,7 +162,7 @@ def _train(model_config: ModelConfig, config: TrainConfig, context: distributed.
     per_epoch = batches_per_epoch(len(dataset), config.batch_size, context.world_size)
     progress = tqdm(total=per_epoch * config.total_epochs, initial=epoch * per_epoch + skip,
                     unit="it", disable=not context.is_main, dynamic_ncols=True)
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp or "")
+    autocast_dtype = AMP_DTYPES.get(config.amp or "")
     while epoch < config.total_epochs:
         loader = epoch_loader(augmented, epoch, config.batch_size, config.workers, config.seed,
                               context.rank, context.world_size, skip)
