@@ -277,8 +277,27 @@ def test_folded_batchnorm_equals_conv_then_batchnorm_and_follows_weight_changes(
         conv.weight.add_(1)
         torch.testing.assert_close(conv_bn(x, conv, bn, fold=True), bn(conv(x)), rtol=1e-5, atol=1e-5)
         assert torch.equal(conv_bn(x, conv, bn, fold=False), bn(conv(x)))
-    out = conv_bn(x, conv, bn, fold=True)  # with gradients on: never the cached fold
-    assert out.grad_fn is not None and torch.equal(out, bn(conv(x)))
+
+
+def test_folded_batchnorm_trains_like_the_unfolded_pair():
+    """Training with frozen statistics folds too: the conv weight and BatchNorm's affine
+    parameters get the unfolded pair's gradients (never through the inference cache)."""
+    generator = torch.Generator().manual_seed(0)
+    conv, bn = torch.nn.Conv2d(4, 6, 3, padding=1, bias=False), torch.nn.BatchNorm2d(6).eval()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(6, generator=generator))
+        bn.running_var.copy_(torch.rand(6, generator=generator) + 0.2)
+        bn.weight.copy_(torch.randn(6, generator=generator))
+    x = torch.randn(2, 4, 9, 11, generator=generator, requires_grad=True)
+    residual = torch.randn(2, 6, 9, 11, generator=generator, requires_grad=True)
+    grads = []
+    for fold in (False, True):
+        out = conv_bn(x, conv, bn, fold=fold, residual=residual, relu=True)
+        assert out.grad_fn is not None
+        grads.append(torch.autograd.grad((out * out).sum(), [x, residual, conv.weight, bn.weight, bn.bias]))
+    for unfolded, folded in zip(*grads):
+        torch.testing.assert_close(folded, unfolded, rtol=1e-4, atol=1e-5)
+    assert getattr(bn, "_folded_cache", None) is None
 
 
 def test_class_logits_are_the_detected_class_channel_of_the_full_logits():

@@ -1,12 +1,16 @@
-"""Convolution + frozen BatchNorm, folded into one convolution at inference.
+"""Convolution + frozen BatchNorm, folded into one convolution.
 
 In eval mode BatchNorm is a constant per-channel affine map, ``y = x * scale + shift``, so
 ``bn(conv(x)) == conv'(x)`` with ``conv'`` the convolution whose weight is scaled by ``scale``
-and whose bias is ``shift``: one op instead of two, and one pass over the activations less.
-The result equals the unfolded pair up to float rounding (not bit for bit), so the exact path
-keeps the two ops. The folded weights are cached; ``ResNet.train()``/``eval()`` (which
-``predict`` calls) and ``.to()`` drop the cache, and a changed version counter or storage of a
-parameter or buffer (an optimizer step, ``load_state_dict``) refreshes it.
+and whose bias is ``shift``: one op instead of two, and one pass over the activations less
+(forward and backward). The result equals the unfolded pair up to float rounding (not bit for
+bit), so the exact path keeps the two ops.
+
+Training with frozen statistics (``norm_eval``) folds too: the fold is recomputed each step
+inside the autograd graph, so the conv weight and BatchNorm's affine parameters get their
+gradients through it. At inference the folded weights are cached; ``ResNet.train()``/``eval()``
+(which ``predict`` calls) and ``.to()`` drop the cache, and a changed version counter or storage
+of a parameter or buffer (an optimizer step, ``load_state_dict``) refreshes it.
 """
 from __future__ import annotations
 
@@ -17,20 +21,35 @@ from torch import nn
 
 def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, fold: bool,
             residual: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
-    """``bn(conv(x)) [+ residual] [then ReLU]``, folded into one convolution (with the sum and
-    ReLU done in place on its output) when ``fold`` and nothing needs gradients."""
-    if not fold or bn.training or torch.is_grad_enabled():
+    """``bn(conv(x)) [+ residual] [then ReLU]``, folded into one convolution when ``fold`` and
+    BatchNorm is frozen (eval mode). The ReLU runs in place: neither BatchNorm's nor a conv's
+    backward needs its output."""
+    if not fold or bn.training:
         out = bn(conv(x))
         out = out if residual is None else out + residual
-        return torch.relu(out) if relu else out
-    weight, bias = _folded(conv, bn)
+        return out.relu_() if relu else out
+    weight, bias = _fold(conv, bn) if torch.is_grad_enabled() else _folded(conv, bn)
     out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     if residual is not None:
         out += residual
     return out.relu_() if relu else out
 
 
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """The folded (weight, bias), computed from the current parameters (differentiable)."""
+    scale = bn.running_var.add(bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    if conv.bias is not None:
+        shift = shift + conv.bias * scale
+    return conv.weight * scale.reshape(-1, 1, 1, 1), shift
+
+
 def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_fold`` cached on ``bn`` until a parameter or buffer changes (inference)."""
     tensors = [t for t in (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
                if t is not None]
     # A tensor's version counter moves on in-place changes (not on ``.data`` edits, hence the
@@ -38,15 +57,7 @@ def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Te
     key = tuple((t.data_ptr(), 0 if t.is_inference() else t._version, t.dtype) for t in tensors)
     cached = getattr(bn, "_folded_cache", None)
     if cached is None or cached[0] != key:
-        scale = bn.running_var.add(bn.eps).rsqrt()
-        if bn.weight is not None:
-            scale = scale * bn.weight
-        shift = -bn.running_mean * scale
-        if bn.bias is not None:
-            shift = shift + bn.bias
-        if conv.bias is not None:
-            shift = shift + conv.bias * scale
-        cached = (key, conv.weight * scale.reshape(-1, 1, 1, 1), shift)
+        cached = (key, *_fold(conv, bn))
         bn._folded_cache = cached  # a plain attribute: never part of the state dict
     return cached[1], cached[2]
 

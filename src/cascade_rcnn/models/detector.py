@@ -51,10 +51,11 @@ class CascadeRCNN(nn.Module):
 
     @property
     def exact(self) -> bool:
-        """True: inference does MMDetection's ops in MMDetection's order, bit for bit.
+        """True: inference does MMDetection's ops in MMDetection's order, bit for bit (and
+        training keeps BatchNorm and the contiguous layout).
 
         False (the default): the fast path - channels-last activations, each frozen BatchNorm
-        folded into its conv, mask logits of the detected class only. Its detections equal the
+        folded into its conv (in training too), mask logits of the detected class only. Its detections equal the
         exact path's up to float rounding (measured: boxes within 0.005 px, scores within
         2.5e-4, same labels; BENCHMARKS.md).
         """
@@ -67,8 +68,8 @@ class CascadeRCNN(nn.Module):
 
     @property
     def memory_format(self) -> torch.memory_format:
-        """Layout of the image batch at inference: channels-last on the fast path (convolutions
-        run faster on the CPU), contiguous on the exact one."""
+        """Layout of the image batch (inference and training): channels-last on the fast path
+        (convolutions run faster on the CPU, forward and backward), contiguous on the exact one."""
         return torch.contiguous_format if self.exact else torch.channels_last
 
     @property
@@ -96,11 +97,12 @@ class CascadeRCNN(nn.Module):
         targets: per image ``boxes`` (G, 4) xyxy and ``labels`` (G,) in resized pixels, ``masks``
         (G, h, w) uint8 for mask models, optional ``crowd_boxes`` (M, 4) to ignore.
         """
-        features = self.features(batch)
+        features = self.features(batch.contiguous(memory_format=self.memory_format))
         logits, deltas = self.rpn_head(features)
         anchors = self.rpn_head.anchors(features)
         losses = rpn_loss(logits, deltas, anchors, targets, image_sizes, self.rpn_sampler)
         proposals = self.proposals(logits, deltas, anchors, image_sizes, self.train_proposals)
+        features = [f.contiguous() for f in features]  # what RoIAlign reads (see detect_resized)
         losses.update(self.roi_head.loss(features, proposals, targets, image_sizes, tuple(batch.shape[-2:])))
         return losses
 
