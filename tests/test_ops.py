@@ -13,7 +13,7 @@ from cascade_rcnn.models.conv_bn import conv_bn
 from cascade_rcnn.models.mask_head import MaskHead
 from cascade_rcnn.models.roi_features import MultiLevelRoIAlign, roi_levels, threaded_roi_align
 from cascade_rcnn.ops.box_coder import MAX_LOG_RATIO, BoxCoder
-from cascade_rcnn.ops.nms import SPLIT_THRESHOLD, batched_nms
+from cascade_rcnn.ops.nms import SPLIT_THRESHOLD, batched_nms, best_batched_nms
 from cascade_rcnn.ops.paste_masks import paste_masks
 from cascade_rcnn.ops.separable_roi_align import separable_roi_align
 from conftest import tiny_model
@@ -125,6 +125,26 @@ def test_split_and_one_pass_agree():
     small = batched_nms(boxes[subset], scores[subset], groups[subset], 0.6)
     kept_in_subset = set(subset[small].tolist())
     assert kept_in_subset == set(keep.tolist()) & set(subset.tolist())
+
+
+@pytest.mark.parametrize("count, num_groups, wanted, piled", [
+    (600, 5, 100, 0), (SPLIT_THRESHOLD + 2000, 80, 100, 0), (3000, 4, 20, 2000), (3000, 4, 20, 3000),
+    (50, 3, 100, 0)], ids=["small", "80-classes", "k-grows", "k-grows-to-all", "fewer-than-wanted"])
+def test_best_batched_nms_is_the_head_of_batched_nms(count, num_groups, wanted, piled):
+    """The fast path's NMS from the best-scored boxes: the same first ``wanted`` detections, in
+    the same order, whether the first pass suffices, k has to grow (the ``piled`` best-scored
+    boxes overlap in one spot, so few of the best 10 x wanted survive), or fewer survive than wanted."""
+    boxes, scores, groups = nms_case(count, num_groups, seed=count + num_groups)
+    best = scores.argsort(descending=True)[:piled]
+    jitter = torch.randint(0, 4, (piled, 1), generator=torch.Generator().manual_seed(0)).float()
+    boxes[best] = torch.tensor([50.0, 50.0, 80.0, 80.0]) + jitter
+    top = scores.argsort(descending=True)[:10 * wanted]
+    if piled:
+        assert len(batched_nms(boxes[top], scores[top], groups[top], 0.5)) < wanted  # the first pass is short
+    expected = batched_nms(boxes, scores, groups, 0.5)[:wanted]
+    assert torch.equal(best_batched_nms(boxes, scores, groups, 0.5, wanted), expected)
+    empty = best_batched_nms(torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.5, wanted)
+    assert empty.shape == (0,) and empty.dtype == torch.long
 
 
 # --- anchors -------------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def main() -> None:
                                              args.mmdet_python)
             for path in args.paths:
                 row = compare(name, path, checkpoint, image, reference, args.score_thr)
-                print(json.dumps({"reference": args.reference, **row}), flush=True)
+                print(json.dumps({"compared_with": args.reference, **row}), flush=True)
 
 
 if __name__ == "__main__":

@@ -235,13 +235,13 @@ def crop_mask_targets(masks: torch.Tensor, gt_index: torch.Tensor, boxes: torch.
     return crops[:, 0] >= 0.5
 
 
-def select_detections(boxes: torch.Tensor, class_probs: torch.Tensor, settings: DetectionSettings
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def select_detections(boxes: torch.Tensor, class_probs: torch.Tensor, settings: DetectionSettings,
+                      exact: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MMDetection's multiclass NMS for one image.
 
     boxes (K, 4) are class-agnostic, so every box is a candidate for every foreground class;
     class_probs (K, C + 1) with background last. Returns boxes (N, 4), scores (N,), labels (N,).
     """
     box_index, labels, scores = multiclass_nms(boxes, class_probs[:, :-1], settings.score_thr, settings.nms_iou,
-                                               settings.max_per_image)
+                                               settings.max_per_image, exact)
     return boxes[box_index], scores, labels

@@ -155,7 +155,7 @@ class CascadeRCNN(nn.Module):
         for i in range(batch.shape[0]):
             mine = torch.nonzero(image_index == i).squeeze(1)
             image_boxes = boxes[mine] if box_scales is None else boxes[mine] * box_scales[i]
-            outputs.append(ImageDetections(*select_detections(image_boxes, class_probs[mine], settings),
+            outputs.append(ImageDetections(*select_detections(image_boxes, class_probs[mine], settings, self.exact),
                                            boxes_in_original=box_scales is not None))
         if self.config.with_mask:
             mask_probs = self.roi_head.predict_masks(features, [o.boxes for o in outputs],

@@ -36,6 +36,30 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
     return kept[scores[kept].sort(descending=True).indices]
 
 
+def best_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_threshold: float,
+                     count: int) -> torch.Tensor:
+    """The first ``count`` indices of ``batched_nms``, found from the best-scored boxes only.
+
+    Greedy NMS keeps or drops a box because of the higher-scored boxes of its group alone, so
+    NMS over the ``k`` best boxes decides their fate exactly as NMS over all of them; ``k`` grows
+    until ``count`` boxes survive (or all boxes are in). With 80 classes x 1000 boxes at a low
+    ``score_thr`` this is one NMS over ~1000 boxes instead of 80 over 1000 each. The groups are
+    shifted by the same offsets as in ``batched_nms``, so the IoUs are the same numbers; only
+    boxes with tied scores may come out in another order (the exact path keeps mmcv's).
+    """
+    if boxes.numel() == 0 or count <= 0:
+        return torch.empty(0, dtype=torch.long, device=boxes.device)
+    shifted = boxes + (groups.to(boxes) * (boxes.max() + 1))[:, None]
+    order = scores.sort(descending=True).indices
+    k = 10 * count
+    while True:
+        best = order[:k]
+        kept = best[nms(shifted[best], scores[best], iou_threshold)]
+        if kept.shape[0] >= count or k >= order.shape[0]:
+            return kept[:count]
+        k *= 4
+
+
 def _nms_in_mmcv_order(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     # mmcv orders by the (unstable) ``at::sort``; torchvision sorts stably, so pre-ordering with
     # the same sort makes tied scores come out in mmcv's order.
@@ -44,12 +68,13 @@ def _nms_in_mmcv_order(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold:
 
 
 def multiclass_nms(boxes: torch.Tensor, class_scores: torch.Tensor, score_thr: float, iou_threshold: float,
-                   max_detections: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   max_detections: int, exact: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MMDetection's multiclass NMS: every (box, class) pair scoring > ``score_thr`` is a
     candidate, NMS runs per class, the best ``max_detections`` are kept, by descending score.
 
     boxes (K, 4) shared by all classes (class-agnostic regression), class_scores (K, C).
-    Returns the box index (N,), class (N,) and score (N,) of each detection.
+    Returns the box index (N,), class (N,) and score (N,) of each detection. ``exact=False``
+    finds the same detections from the best-scored candidates only (``best_batched_nms``).
     """
     if torch.onnx.is_in_onnx_export():
         return _onnx_multiclass_nms(boxes, class_scores, score_thr, iou_threshold, max_detections)
@@ -57,7 +82,10 @@ def multiclass_nms(boxes: torch.Tensor, class_scores: torch.Tensor, score_thr: f
     scores = class_scores.reshape(-1)
     candidates = torch.nonzero(scores > score_thr).squeeze(1)
     box_index, labels = candidates // num_classes, candidates % num_classes
-    keep = batched_nms(boxes[box_index], scores[candidates], labels, iou_threshold)[:max_detections]
+    if exact:
+        keep = batched_nms(boxes[box_index], scores[candidates], labels, iou_threshold)[:max_detections]
+    else:
+        keep = best_batched_nms(boxes[box_index], scores[candidates], labels, iou_threshold, max_detections)
     return box_index[keep], labels[keep], scores[candidates[keep]]
 
 
