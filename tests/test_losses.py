@@ -81,8 +81,12 @@ GOLDEN_LOSSES = {
 }
 
 
-def test_golden_losses():
+@pytest.mark.parametrize("exact", [False, True], ids=["fast-folded-channels-last", "exact"])
+def test_golden_losses(exact):
+    """Both training paths give the golden losses: the fast one (frozen BatchNorm folded into its
+    conv, channels-last) differs from the exact one by float rounding only."""
     model = tiny_model(True, seed=0).train()
+    model.exact = exact
     images, targets, sizes = golden_batch()
     torch.manual_seed(0)
     losses = model.loss(images, targets, sizes)

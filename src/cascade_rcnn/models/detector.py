@@ -55,9 +55,10 @@ class CascadeRCNN(nn.Module):
         training keeps BatchNorm and the contiguous layout).
 
         False (the default): the fast path - channels-last activations, each frozen BatchNorm
-        folded into its conv (in training too), mask logits of the detected class only. Its detections equal the
-        exact path's up to float rounding (measured: boxes within 0.005 px, scores within
-        2.5e-4, same labels; BENCHMARKS.md).
+        folded into its conv (in training too), NMS over the best-scored candidates, mask
+        logits of the detected class only. Its detections equal the exact path's up to float
+        rounding (measured: boxes within 0.005 px, scores within 2.5e-4, same labels;
+        BENCHMARKS.md).
         """
         return self.roi_head.exact
 
