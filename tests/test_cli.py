@@ -164,6 +164,20 @@ def test_benchmark_reports_speed_and_memory_as_json(capsys):
     assert result["path"] == "fast" and result["reported_fps_v100"] is None
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("amp", [None, "fp16"])
+def test_benchmark_on_cuda_reports_allocated_memory(amp, capsys):
+    args = ["benchmark", "--model", "cascade_rcnn_r18w32_fpn_256", "--images", "2", "--size", "60x90",
+            "--device", "cuda", "--json", "--train", "--iterations", "1"] + (["--amp", amp] if amp else [])
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    inference, training = result["inference"], result["training"]
+    assert result["device"].startswith("cuda") and result["amp"] == amp
+    assert inference["images_per_s"] > 0 and training["s_per_iter"] > 0
+    # CUDA max_memory_allocated: at least the weights (5.7 M float32 parameters = 0.023 GB).
+    assert 0.01 < inference["peak_memory_gb"] < training["peak_memory_gb"] < 20
+
+
 def test_benchmark_prints_the_zoo_figures_beside_ours(tmp_path, capsys):
     folder = tmp_path / "photos"
     folder.mkdir()
