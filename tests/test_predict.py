@@ -174,6 +174,14 @@ def test_batch_size_below_one_is_a_clear_error(photo):
         tiny_model(False).predict(photo, batch_size=0)
 
 
+@pytest.mark.parametrize("max_per_image", [0, -1])
+def test_max_per_image_below_one_is_a_clear_error(photo, max_per_image):
+    # Slicing the NMS output with it would keep all but one detection on the exact path (-1)
+    # and none on the fast one.
+    with pytest.raises(ValueError, match="max_per_image must be at least 1"):
+        tiny_model(False).predict(photo, max_per_image=max_per_image)
+
+
 def test_no_detections_gives_empty_tensors(with_mask, photo):
     result = tiny_model(with_mask).predict(photo, score_thr=1.0)[0]
     assert len(result) == 0

@@ -8,7 +8,8 @@ bit), so the exact path keeps the two ops.
 
 Training with frozen statistics (``norm_eval``) folds too: the fold is recomputed each step
 inside the autograd graph, so the conv weight and BatchNorm's affine parameters get their
-gradients through it. At inference the folded weights are cached; ``ResNet.train()``/``eval()``
+gradients through it. Where nothing needs gradients (inference, frozen stages) the folded
+weights are cached; ``ResNet.train()``/``eval()``
 (which ``predict`` calls) and ``.to()`` drop the cache, and a changed version counter or storage
 of a parameter or buffer (an optimizer step, ``load_state_dict``) refreshes it.
 """
@@ -28,7 +29,9 @@ def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, fold: bool,
         out = bn(conv(x))
         out = out if residual is None else out + residual
         return out.relu_() if relu else out
-    weight, bias = _fold(conv, bn) if torch.is_grad_enabled() else _folded(conv, bn)
+    trains = torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                             for t in (conv.weight, conv.bias, bn.weight, bn.bias))
+    weight, bias = _fold(conv, bn) if trains else _folded(conv, bn)  # frozen stages: the cached fold
     out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     if residual is not None:
         out += residual

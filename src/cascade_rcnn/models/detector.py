@@ -103,7 +103,7 @@ class CascadeRCNN(nn.Module):
         anchors = self.rpn_head.anchors(features)
         losses = rpn_loss(logits, deltas, anchors, targets, image_sizes, self.rpn_sampler)
         proposals = self.proposals(logits, deltas, anchors, image_sizes, self.train_proposals)
-        features = [f.contiguous() for f in features]  # what RoIAlign reads (see detect_resized)
+        features = _roi_align_layout(features)
         losses.update(self.roi_head.loss(features, proposals, targets, image_sizes, tuple(batch.shape[-2:])))
         return losses
 
@@ -148,8 +148,7 @@ class CascadeRCNN(nn.Module):
         logits, deltas = self.rpn_head(features)
         proposals = self.proposals([level.float() for level in logits], [level.float() for level in deltas],
                                    self.rpn_head.anchors(features), image_sizes, self.test_proposals)
-        # RoIAlign reads contiguous maps (torchvision's kernel would copy a channels-last map per call).
-        features = [f.contiguous() for f in features]
+        features = _roi_align_layout(features)
         boxes, class_probs, image_index = self.roi_head.predict_boxes(features, proposals, image_sizes, stage)
         boxes, class_probs = boxes.float(), class_probs.float()
         outputs = []
@@ -179,6 +178,8 @@ class CascadeRCNN(nn.Module):
         """
         if amp is not None and amp not in AMP_DTYPES:
             raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)} or None, got {amp!r}")
+        if max_per_image is not None and max_per_image < 1:
+            raise ValueError(f"max_per_image must be at least 1, got {max_per_image}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         settings = replace(self.test_detections, **{k: v for k, v in dict(
@@ -196,6 +197,12 @@ class CascadeRCNN(nn.Module):
         finally:
             self.train(was_training)
         return results
+
+
+def _roi_align_layout(features: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The FPN maps made contiguous once: torchvision's RoIAlign kernel would copy a channels-last
+    map on every call (four per image at inference)."""
+    return [f.contiguous() for f in features]
 
 
 def batches_by_size(sizes: list[tuple[int, int]], batch_size: int) -> list[list[int]]:

@@ -41,23 +41,25 @@ def best_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Te
     """The first ``count`` indices of ``batched_nms``, found from the best-scored boxes only.
 
     Greedy NMS keeps or drops a box because of the higher-scored boxes of its group alone, so
-    NMS over the ``k`` best boxes decides their fate exactly as NMS over all of them; ``k`` grows
-    until ``count`` boxes survive (or all boxes are in). With 80 classes x 1000 boxes at a low
-    ``score_thr`` this is one NMS over ~1000 boxes instead of 80 over 1000 each. The groups are
-    shifted by the same offsets as in ``batched_nms``, so the IoUs are the same numbers; only
-    boxes with tied scores may come out in another order (the exact path keeps mmcv's).
+    NMS over the ``k`` best boxes decides their fate exactly as NMS over all of them; ``k``
+    starts at 10 x ``count`` and grows x4 until ``count`` boxes survive. With 80 classes x 1000
+    boxes at a low ``score_thr`` this is one NMS over ~1000 boxes instead of 80 over 1000 each.
+    When ``k`` would reach all boxes or mmcv's split size, ``batched_nms`` itself runs. The
+    groups are shifted by the same offsets as in ``batched_nms``, so the IoUs are the same
+    numbers; only where scores tie may another box of the tie be kept.
     """
     if boxes.numel() == 0 or count <= 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
     shifted = boxes + (groups.to(boxes) * (boxes.max() + 1))[:, None]
     order = scores.sort(descending=True).indices
     k = 10 * count
-    while True:
+    while k < order.shape[0] and k < SPLIT_THRESHOLD:
         best = order[:k]
         kept = best[nms(shifted[best], scores[best], iou_threshold)]
-        if kept.shape[0] >= count or k >= order.shape[0]:
+        if kept.shape[0] >= count:
             return kept[:count]
         k *= 4
+    return batched_nms(boxes, scores, groups, iou_threshold)[:count]
 
 
 def _nms_in_mmcv_order(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -74,7 +76,8 @@ def multiclass_nms(boxes: torch.Tensor, class_scores: torch.Tensor, score_thr: f
 
     boxes (K, 4) shared by all classes (class-agnostic regression), class_scores (K, C).
     Returns the box index (N,), class (N,) and score (N,) of each detection. ``exact=False``
-    finds the same detections from the best-scored candidates only (``best_batched_nms``).
+    finds them from the best-scored candidates only (``best_batched_nms``: the same detections
+    unless scores tie).
     """
     if torch.onnx.is_in_onnx_export():
         return _onnx_multiclass_nms(boxes, class_scores, score_thr, iou_threshold, max_detections)
