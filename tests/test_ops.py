@@ -13,6 +13,7 @@ from cascade_rcnn.models.conv_bn import conv_bn
 from cascade_rcnn.models.mask_head import MaskHead
 from cascade_rcnn.models.roi_features import MultiLevelRoIAlign, roi_levels, threaded_roi_align
 from cascade_rcnn.ops.box_coder import MAX_LOG_RATIO, BoxCoder
+from cascade_rcnn.ops.gathered_roi_align import gathered_multilevel_roi_align
 from cascade_rcnn.ops.nms import SPLIT_THRESHOLD, batched_nms, best_batched_nms
 from cascade_rcnn.ops.paste_masks import paste_masks
 from cascade_rcnn.ops.separable_roi_align import separable_roi_align
@@ -264,6 +265,51 @@ def test_multilevel_roi_align_is_torchvision_at_inference_and_separable_in_train
     rois[0, 1] = float("nan")  # a diverged run's RoI: no crash, the other RoIs unaffected
     with_nan = align(features, rois)
     torch.testing.assert_close(with_nan[1:], training[1:], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("output_size, image_size, channels_last", [(7, 256, True), (14, 256, False), (7, 96, True)])
+def test_gathered_roi_align_equals_torchvision(output_size, image_size, channels_last):
+    """The fast path's CPU RoIAlign (weighted gathers): torchvision's values up to float rounding
+    on every level, with empty, inverted, outside and huge RoIs (the huge one takes torchvision's
+    kernel), an image without RoIs, and a non-finite RoI (zeros, the others unaffected)."""
+    generator = torch.Generator().manual_seed(output_size + image_size)
+    strides = (4, 8, 16, 32)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    features = [torch.randn(4, 5, image_size // s, image_size // s + 2, generator=generator, dtype=torch.float64)
+                .contiguous(memory_format=layout) for s in strides]
+    rois = edge_case_rois(generator, 80, image_size).double()
+    # 9 x 9 samples per bin on P5, more than MAX_SAMPLES_PER_BIN: torchvision's kernel
+    huge = torch.tensor([[3.0, -1000.0, -1000.0, 1000.0, 1000.0]], dtype=torch.float64)
+    rois = torch.cat([rois, huge, torch.tensor([[0.0, float("nan"), 1.0, 5.0, 5.0]], dtype=torch.float64)])
+    levels = roi_levels(rois, 4)
+    actual = gathered_multilevel_roi_align(features, rois, levels, output_size, strides)
+    assert actual.shape == (rois.shape[0], 5, output_size, output_size)
+    assert actual.is_contiguous(memory_format=torch.channels_last)
+    assert len(set(levels[:-1].tolist())) > 1
+    for i, level in enumerate(levels[:-1].tolist()):
+        expected = torchvision.ops.roi_align(features[level], rois[i:i + 1], output_size, 1 / strides[level],
+                                             sampling_ratio=0, aligned=True)
+        torch.testing.assert_close(actual[i:i + 1], expected, rtol=1e-10, atol=1e-10)
+    assert torch.equal(actual[-1], torch.zeros_like(actual[-1]))
+
+
+def test_fast_path_roi_align_gathers_at_inference_only():
+    generator = torch.Generator().manual_seed(2)
+    features = [torch.randn(2, 4, 64 // s, 64 // s, generator=generator, requires_grad=True) for s in (1, 2, 4, 8)]
+    rois = edge_case_rois(generator, 30, 256)
+    rois[:, 0] = rois[:, 0].clamp(max=1)
+    align = MultiLevelRoIAlign(7)
+    with torch.no_grad():
+        exact = align(features, rois)
+        align.gathered = True
+        gathered = align(features, rois)
+    assert gathered.is_contiguous(memory_format=torch.channels_last) and not exact.is_contiguous(
+        memory_format=torch.channels_last)
+    torch.testing.assert_close(gathered, exact, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(gathered, exact)  # another summation order: it really took the other path
+    training = align(features, rois)  # with gradients: never the gathers
+    assert training.grad_fn is not None
+    torch.testing.assert_close(training, exact, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])

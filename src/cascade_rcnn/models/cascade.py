@@ -72,8 +72,17 @@ class CascadeRoIHead(nn.Module):
         self.mask_roi_align = MultiLevelRoIAlign(14)
         self.mask_head = nn.ModuleList(MaskHead(num_classes, channels, mask_channels or channels)
                                        for _ in stage_stds) if with_mask else None
-        # False: inference computes only each detection's class of mask logits (float-noise equal).
         self.exact = False
+
+    @property
+    def exact(self) -> bool:
+        """False: inference computes only each detection's class of mask logits and gathers RoI
+        features on the CPU with ``gathered_multilevel_roi_align`` (float-noise equal)."""
+        return not self.box_roi_align.gathered
+
+    @exact.setter
+    def exact(self, exact: bool) -> None:
+        self.box_roi_align.gathered = self.mask_roi_align.gathered = not exact
 
     @property
     def with_mask(self) -> bool:

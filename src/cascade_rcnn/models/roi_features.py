@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torchvision.ops import roi_align
 
+from ..ops.gathered_roi_align import gathered_multilevel_roi_align
 from ..ops.separable_roi_align import SEPARABLE_MAX_PIXELS, separable_roi_align
 
 # A 224 px RoI reads P4 (canonical ImageNet size); MMDetection states it as finest_scale=56 on P2.
@@ -29,19 +30,24 @@ class MultiLevelRoIAlign(nn.Module):
     torchvision's ``roi_align`` with ``sampling_ratio=0`` (adaptive) and ``aligned=True`` equals
     mmcv's RoIAlign bit for bit (spec §2.6). When training on the CPU, small levels use
     ``separable_roi_align`` instead: the same sampling up to float rounding, with a backward
-    several times faster than torchvision's single-threaded one.
+    several times faster than torchvision's single-threaded one. With ``gathered`` (the fast
+    path), CPU inference uses ``gathered_multilevel_roi_align``: the same sampling up to float
+    rounding, as multi-threaded weighted gathers from the channels-last maps.
     """
 
     def __init__(self, output_size: int, strides: tuple[int, ...] = (4, 8, 16, 32)):
         super().__init__()
         self.output_size = output_size
         self.strides = strides
+        self.gathered = False
 
     def forward(self, features: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
         features = features[:len(self.strides)]
         levels = roi_levels(rois, len(self.strides))
         if torch.onnx.is_in_onnx_export():  # the graph must not depend on RoI counts
             return exported_multilevel_roi_align(features, rois, levels, self.output_size, self.strides)
+        if self.gathered and features[0].device.type == "cpu" and not torch.is_grad_enabled():
+            return gathered_multilevel_roi_align(features, rois, levels, self.output_size, self.strides)
         out = features[0].new_zeros(
             (rois.shape[0], features[0].shape[1], self.output_size, self.output_size))
         if rois.shape[0] == 0:

@@ -18,26 +18,26 @@ import torch
 SEPARABLE_MAX_PIXELS = 100 * 100  # feature maps up to this size use the separable form in training
 
 
-def axis_weights(start: torch.Tensor, length: torch.Tensor, bins: int, extent: int) -> torch.Tensor:
-    """(K, bins, extent) averaged sampling weights along one axis.
+def axis_samples(start: torch.Tensor, length: torch.Tensor, bins: int, extent: int, grid_size: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """torchvision's bilinear samples along one axis: (low index, high index, low weight, high
+    weight), each (K, bins, grid_size), for sample i of bin p of RoI k.
 
     start, length: (K,) RoI start and length on this axis in feature pixels (aligned, i.e.
-    already shifted by -0.5). Each bin takes ceil(length / bins) samples, as torchvision does.
+    already shifted by -0.5). Each bin takes ceil(length / bins) samples, as torchvision does;
+    samples past a RoI's own count (``grid_size`` is the largest) and samples outside the map
+    by more than a pixel get zero weights. Weights are divided by the RoI's sample count, so
+    summing over samples averages them.
     """
-    num_rois = start.shape[0]
-    weights = start.new_zeros(num_rois, bins, extent)
+    grid = samples_per_bin(length, bins).to(start.dtype)[:, None, None]
     bin_size = length / bins
-    grid = torch.ceil(length / bins).clamp(min=0)  # samples per bin, per RoI
-    max_grid = int(grid.max()) if num_rois else 0
-    if max_grid == 0:
-        return weights
     bin_index = torch.arange(bins, dtype=start.dtype, device=start.device)[None, :, None]
-    sample = torch.arange(max_grid, dtype=start.dtype, device=start.device)[None, None, :]
-    bin_size, grid3 = bin_size[:, None, None], grid[:, None, None]
-    samples = grid3.clamp(min=1)  # divisor; RoIs with no samples get zero weights through `valid`
+    sample = torch.arange(grid_size, dtype=start.dtype, device=start.device)[None, None, :]
+    bin_size = bin_size[:, None, None]
+    samples = grid.clamp(min=1)  # divisor; RoIs with no samples get zero weights through `valid`
     # torchvision's sample position: start + p * bin + (i + 0.5) * bin / grid
     coords = start[:, None, None] + bin_index * bin_size + (sample + 0.5) * bin_size / samples
-    valid = (sample < grid3) & (coords >= -1.0) & (coords <= extent)  # outside by > 1 px: zero
+    valid = (sample < grid) & (coords >= -1.0) & (coords <= extent)  # outside by > 1 px: zero
     coords = coords.clamp(min=0)
     low = coords.floor()
     at_edge = low >= extent - 1  # the last row/column: no interpolation
@@ -46,8 +46,24 @@ def axis_weights(start: torch.Tensor, length: torch.Tensor, bins: int, extent: i
     scale = valid / samples
     low_index = low.long()
     high_index = torch.where(at_edge, low_index, low_index + 1)
-    weights.scatter_add_(2, low_index, (1 - high_weight) * scale)
-    weights.scatter_add_(2, high_index, high_weight * scale)
+    return low_index, high_index, (1 - high_weight) * scale, high_weight * scale
+
+
+def samples_per_bin(length: torch.Tensor, bins: int) -> torch.Tensor:
+    """(K,) long: how many samples each bin of each RoI takes along an axis (ceil(length / bins))."""
+    return torch.ceil(length / bins).clamp(min=0).long()
+
+
+def axis_weights(start: torch.Tensor, length: torch.Tensor, bins: int, extent: int) -> torch.Tensor:
+    """(K, bins, extent) averaged sampling weights along one axis (``axis_samples`` scattered
+    onto the axis)."""
+    weights = start.new_zeros(start.shape[0], bins, extent)
+    max_grid = int(samples_per_bin(length, bins).max()) if start.shape[0] else 0
+    if max_grid == 0:
+        return weights
+    low_index, high_index, low_weight, high_weight = axis_samples(start, length, bins, extent, max_grid)
+    weights.scatter_add_(2, low_index, low_weight)
+    weights.scatter_add_(2, high_index, high_weight)
     return weights
 
 
