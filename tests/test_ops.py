@@ -245,11 +245,17 @@ def test_separable_roi_align_computes_in_float32_under_bf16_autocast():
     torch.testing.assert_close(actual.float(), exact.bfloat16().float(), rtol=0.01, atol=1e-6)  # one bf16 step
 
 
-def test_multilevel_roi_align_is_torchvision_at_inference_and_separable_in_training():
-    generator = torch.Generator().manual_seed(1)
+def pyramid_case(seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """P2..P5 of two 64x64 images (requiring gradients) and edge-case RoIs on both images."""
+    generator = torch.Generator().manual_seed(seed)
     features = [torch.randn(2, 4, 64 // s, 64 // s, generator=generator, requires_grad=True) for s in (1, 2, 4, 8)]
     rois = edge_case_rois(generator, 30, 256)
     rois[:, 0] = rois[:, 0].clamp(max=1)
+    return features, rois
+
+
+def test_multilevel_roi_align_is_torchvision_at_inference_and_separable_in_training():
+    features, rois = pyramid_case(1)
     align = MultiLevelRoIAlign(7)
     with torch.no_grad():
         inference = align(features, rois)
@@ -294,10 +300,7 @@ def test_gathered_roi_align_equals_torchvision(output_size, image_size, channels
 
 
 def test_fast_path_roi_align_gathers_at_inference_only():
-    generator = torch.Generator().manual_seed(2)
-    features = [torch.randn(2, 4, 64 // s, 64 // s, generator=generator, requires_grad=True) for s in (1, 2, 4, 8)]
-    rois = edge_case_rois(generator, 30, 256)
-    rois[:, 0] = rois[:, 0].clamp(max=1)
+    features, rois = pyramid_case(2)
     align = MultiLevelRoIAlign(7)
     with torch.no_grad():
         exact = align(features, rois)
