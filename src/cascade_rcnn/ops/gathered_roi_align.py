@@ -28,7 +28,8 @@ def gathered_multilevel_roi_align(features: list[torch.Tensor], rois: torch.Tens
                                   output_size: int, strides: tuple[int, ...]) -> torch.Tensor:
     """(K, 5) RoIs (image index, x1, y1, x2, y2) and their (K,) pyramid levels -> (K, C, P, P)
     features, a channels-last tensor (what the mask convs want; ``flatten`` copies it for the box
-    head). RoIs with non-finite coordinates or no samples give zeros. No gradients."""
+    head), in the maps' dtype (sampled in float32 at least). RoIs with non-finite coordinates or no
+    samples give zeros. No gradients."""
     channels = features[0].shape[1]
     dtype = torch.promote_types(features[0].dtype, torch.float32)  # half maps (autocast) sample in float32
     out = features[0].new_empty(rois.shape[0], output_size, output_size, channels, dtype=dtype)
@@ -39,7 +40,7 @@ def gathered_multilevel_roi_align(features: list[torch.Tensor], rois: torch.Tens
         index = torch.nonzero((levels == level) & finite).squeeze(1)
         if index.numel():
             _align_level(feature.to(dtype), rois[index].to(dtype), index, 1.0 / stride, out)
-    return out.permute(0, 3, 1, 2)
+    return out.permute(0, 3, 1, 2).to(features[0].dtype)
 
 
 def _align_level(feature: torch.Tensor, rois: torch.Tensor, rows: torch.Tensor, scale: float,
@@ -55,7 +56,7 @@ def _align_level(feature: torch.Tensor, rois: torch.Tensor, rows: torch.Tensor, 
     for group in torch.unique(group_of).tolist():
         members = torch.nonzero(group_of == group).squeeze(1)
         gy, gx = int(grid_y[members[0]]), int(grid_x[members[0]])
-        if gy == 0 or gx == 0:  # an empty RoI: no samples, zeros (as torchvision)
+        if gy <= 0 or gx <= 0:  # an empty RoI: no samples, zeros (as torchvision)
             out.index_fill_(0, rows[members], 0)
             continue
         if gy * gx > MAX_SAMPLES_PER_BIN:
