@@ -9,9 +9,9 @@ bit), so the exact path keeps the two ops.
 Training with frozen statistics (``norm_eval``) folds too: the fold is recomputed each step
 inside the autograd graph, so the conv weight and BatchNorm's affine parameters get their
 gradients through it. Where nothing needs gradients (inference, frozen stages) the folded
-weights are cached; ``ResNet.train()``/``eval()``
-(which ``predict`` calls) and ``.to()`` drop the cache, and a changed version counter or storage
-of a parameter or buffer (an optimizer step, ``load_state_dict``) refreshes it.
+weights are cached; ``ResNet.train()``/``eval()`` (which ``predict`` calls) and ``.to()`` drop
+the cache, and a changed version counter or storage of a parameter or buffer (an optimizer
+step, ``load_state_dict``) refreshes it.
 """
 from __future__ import annotations
 

@@ -56,9 +56,9 @@ class CascadeRCNN(nn.Module):
 
         False (the default): the fast path - channels-last activations, each frozen BatchNorm
         folded into its conv (in training too), RoIAlign as weighted gathers on the CPU, NMS
-        over the best-scored candidates, mask logits of the detected class only. Its detections equal the exact path's up to float
-        rounding (measured: boxes within 0.005 px, scores within 2.5e-4, same labels;
-        BENCHMARKS.md).
+        over the best-scored candidates, mask logits of the detected class only. Its
+        detections equal the exact path's up to float rounding (measured: boxes within
+        0.005 px, scores within 2.5e-4, same labels; BENCHMARKS.md).
         """
         return self.roi_head.exact
 
@@ -103,7 +103,7 @@ class CascadeRCNN(nn.Module):
         anchors = self.rpn_head.anchors(features)
         losses = rpn_loss(logits, deltas, anchors, targets, image_sizes, self.rpn_sampler)
         proposals = self.proposals(logits, deltas, anchors, image_sizes, self.train_proposals)
-        features = _roi_align_layout(features)
+        features = self.roi_head.box_roi_align.readable(features)
         losses.update(self.roi_head.loss(features, proposals, targets, image_sizes, tuple(batch.shape[-2:])))
         return losses
 
@@ -148,8 +148,7 @@ class CascadeRCNN(nn.Module):
         logits, deltas = self.rpn_head(features)
         proposals = self.proposals([level.float() for level in logits], [level.float() for level in deltas],
                                    self.rpn_head.anchors(features), image_sizes, self.test_proposals)
-        if self.exact or batch.device.type != "cpu":  # the fast path's CPU RoIAlign gathers from channels-last maps
-            features = _roi_align_layout(features)
+        features = self.roi_head.box_roi_align.readable(features)
         boxes, class_probs, image_index = self.roi_head.predict_boxes(features, proposals, image_sizes, stage)
         boxes, class_probs = boxes.float(), class_probs.float()
         outputs = []
@@ -198,12 +197,6 @@ class CascadeRCNN(nn.Module):
         finally:
             self.train(was_training)
         return results
-
-
-def _roi_align_layout(features: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The FPN maps made contiguous once: torchvision's RoIAlign kernel would copy a channels-last
-    map on every call (four per image at inference)."""
-    return [f.contiguous() for f in features]
 
 
 def batches_by_size(sizes: list[tuple[int, int]], batch_size: int) -> list[list[int]]:

@@ -41,12 +41,21 @@ class MultiLevelRoIAlign(nn.Module):
         self.strides = strides
         self.gathered = False
 
+    def readable(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The maps in the layout this module reads, converted once per image batch rather than
+        on every call: as they are for the gathers (channels-last is free), contiguous for
+        torchvision's kernel (it would copy a channels-last map on each of its calls)."""
+        return features if self._gathers(features) else [f.contiguous() for f in features]
+
+    def _gathers(self, features: list[torch.Tensor]) -> bool:
+        return self.gathered and features[0].device.type == "cpu" and not torch.is_grad_enabled()
+
     def forward(self, features: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
         features = features[:len(self.strides)]
         levels = roi_levels(rois, len(self.strides))
         if torch.onnx.is_in_onnx_export():  # the graph must not depend on RoI counts
             return exported_multilevel_roi_align(features, rois, levels, self.output_size, self.strides)
-        if self.gathered and features[0].device.type == "cpu" and not torch.is_grad_enabled():
+        if self._gathers(features):
             return gathered_multilevel_roi_align(features, rois, levels, self.output_size, self.strides)
         out = features[0].new_zeros(
             (rois.shape[0], features[0].shape[1], self.output_size, self.output_size))

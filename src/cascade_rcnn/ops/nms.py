@@ -20,12 +20,10 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
     if torch.onnx.is_in_onnx_export():  # one NonMaxSuppression node, whatever the box count
         # Boxes are clipped to the image (>= 0): a 0 appended keeps the maximum and allows none.
         largest = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
-        shifted = boxes + (groups.to(boxes) * (largest + 1))[:, None]
-        return _nms_in_mmcv_order(shifted, scores, iou_threshold)
+        return _nms_in_mmcv_order(_shifted_apart(boxes, groups, largest), scores, iou_threshold)
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
-    offsets = groups.to(boxes) * (boxes.max() + 1)
-    shifted = boxes + offsets[:, None]
+    shifted = _shifted_apart(boxes, groups, boxes.max())
     if boxes.shape[0] < SPLIT_THRESHOLD:
         return _nms_in_mmcv_order(shifted, scores, iou_threshold)
     keep_mask = torch.zeros_like(scores, dtype=torch.bool)
@@ -50,7 +48,7 @@ def best_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Te
     """
     if boxes.numel() == 0 or count <= 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
-    shifted = boxes + (groups.to(boxes) * (boxes.max() + 1))[:, None]
+    shifted = _shifted_apart(boxes, groups, boxes.max())
     order = scores.sort(descending=True).indices
     k = 10 * count
     while k < order.shape[0] and k < SPLIT_THRESHOLD:
@@ -60,6 +58,12 @@ def best_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Te
             return kept[:count]
         k *= 4
     return batched_nms(boxes, scores, groups, iou_threshold)[:count]
+
+
+def _shifted_apart(boxes: torch.Tensor, groups: torch.Tensor, largest: torch.Tensor) -> torch.Tensor:
+    """(N, 4) boxes moved by ``group * (largest coordinate + 1)``: boxes of different groups never
+    overlap, so one NMS over all of them suppresses within groups only (mmcv's trick)."""
+    return boxes + (groups.to(boxes) * (largest + 1))[:, None]
 
 
 def _nms_in_mmcv_order(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
