@@ -15,8 +15,8 @@ from dataclasses import asdict
 import torch
 
 import cascade_rcnn
-from cascade_rcnn.results import agreement
-from cascade_rcnn.synthetic import drawn_scene, spread_random_weights
+from cascade_rcnn.benchmarking.agreement import agreement
+from cascade_rcnn.benchmarking.synthetic import drawn_scene, spread_random_weights
 
 MODELS = ("cascade_rcnn_r50_fpn_1x_coco", "cascade_mask_rcnn_r50_fpn_1x_coco", "cascade_rcnn_r50_caffe_fpn_1x_coco",
           "cascade_mask_rcnn_x101_32x4d_fpn_1x_coco")

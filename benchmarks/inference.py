@@ -18,9 +18,9 @@ import torch
 import torchvision
 
 import cascade_rcnn
+from cascade_rcnn.benchmarking.benchmark import Timing, peak_memory_gb, time_calls
+from cascade_rcnn.benchmarking.synthetic import drawn_scene, spread_random_weights
 from cascade_rcnn.data.images import read_image
-from cascade_rcnn.engine.benchmark import Timing, peak_memory_gb, time_calls
-from cascade_rcnn.synthetic import drawn_scene, spread_random_weights
 
 MODELS = ("cascade_rcnn_r50_fpn_1x_coco", "cascade_mask_rcnn_r50_fpn_1x_coco")
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 import cascade_rcnn
-from cascade_rcnn.engine.benchmark import time_calls
-from cascade_rcnn.results import agreement
-from cascade_rcnn.synthetic import drawn_scene, spread_random_weights
+from cascade_rcnn.benchmarking.agreement import agreement
+from cascade_rcnn.benchmarking.benchmark import time_calls
+from cascade_rcnn.benchmarking.synthetic import drawn_scene, spread_random_weights
 
 MODELS = ("cascade_rcnn_r50_fpn_1x_coco", "cascade_mask_rcnn_r50_fpn_1x_coco")
 

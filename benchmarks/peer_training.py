@@ -28,8 +28,9 @@ from cascade_rcnn.engine.evaluate import evaluate_coco
 from cascade_rcnn.engine.schedule import LRSchedule
 from cascade_rcnn.engine.train import OPTIMIZERS
 from cascade_rcnn.engine.validate import predict_dataset
-from cascade_rcnn.models.detector import CascadeRCNN
-from cascade_rcnn.zoo import get_config
+from cascade_rcnn.inference.predictor import CascadeRCNN
+from cascade_rcnn.ops.compute_path import FAST
+from cascade_rcnn.weights.zoo import get_config
 
 
 class PyramidBackbone(nn.Module):
@@ -41,7 +42,7 @@ class PyramidBackbone(nn.Module):
         self.out_channels = model.config.fpn_channels
 
     def forward(self, images: torch.Tensor) -> OrderedDict:
-        return OrderedDict((str(i), level) for i, level in enumerate(self.neck(self.backbone(images))))
+        return OrderedDict((str(i), level) for i, level in enumerate(self.neck(self.backbone(images, FAST))))
 
 
 def torchvision_peer(ours: CascadeRCNN) -> FasterRCNN:

@@ -29,7 +29,6 @@ from cascade_rcnn import CascadeRCNN, get_config
 from cascade_rcnn.engine.predict import predict_files
 
 
-
 def resident_mb() -> float:
     """This process's resident memory in MB (Linux /proc)."""
     for line in Path("/proc/self/status").read_text().splitlines():

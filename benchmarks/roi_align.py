@@ -11,8 +11,8 @@ import json
 import torch
 import torchvision
 
+from cascade_rcnn.benchmarking.benchmark import time_calls
 from cascade_rcnn.ops.separable_roi_align import separable_roi_align
-from cascade_rcnn.engine.benchmark import time_calls
 
 # (name, feature map side, RoIs, output size): the demo's P2 (256 px images), and larger maps.
 CASES = [("box head, 64x64 map (demo P2)", 64, 256, 7), ("mask head, 64x64 map (demo P2)", 64, 64, 14),

@@ -18,10 +18,15 @@ import torch
 
 from cascade_rcnn.api import build_model
 from cascade_rcnn.data.coco import CocoDataset
-from cascade_rcnn.engine.demo import DEMO_MODEL, DemoSettings, demo_train_config, generate_demo_data
+from cascade_rcnn.engine.demo import (
+    DEMO_MODEL,
+    DemoSettings,
+    demo_train_config,
+    generate_demo_data,
+)
 from cascade_rcnn.engine.train import train
 from cascade_rcnn.engine.validate import evaluate_dataset
-from cascade_rcnn.zoo import get_config
+from cascade_rcnn.weights.zoo import get_config
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ import torch
 import torchvision
 
 import cascade_rcnn
+from cascade_rcnn.benchmarking.benchmark import synthetic_targets, time_calls
 from cascade_rcnn.data.transforms import pad_batch
-from cascade_rcnn.engine.benchmark import synthetic_targets, time_calls
 
 HEIGHT, WIDTH = 800, 1333
 
@@ -53,7 +53,7 @@ def main() -> None:
     batch = pad_batch([(image * 255 - mean) / std for image in images]).to(args.device)
 
     def our_step() -> None:
-        losses = model(batch, gts, [(HEIGHT, WIDTH)] * 2)
+        losses = model(batch, gts, torch.tensor([(HEIGHT, WIDTH)] * 2))
         loss = sum(v for k, v in losses.items() if not k.endswith("_acc"))
         optimizer.zero_grad()
         loss.backward()

@@ -7,23 +7,25 @@ import hashlib
 import pytest
 import torch
 import torchvision
+from conftest import tiny_config
 from torchvision.models.resnet import Bottleneck
 from torchvision.models.resnet import ResNet as TorchvisionResNet
 
 import cascade_rcnn
-from cascade_rcnn import checkpoint
-from cascade_rcnn.backbone_weights import backbone_weights_source, load_backbone_weights
-from cascade_rcnn.checkpoint import CheckpointError
 from cascade_rcnn.cli import main
 from cascade_rcnn.data.shapes import generate_shapes
 from cascade_rcnn.engine.train import TrainConfig, train
-from cascade_rcnn.models.backbone import BackboneConfig, ResNet
+from cascade_rcnn.models.backbones.resnet import ResNet, ResNetConfig
+from cascade_rcnn.weights import checkpoint
+from cascade_rcnn.weights.backbone_weights import (
+    backbone_weights_source,
+    load_backbone_weights,
+)
+from cascade_rcnn.weights.checkpoint import CheckpointError
 
-from conftest import tiny_config
-
-SMALL_R50 = BackboneConfig(depth=50, base_channels=8)
-SMALL_R50_CAFFE = BackboneConfig(depth=50, base_channels=8, style="caffe", train_bn_affine=False)
-SMALL_X50 = BackboneConfig(depth=50, base_channels=8, groups=2, width_per_group=8)  # ResNeXt, 2 groups
+SMALL_R50 = ResNetConfig(depth=50, base_channels=8)
+SMALL_R50_CAFFE = ResNetConfig(depth=50, base_channels=8, style="caffe", train_bn_affine=False)
+SMALL_X50 = ResNetConfig(depth=50, base_channels=8, groups=2, width_per_group=8)  # ResNeXt, 2 groups
 
 
 def seeded(state: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch.Tensor]:
@@ -46,13 +48,13 @@ def classifier(width: int, seed: int = 1) -> dict[str, torch.Tensor]:
     return {"fc.weight": torch.randn(1000, width, generator=generator), "fc.bias": torch.randn(1000, generator=generator)}
 
 
-def torchvision_layout(config: BackboneConfig) -> dict:
+def torchvision_layout(config: ResNetConfig) -> dict:
     """A bare state dict with the classifier (download.pytorch.org/models/resnet*.pth)."""
     state = seeded(ResNet(config).state_dict())
     return {**state, **classifier(config.out_channels[-1])}
 
 
-def caffe_msra_layout(config: BackboneConfig) -> dict:
+def caffe_msra_layout(config: ResNetConfig) -> dict:
     """detectron2pytorch.py's output: wrapped in state_dict, frozen-affine BatchNorms (running
     mean 0, var 1), no num_batches_tracked, MSRA's stem bias, no classifier."""
     state = {k: v for k, v in seeded(ResNet(config).state_dict()).items() if not k.endswith("num_batches_tracked")}
@@ -65,7 +67,7 @@ def caffe_msra_layout(config: BackboneConfig) -> dict:
     return {"state_dict": state}
 
 
-def openmmlab_resnext_layout(config: BackboneConfig) -> dict:
+def openmmlab_resnext_layout(config: ResNetConfig) -> dict:
     """A data-parallel training checkpoint: state_dict, keys prefixed with module., classifier."""
     state = {**seeded(ResNet(config).state_dict()), **classifier(config.out_channels[-1])}
     return {"state_dict": {f"module.{k}": v for k, v in state.items()}, "meta": {"epoch": 100}}
@@ -177,13 +179,13 @@ def test_r50_weights_for_an_r101_are_refused_by_name(tmp_path):
     path = tmp_path / "resnet50.pth"
     torch.save(torchvision_layout(SMALL_R50), path)
     with pytest.raises(CheckpointError, match=rf"{path}: not ImageNet weights of a R-101 .* missing \(e.g. layer3\.6\."):
-        load_backbone_weights(ResNet(BackboneConfig(depth=101, base_channels=8)), path)
+        load_backbone_weights(ResNet(ResNetConfig(depth=101, base_channels=8)), path)
 
 
 def test_another_resnext_width_is_a_shape_error(tmp_path):
     path = tmp_path / "x_2x8d.pth"
     torch.save(openmmlab_resnext_layout(SMALL_X50), path)
-    other = BackboneConfig(depth=50, base_channels=8, groups=4, width_per_group=8)
+    other = ResNetConfig(depth=50, base_channels=8, groups=4, width_per_group=8)
     with pytest.raises(CheckpointError, match=rf"{path}: \d+ tensors have other shapes than a X-50 4x8d"):
         load_backbone_weights(ResNet(other), path)
 
@@ -256,7 +258,7 @@ def imagenet_config(url: str | None) -> cascade_rcnn.ModelConfig:
     """A tiny box-only model whose backbone, like the zoo's, has ImageNet weights at ``url`` and
     freezes the stem and layer1 with fixed BatchNorm statistics."""
     return cascade_rcnn.ModelConfig(
-        name="tiny_imagenet", with_mask=False, backbone=BackboneConfig(depth=18, base_channels=8, imagenet_url=url),
+        name="tiny_imagenet", with_mask=False, backbone=ResNetConfig(depth=18, base_channels=8, imagenet_url=url),
         fpn_channels=16, fc_channels=32, image_scale=(64, 64), anchor_scale=2.0, train_proposals=100,
         rois_per_image=32)
 
@@ -269,7 +271,7 @@ def run_once(shapes, out, **changes) -> TrainConfig:
 
 def test_training_without_weights_starts_from_the_imagenet_backbone(tiny_shapes, tmp_path, capsys):
     file = tmp_path / "imagenet-00000000.pth"
-    state = torchvision_layout(BackboneConfig(depth=18, base_channels=8))
+    state = torchvision_layout(ResNetConfig(depth=18, base_channels=8))
     torch.save(state, file)
     train(imagenet_config(str(file)), run_once(tiny_shapes, tmp_path / "run"))
     assert f"backbone initialised from {file}: " in capsys.readouterr().out

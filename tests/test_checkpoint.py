@@ -7,11 +7,17 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import (
+    assert_detections_equal,
+    load_key_shapes,
+    make_confident,
+    tiny_config,
+    tiny_model,
+)
 
 import cascade_rcnn
-from cascade_rcnn import checkpoint
-from cascade_rcnn.coco_classes import COCO_CLASSES
-from conftest import assert_detections_equal, load_key_shapes, make_confident, tiny_config, tiny_model
+from cascade_rcnn.models.coco_classes import COCO_CLASSES
+from cascade_rcnn.weights import checkpoint
 
 MMDET_META = {"mmdet_version": "2.0.0", "CLASSES": ("a", "b", "c")}
 
@@ -150,7 +156,7 @@ def test_box_only_vs_mask_checkpoint(tmp_path, source_mask, target_mask, word):
 
 
 def test_deeper_backbone_checkpoint_gives_unexpected_keys(tmp_path):
-    deeper = tiny_model(backbone=cascade_rcnn.BackboneConfig(depth=34, base_channels=8))
+    deeper = tiny_model(backbone=cascade_rcnn.ResNetConfig(depth=34, base_channels=8))
     path = save_mmdet(tmp_path / "r34.pth", deeper.state_dict())
     message = expect_error(path, "unexpected", config=tiny_config())
     assert "0 missing" in message

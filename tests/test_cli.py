@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import cascade_rcnn
-from cascade_rcnn import checkpoint
 from cascade_rcnn.cli import main
 from cascade_rcnn.data.shapes import SHAPE_CLASSES, generate_shapes
 from cascade_rcnn.engine.evaluate import METRIC_NAMES, PER_IOU
+from cascade_rcnn.weights import checkpoint
 
 SMALL = "cascade_mask_rcnn_r18w32_fpn_256"
 

@@ -9,7 +9,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from cascade_rcnn.data.coco import CocoDataset, DatasetError
-from cascade_rcnn.visualize import draw_ground_truth
+from cascade_rcnn.outputs.visualize import draw_ground_truth
 
 H, W = 40, 50
 LABELME_COCO = Path("/usr/share/doc/labelme-examples/examples/instance_segmentation/data_dataset_coco")

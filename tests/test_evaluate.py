@@ -10,8 +10,15 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from cascade_rcnn.engine.evaluate import (METRIC_NAMES, PER_IOU, ap_at_iou, evaluate_coco,
-                                          format_stage_table, format_table, write_metrics)
+from cascade_rcnn.engine.evaluate import (
+    METRIC_NAMES,
+    PER_IOU,
+    ap_at_iou,
+    evaluate_coco,
+    format_stage_table,
+    format_table,
+    write_metrics,
+)
 
 ALL_METRICS = (*METRIC_NAMES, *PER_IOU[1:])
 AP_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", *PER_IOU)

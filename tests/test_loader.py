@@ -6,7 +6,11 @@ import random
 
 import pytest
 
-from cascade_rcnn.data.loader import batches_per_epoch, epoch_order, group_by_orientation
+from cascade_rcnn.data.loader import (
+    batches_per_epoch,
+    epoch_order,
+    group_by_orientation,
+)
 
 
 @pytest.mark.parametrize("num_items, batch_size", [(1, 2), (10, 2), (37, 4), (64, 8)])

@@ -5,13 +5,12 @@ import math
 
 import pytest
 import torch
+from conftest import tiny_model
 
 from cascade_rcnn.models.cascade import crop_mask_targets
-from cascade_rcnn.models.detector import AMP_DTYPES
 from cascade_rcnn.models.rpn import rpn_loss
 from cascade_rcnn.ops.assign_sample import SamplerSettings
-
-from conftest import tiny_model
+from cascade_rcnn.ops.compute_path import AMP_DTYPES
 
 
 def test_rpn_normaliser_counts_max_pos_1_plus_max_neg_1_per_image():
@@ -66,7 +65,7 @@ def golden_batch() -> tuple[torch.Tensor, list[dict], list[tuple[int, int]]]:
              "labels": torch.tensor([0, 2]), "masks": masks, "crowd_boxes": torch.zeros(0, 4)}
     second = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
               "masks": torch.zeros(0, 48, 80, dtype=torch.uint8), "crowd_boxes": torch.zeros(0, 4)}
-    return images, [first, second], [(60, 90), (48, 80)]
+    return images, [first, second], torch.tensor([(60, 90), (48, 80)])
 
 
 # The tiny model's losses on golden_batch() with torch.manual_seed(0) before the forward pass

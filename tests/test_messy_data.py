@@ -10,14 +10,14 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from test_train import TRAIN_SIZE, run_config, train_config
 
-from cascade_rcnn import checkpoint
 from cascade_rcnn.data.coco import CocoDataset, DatasetError
 from cascade_rcnn.data.images import image_file_size, read_image
 from cascade_rcnn.data.report import DEFECTS
 from cascade_rcnn.data.shapes import generate_shapes
 from cascade_rcnn.engine.train import TooManyFailedImages, train
-from test_train import TRAIN_SIZE, run_config, train_config
+from cascade_rcnn.weights import checkpoint
 
 SIZE = 64
 BROKEN_FILES = ("gone.png", "corrupt.png", "wrong_size.png")

@@ -8,12 +8,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_CLASSES, tiny_model
 
 import cascade_rcnn
+from cascade_rcnn.benchmarking.agreement import agreement
+from cascade_rcnn.benchmarking.synthetic import drawn_scene, spread_random_weights
 from cascade_rcnn.cli import main
-from cascade_rcnn.results import agreement
-from cascade_rcnn.synthetic import drawn_scene, spread_random_weights
-from conftest import TINY_CLASSES, tiny_model
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

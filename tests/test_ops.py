@@ -1,23 +1,26 @@
-"""Box coding, NMS, anchors, RoI level mapping, RoIAlign and mask pasting (spec §2.4-2.10)."""
+"""Box coding, NMS, anchors, RoI level mapping, RoIAlign (and its kernel choice) and mask pasting."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 import torchvision
+from conftest import tiny_model
 
 import cascade_rcnn
 from cascade_rcnn.models.anchors import base_anchors, grid_anchors
-from cascade_rcnn.models.conv_bn import conv_bn
-from cascade_rcnn.models.mask_head import MaskHead
-from cascade_rcnn.models.roi_features import MultiLevelRoIAlign, roi_levels, threaded_roi_align
+from cascade_rcnn.models.backbones.conv_bn import conv_bn
+from cascade_rcnn.models.heads.mask_head import MaskHead
 from cascade_rcnn.ops.box_coder import MAX_LOG_RATIO, BoxCoder
 from cascade_rcnn.ops.gathered_roi_align import gathered_multilevel_roi_align
 from cascade_rcnn.ops.nms import SPLIT_THRESHOLD, batched_nms, best_batched_nms
 from cascade_rcnn.ops.paste_masks import paste_masks
+from cascade_rcnn.ops.compute_path import EXACT, FAST
+from cascade_rcnn.ops.roi_align import Kernel, MultiLevelRoIAlign, roi_align_kernel, roi_levels
 from cascade_rcnn.ops.separable_roi_align import separable_roi_align
-from conftest import tiny_model
+from cascade_rcnn.ops.threaded_roi_align import threaded_roi_align
 
 # MMDetection's per-stage stds, as the zoo configs hold them.
 STAGE_STDS = cascade_rcnn.get_config("cascade_rcnn_r50_fpn_1x_coco").stage_stds
@@ -51,7 +54,7 @@ def test_decode_clamps_to_height_and_width():
     boxes = torch.tensor([[10.0, 10.0, 50.0, 30.0], [-20.0, -5.0, 200.0, 300.0], [5.0, 5.0, 6.0, 6.0]])
     deltas = torch.tensor([[3.0, 3.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0], [-9.0, -9.0, 0.0, 0.0]])
     height, width = 40, 100  # h != w catches a swapped clamp
-    decoded = BoxCoder().decode(boxes, deltas, max_shape=(height, width))
+    decoded = BoxCoder().decode(boxes, deltas, max_shape=torch.tensor([[height, width]]))
     assert decoded[:, 0::2].min() >= 0 and decoded[:, 0::2].max() <= width
     assert decoded[:, 1::2].min() >= 0 and decoded[:, 1::2].max() <= height
     torch.testing.assert_close(decoded[1], torch.tensor([0.0, 0.0, 100.0, 40.0]))
@@ -197,13 +200,13 @@ def test_multilevel_roi_align_equals_torchvision_on_the_chosen_level():
     levels = roi_levels(rois, 4)
     assert set(levels.tolist()) == {0, 1, 2, 3}
 
-    out = MultiLevelRoIAlign(7)(features, rois)
+    out = MultiLevelRoIAlign(7)(features, rois, EXACT)
     assert out.shape == (6, 3, 7, 7)
     for i, level in enumerate(levels.tolist()):
         expected = torchvision.ops.roi_align(features[level], rois[i:i + 1], 7, 1 / strides[level],
                                              sampling_ratio=0, aligned=True)
         torch.testing.assert_close(out[i:i + 1], expected, rtol=0, atol=0)
-    assert MultiLevelRoIAlign(14)(features, rois[:0]).shape == (0, 3, 14, 14)
+    assert MultiLevelRoIAlign(14)(features, rois[:0], EXACT).shape == (0, 3, 14, 14)
 
 
 def edge_case_rois(generator: torch.Generator, count: int, image_size: float) -> torch.Tensor:
@@ -258,18 +261,18 @@ def test_multilevel_roi_align_is_torchvision_at_inference_and_separable_in_train
     features, rois = pyramid_case(1)
     align = MultiLevelRoIAlign(7)
     with torch.no_grad():
-        inference = align(features, rois)
+        inference = align(features, rois, EXACT)
     levels = roi_levels(rois, 4)
     exact = torch.cat([torchvision.ops.roi_align(features[level].detach(), rois[i:i + 1], 7, 1 / align.strides[level],
                                                  sampling_ratio=0, aligned=True)
                        for i, level in enumerate(levels.tolist())])
     assert len(set(levels.tolist())) > 1
     torch.testing.assert_close(inference, exact, rtol=0, atol=0)  # bit for bit: mmcv's numbers
-    training = align(features, rois)
+    training = align(features, rois, FAST)
     assert training.grad_fn is not None
     torch.testing.assert_close(training, exact, rtol=1e-5, atol=1e-5)
     rois[0, 1] = float("nan")  # a diverged run's RoI: no crash, the other RoIs unaffected
-    with_nan = align(features, rois)
+    with_nan = align(features, rois, FAST)
     torch.testing.assert_close(with_nan[1:], training[1:], rtol=1e-5, atol=1e-5)
 
 
@@ -303,16 +306,34 @@ def test_fast_path_roi_align_gathers_at_inference_only():
     features, rois = pyramid_case(2)
     align = MultiLevelRoIAlign(7)
     with torch.no_grad():
-        exact = align(features, rois)
-        align.gathered = True
-        gathered = align(features, rois)
+        exact = align(features, rois, EXACT)
+        gathered = align(features, rois, FAST)
     assert gathered.is_contiguous(memory_format=torch.channels_last) and not exact.is_contiguous(
         memory_format=torch.channels_last)
     torch.testing.assert_close(gathered, exact, rtol=1e-5, atol=1e-5)
     assert not torch.equal(gathered, exact)  # another summation order: it really took the other path
-    training = align(features, rois)  # with gradients: never the gathers
+    training = align(features, rois, FAST)  # with gradients: never the gathers
     assert training.grad_fn is not None
     torch.testing.assert_close(training, exact, rtol=1e-5, atol=1e-5)
+
+
+def test_roi_align_kernel_choice_follows_its_table():
+    small = torch.zeros(1, 2, 100, 100)
+    large = torch.zeros(1, 2, 101, 100)
+    rois = torch.tensor([[0.0, 1.0, 1.0, 20.0, 20.0]])
+    nan_rois = torch.tensor([[0.0, float("nan"), 1.0, 20.0, 20.0]])
+    with torch.no_grad():
+        assert roi_align_kernel(FAST, small, rois) is Kernel.GATHERED
+        assert roi_align_kernel(EXACT, small, rois) is Kernel.THREADED
+        assert roi_align_kernel(replace(EXACT, gathered_roi_align=True), small, rois) is Kernel.GATHERED
+        assert roi_align_kernel(replace(FAST, exporting=True), small, rois) is Kernel.EXPORTED
+        if torch.cuda.is_available():
+            assert roi_align_kernel(FAST, small.cuda(), rois.cuda()) is Kernel.TORCHVISION
+    for path in (FAST, EXACT):  # training: the path does not matter, the map's size does
+        assert roi_align_kernel(path, small.requires_grad_(), rois) is Kernel.SEPARABLE
+        assert roi_align_kernel(path, large.requires_grad_(), rois) is Kernel.THREADED
+        assert roi_align_kernel(path, small, nan_rois) is Kernel.THREADED
+    assert roi_align_kernel(FAST, small.detach(), rois) is Kernel.THREADED  # gradients on, map without
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -341,11 +362,11 @@ def test_folded_batchnorm_equals_conv_then_batchnorm_and_follows_weight_changes(
         bn.running_var.copy_(torch.rand(6, generator=generator) + 0.2)
         bn.weight.copy_(torch.randn(6, generator=generator))
         x = torch.randn(2, 4, 9, 11, generator=generator)
-        torch.testing.assert_close(conv_bn(x, conv, bn, fold=True), bn(conv(x)), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(conv_bn(x, conv, bn, FAST), bn(conv(x)), rtol=1e-5, atol=1e-5)
         bn.running_var.mul_(4)  # an in-place change (load_state_dict, optimizer step) refreshes the fold
         conv.weight.add_(1)
-        torch.testing.assert_close(conv_bn(x, conv, bn, fold=True), bn(conv(x)), rtol=1e-5, atol=1e-5)
-        assert torch.equal(conv_bn(x, conv, bn, fold=False), bn(conv(x)))
+        torch.testing.assert_close(conv_bn(x, conv, bn, FAST), bn(conv(x)), rtol=1e-5, atol=1e-5)
+        assert torch.equal(conv_bn(x, conv, bn, EXACT), bn(conv(x)))
 
 
 def test_folded_batchnorm_trains_like_the_unfolded_pair():
@@ -360,8 +381,8 @@ def test_folded_batchnorm_trains_like_the_unfolded_pair():
     x = torch.randn(2, 4, 9, 11, generator=generator, requires_grad=True)
     residual = torch.randn(2, 6, 9, 11, generator=generator, requires_grad=True)
     grads = []
-    for fold in (False, True):
-        out = conv_bn(x, conv, bn, fold=fold, residual=residual, relu=True)
+    for path in (EXACT, FAST):
+        out = conv_bn(x, conv, bn, path, residual=residual, relu=True)
         assert out.grad_fn is not None
         grads.append(torch.autograd.grad((out * out).sum(), [x, residual, conv.weight, bn.weight, bn.bias]))
     for unfolded, folded in zip(*grads):

@@ -5,14 +5,15 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import assert_detections_equal, make_confident, tiny_model
 from PIL import Image
 from pycocotools import mask as mask_utils
 
 import cascade_rcnn
-from cascade_rcnn.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
+from cascade_rcnn.benchmarking.synthetic import drawn_scene, spread_random_weights
 from cascade_rcnn.data.transforms import fit_size, resize
-from cascade_rcnn.synthetic import drawn_scene, spread_random_weights
-from conftest import assert_detections_equal, make_confident, tiny_model
+from cascade_rcnn.models.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
+from cascade_rcnn.ops.compute_path import EXACT
 
 
 @pytest.fixture
@@ -275,7 +276,7 @@ def test_fast_path_equals_the_exact_path_up_to_float_noise(photo):
     make_confident(model)
     fast = model.predict(photo, score_thr=0.0)[0]
     model.exact = True
-    assert model.memory_format == torch.contiguous_format and not model.backbone.fold_batchnorm
+    assert model.memory_format == torch.contiguous_format and model.path == EXACT
     exact = model.predict(photo, score_thr=0.0)[0]
     assert len(fast) == len(exact) > 10
     assert torch.allclose(fast.boxes, exact.boxes, atol=1e-2)
@@ -322,7 +323,8 @@ def test_autocast_inference_is_close_to_float32():
 
 
 def test_agreement_matches_by_label_and_overlap():
-    from cascade_rcnn.results import Detections, agreement
+    from cascade_rcnn.benchmarking.agreement import agreement
+    from cascade_rcnn.outputs.detections import Detections
 
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 40.0, 40.0], [0.0, 0.0, 10.0, 10.0]])
     reference = Detections(boxes, torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 1, 2]), ("a", "b", "c"), (50, 50))

@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import make_confident, tiny_model
 
 import cascade_rcnn
-from cascade_rcnn import checkpoint
 from cascade_rcnn.engine.predict import predict_files
-from conftest import make_confident, tiny_model
+from cascade_rcnn.weights import checkpoint
 
 SMALL = "cascade_mask_rcnn_r18w32_fpn_256"
 

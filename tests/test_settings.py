@@ -4,14 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import assert_detections_equal, make_confident, tiny_config
 
 import cascade_rcnn
-from cascade_rcnn import checkpoint
-from cascade_rcnn.checkpoint import CheckpointError
 from cascade_rcnn.cli import main
-from cascade_rcnn.settings import SETTABLE, apply_settings, parse_settings, settings_text
-
-from conftest import assert_detections_equal, make_confident, tiny_config
+from cascade_rcnn.models.settings import (
+    SETTABLE,
+    apply_settings,
+    parse_settings,
+    settings_text,
+)
+from cascade_rcnn.weights import checkpoint
+from cascade_rcnn.weights.checkpoint import CheckpointError
 
 ZOO = "cascade_mask_rcnn_r50_fpn_1x_coco"
 FOUR_STAGES = ["num_stages=4", "stage_ious=0.5,0.6,0.7,0.8", "stage_loss_weights=1,0.5,0.25,0.125",

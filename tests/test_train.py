@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import cascade_rcnn
-from cascade_rcnn import checkpoint
 from cascade_rcnn.data.shapes import generate_shapes
 from cascade_rcnn.engine.train import TrainConfig, TrainingDiverged, train
 from cascade_rcnn.ops.assign_sample import IGNORED, NEGATIVE, AssignerSettings, assign
+from cascade_rcnn.weights import checkpoint
 
 TRAIN_SIZE = 128
 
@@ -23,7 +23,7 @@ def train_config(with_mask: bool = True) -> cascade_rcnn.ModelConfig:
     """A from-scratch tiny model: all layers and BatchNorm trained, few RoIs."""
     return cascade_rcnn.ModelConfig(
         name="tiny_train", with_mask=with_mask,
-        backbone=cascade_rcnn.BackboneConfig(depth=18, base_channels=8, frozen_stages=0, norm_eval=False),
+        backbone=cascade_rcnn.ResNetConfig(depth=18, base_channels=8, frozen_stages=0, norm_eval=False),
         fpn_channels=16, fc_channels=64, image_scale=(TRAIN_SIZE, TRAIN_SIZE), anchor_scale=2.0,
         train_proposals=300, rois_per_image=64)
 

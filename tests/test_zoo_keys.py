@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import load_key_shapes
 from torch import nn
 
 import cascade_rcnn
-from conftest import load_key_shapes
 
 PUBLISHED = sorted(name for name, config in cascade_rcnn.MODEL_ZOO.items() if config.url)
 

@@ -24,8 +24,9 @@ import cv2
 import torch
 
 import cascade_rcnn
-from cascade_rcnn.results import Detections, agreement
-from cascade_rcnn.synthetic import drawn_scene
+from cascade_rcnn.benchmarking.agreement import agreement
+from cascade_rcnn.benchmarking.synthetic import drawn_scene
+from cascade_rcnn.outputs.detections import Detections
 
 INDEX = Path(__file__).resolve().parents[2] / "shared" / "spec" / "mmdet_keys" / "index.json"
 

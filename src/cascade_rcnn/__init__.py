@@ -5,16 +5,19 @@
     detections = model.predict(["street.jpg"], score_thr=0.3)
 """
 from .api import build_model
-from .checkpoint import CheckpointError
-from .config import ModelConfig
 from .data.images import ImageError
 from .deploy.export import export_onnx
 from .deploy.onnx_runtime import OnnxDetector
-from .models.backbone import BackboneConfig
-from .models.detector import CascadeRCNN
-from .results import Detections
-from .zoo import MODEL_ZOO, get_config
+from .inference.predictor import CascadeRCNN
+from .models.backbones.resnet import ResNetConfig
+from .models.config import ModelConfig
+from .ops.compute_path import EXACT, FAST, ComputePath
+from .outputs.detections import Detections
+from .weights import checkpoint
+from .weights.checkpoint import CheckpointError
+from .weights.zoo import MODEL_ZOO, get_config
 
-__all__ = ["build_model", "BackboneConfig", "CascadeRCNN", "CheckpointError", "Detections",
-           "ImageError", "MODEL_ZOO", "ModelConfig", "OnnxDetector", "export_onnx", "get_config"]
+__all__ = ["build_model", "CascadeRCNN", "CheckpointError", "ComputePath", "Detections", "EXACT", "FAST",
+           "ImageError", "MODEL_ZOO", "ModelConfig", "OnnxDetector", "ResNetConfig", "checkpoint", "export_onnx",
+           "get_config"]
 __version__ = "0.1.0"

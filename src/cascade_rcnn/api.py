@@ -6,11 +6,11 @@ from typing import Any
 
 import torch
 
-from . import checkpoint
-from .config import ModelConfig
-from .models.detector import CascadeRCNN
-from .settings import apply_settings
-from .zoo import get_config
+from .inference.predictor import CascadeRCNN
+from .models.config import ModelConfig
+from .models.settings import apply_settings
+from .weights import checkpoint
+from .weights.zoo import get_config
 
 
 def build_model(model: str | ModelConfig, weights: str | os.PathLike | None = None,

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError
-from .data.coco_root import Coco2017
+from .data.coco_root import coco_root_paths
 from .data.images import ImageError
 from .deploy.export import MissingPackageError
 from .engine.train import TrainingStopped
-from .settings import SETTABLE, apply_settings, parse_settings
-from .zoo import MODEL_ZOO, get_config
+from .models.settings import SETTABLE, apply_settings, parse_settings
+from .weights.checkpoint import CheckpointError
+from .weights.zoo import MODEL_ZOO, get_config, reported_figure
+
 
 def cmd_models(args: argparse.Namespace) -> int:
     rows = [{"name": c.name, "backbone": f"{'X' if c.backbone.groups > 1 else 'R'}-{c.backbone.depth}",
@@ -27,7 +28,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     header = f"{'name':<40} {'backbone':<8} {'style':<7} {'sched':<5} {'box AP':>6} {'mask AP':>7} {'mem':>5} {'fps':>5}  url"
     print(header)
     for r in rows:
-        cells = [_fmt(r[k]) for k in ("box_ap", "mask_ap", "mem_gb", "fps")]
+        cells = [reported_figure(r[k]) for k in ("box_ap", "mask_ap", "mem_gb", "fps")]
         print(f"{r['name']:<40} {r['backbone']:<8} {r['style']:<7} {r['schedule']:<5} {cells[0]:>6} "
               f"{cells[1]:>7} {cells[2]:>5} {cells[3]:>5}  {r['url'] or '(project config, no weights)'}")
     return 0
@@ -78,20 +79,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .engine.train import TrainConfig, train
 
     check_device(args.device)
-    if args.coco_root:
-        coco = Coco2017(Path(args.coco_root))
-        coco.require(coco.train_json, coco.train_images, coco.val_json, coco.val_images)
-        args.train_json = args.train_json or str(coco.train_json)
-        args.train_images = args.train_images or str(coco.train_images)
-        args.val_json = args.val_json or str(coco.val_json)
-        args.val_images = args.val_images or str(coco.val_images)
-    if not (args.train_json and args.train_images):
+    paths = coco_root_paths(args.coco_root, {"train_json": args.train_json, "train_images": args.train_images,
+                                             "val_json": args.val_json, "val_images": args.val_images})
+    if not (paths["train_json"] and paths["train_images"]):
         raise ValueError("give --train-json and --train-images, or --coco-root")
     model_config = apply_settings(get_config(args.model), parse_settings(args.set))
     config = TrainConfig(
-        train_json=args.train_json, train_images=args.train_images, out_dir=args.out,
-        val_json=args.val_json, val_images=args.val_images, weights=args.weights,
-        backbone_weights=args.backbone_weights,
+        **paths, out_dir=args.out, weights=args.weights, backbone_weights=args.backbone_weights,
         schedule=args.schedule or model_config.schedule, epochs=args.epochs,
         lr_steps=tuple(args.lr_steps) if args.lr_steps else None, lr=args.lr,
         optimizer=args.optimizer, weight_decay=args.weight_decay, batch_size=args.batch_size,
@@ -106,22 +100,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .engine.evaluate import evaluate_coco, format_stage_table, format_table, write_metrics
+    from .engine.evaluate import (
+        evaluate_coco,
+        format_stage_table,
+        format_table,
+        write_metrics,
+    )
 
-    if args.coco_root:
-        coco = Coco2017(Path(args.coco_root))
-        args.gt_json = args.gt_json or str(coco.val_json)
-        args.images = args.images or (None if args.predictions else str(coco.val_images))
-        coco.require(*[Path(p) for p in (args.gt_json, args.images) if p])
-    if not args.gt_json:
+    given = {"val_json": args.gt_json}
+    if args.images or not args.predictions:  # scoring a predictions file needs no images
+        given["val_images"] = args.images
+    paths = coco_root_paths(args.coco_root, given, require_given=True)
+    gt_json, images = paths["val_json"], paths.get("val_images")
+    if not gt_json:
         raise ValueError("give --gt-json, or --coco-root")
     if args.predictions:
         if args.per_stage or args.set:
             raise ValueError("--per-stage and --set need a model (--model/--weights/--images), not --predictions")
-        metrics = evaluate_coco(args.gt_json, args.predictions)
+        metrics = evaluate_coco(gt_json, args.predictions)
         print(format_table(metrics))
     else:
-        if not (args.model and args.images):
+        if not (args.model and images):
             raise ValueError("give --predictions P.json, or --model NAME --images DIR (and --weights)")
         from .api import build_model
         from .data.coco import CocoDataset
@@ -131,10 +130,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.weights is None:
             print(f"note: {args.model} is evaluated with RANDOM weights (no --weights given)", file=sys.stderr)
         model = build_model(args.model, weights=args.weights, device=args.device, settings=parse_settings(args.set))
-        dataset = CocoDataset(args.gt_json, args.images, class_names=list(model.class_names),
-                              with_masks=False)
+        dataset = CocoDataset(gt_json, images, class_names=list(model.class_names), with_masks=False)
         dataset.require_every_image()  # a left-out image's objects would count as misses
-        metrics = evaluate_dataset(model, dataset, args.gt_json, per_stage=args.per_stage)
+        metrics = evaluate_dataset(model, dataset, gt_json, per_stage=args.per_stage)
         print(format_stage_table(metrics) if args.per_stage else format_table(metrics))
     if args.out:
         write_metrics(args.out, metrics)
@@ -155,59 +153,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from .api import build_model
-    from .data.images import list_images, read_image
-    from .engine.benchmark import benchmark_inference, benchmark_training
-    from .synthetic import drawn_scene, spread_random_weights
+    from .benchmarking.benchmark import benchmark_text, run_benchmark
 
     check_device(args.device)
     for option in ("images", "iterations", "batch_size", "train_batch_size", "threads"):
         value = getattr(args, option)
         if value is not None and value < 1:
             raise ValueError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    height, width = _size(args.size)
-    if args.image_dir:
-        paths = list_images(args.image_dir)[:args.images]
-        if not paths:
-            raise ValueError(f"{args.image_dir}: no images found")
-        images = [read_image(path) for path in paths]
-    else:
-        images = [drawn_scene(height, width, seed=i) for i in range(args.images or 10)]
-    model = build_model(args.model, weights=args.weights, device=args.device, exact=args.exact)
-    config = model.config
-    result = {"model": config.name, "device": str(model.device), "threads": torch.get_num_threads(),
-              "amp": args.amp, "path": "exact" if args.exact else "fast",
-              "weights": args.weights or "random (spread like a trained model's)",
-              "reported_fps_v100": config.reported_fps, "reported_mem_gb": config.reported_mem_gb}
-    if args.weights is None:
-        _note("no --weights: random weights, rescaled so that detections spread like a trained model's")
-        spread_random_weights(model, images[0])
-    _note(f"inference: {len(images)} image(s) of {images[0].shape[0]}x{images[0].shape[1]}, "
-          f"batch {args.batch_size}, after 2 warm-up calls")
-    inference = benchmark_inference(model, images, batch_size=args.batch_size, amp=args.amp)
-    result["inference"] = asdict(inference)
-    if args.train:
-        long_side, short_side = config.image_scale
-        _note(f"training: {args.iterations} step(s) of {args.train_batch_size} x {short_side}x{long_side}")
-        training = benchmark_training(model, iterations=args.iterations, batch_size=args.train_batch_size,
-                                      image_size=(short_side, long_side), amp=args.amp)
-        result["training"] = asdict(training)
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    print(f"{config.name} on {result['device']} ({result['threads']} threads, {result['path']} path, "
-          f"amp {args.amp or 'off'}, weights: {result['weights']})")
-    print(f"  inference: {inference.images_per_s:.3f} img/s  median {inference.median_latency_s:.3f} s  "
-          f"p90 {inference.p90_latency_s:.3f} s  peak memory {inference.peak_memory_gb:.2f} GB  "
-          f"{inference.detections_per_image:.1f} detections/img   (zoo, V100: {_fmt(config.reported_fps)} fps)")
-    if args.train:
-        print(f"  training:  {training.s_per_iter:.3f} s/iter  peak memory {training.peak_memory_gb:.2f} GB  "
-              f"({training.images_per_iter} x {short_side}x{long_side})   "
-              f"(zoo: {_fmt(config.reported_mem_gb)} GB per V100)")
+    result = run_benchmark(args.model, weights=args.weights, device=args.device, exact=args.exact,
+                           image_dir=args.image_dir, num_images=args.images, size=_size(args.size),
+                           batch_size=args.batch_size, amp=args.amp, threads=args.threads, train=args.train,
+                           train_batch_size=args.train_batch_size, iterations=args.iterations)
+    print(json.dumps(result) if args.json else benchmark_text(result))
     return 0
 
 
@@ -219,10 +176,6 @@ def _size(text: str) -> tuple[int, int]:
     if height < 1 or width < 1:
         raise ValueError(f"--size must be positive, got {text!r}")
     return height, width
-
-
-def _note(message: str) -> None:
-    print(f"note: {message}", file=sys.stderr)
 
 
 def cmd_shapes(args: argparse.Namespace) -> int:
@@ -380,7 +333,3 @@ def main(argv: list[str] | None = None) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 2
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:g}"

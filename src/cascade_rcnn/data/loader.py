@@ -15,7 +15,7 @@ import cv2
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import ModelConfig
+from ..models.config import ModelConfig
 from .coco import CocoDataset
 from .transforms import TrainSample, pad_batch, train_transform
 
@@ -32,7 +32,7 @@ class FailedSample:
 class Batch:
     images: torch.Tensor  # (B, 3, H, W) padded; B = 0 when every image of the batch failed
     targets: list[dict]
-    sizes: list[tuple[int, int]]
+    sizes: torch.Tensor  # (B, 2) long: each image's (h, w) before padding
     failed: list[FailedSample] = field(default_factory=list)
 
     def to(self, device: torch.device) -> "Batch":
@@ -95,7 +95,8 @@ def collate(samples: list[TrainSample | FailedSample]) -> Batch:
     failed = [s for s in samples if isinstance(s, FailedSample)]
     loaded = [s for s in samples if not isinstance(s, FailedSample)]
     images = pad_batch([s.tensor for s in loaded]) if loaded else torch.zeros(0, 3, 0, 0)
-    return Batch(images, [s.target for s in loaded], [s.size for s in loaded], failed)
+    sizes = torch.tensor([s.size for s in loaded], dtype=torch.long).reshape(-1, 2)
+    return Batch(images, [s.target for s in loaded], sizes, failed)
 
 
 def epoch_loader(dataset: AugmentedDataset, epoch: int, batch_size: int, workers: int, seed: int,

@@ -1,4 +1,5 @@
-"""Test-time transform: resize to fit a scale, normalise, pad to a multiple of 32 (spec §2.1)."""
+"""The network's input: resize to fit a scale, normalise, pad to a multiple of 32; for prediction
+and, with the boxes and masks and an optional flip, for training."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 from .images import ImageInput, to_rgb_uint8
 
-SIZE_DIVISOR = 32
+SIZE_DIVISOR = 32  # MMDetection's ``Pad(size_divisor=32)``: batches are padded to multiples of it
 
 
 @dataclass(frozen=True)

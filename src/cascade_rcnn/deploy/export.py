@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from ..data.transforms import SIZE_DIVISOR
-from ..models.detector import CascadeRCNN
-from ..settings import settings_text
+from ..models.detector import CascadeNetwork
+from ..models.settings import settings_text
 
 MIN_OPSET = 16  # RoiAlign's half-pixel coordinates (``aligned=True``) arrive in opset 16
 DEFAULT_OPSET = 17
@@ -36,17 +36,18 @@ FORMAT = "cascade_rcnn-onnx-1"
 class _Graph(nn.Module):
     """What is traced: one padded image and its unpadded size -> detections."""
 
-    def __init__(self, model: CascadeRCNN):
+    def __init__(self, model: CascadeNetwork):
         super().__init__()
         self.model = model
 
     def forward(self, image: torch.Tensor, image_size: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        raw = self.model.detect_resized(image, image_size[None], self.model.test_detections)[0]
+        path = replace(self.model.path, exporting=True)
+        raw = self.model.detect_resized(image, image_size[None], self.model.test_detections, path=path)[0]
         outputs = (raw.boxes, raw.scores, raw.labels)
         return outputs + (raw.mask_probs,) if raw.mask_probs is not None else outputs
 
 
-def export_onnx(model: CascadeRCNN, path: str | os.PathLike, opset: int = DEFAULT_OPSET,
+def export_onnx(model: CascadeNetwork, path: str | os.PathLike, opset: int = DEFAULT_OPSET,
                 score_thr: float | None = None, nms_iou: float | None = None,
                 max_per_image: int | None = None) -> Path:
     """Write ``model`` as an ONNX file (atomically) with its preprocessing facts as metadata.
@@ -54,7 +55,7 @@ def export_onnx(model: CascadeRCNN, path: str | os.PathLike, opset: int = DEFAUL
     ``score_thr``, ``nms_iou`` and ``max_per_image`` override the test settings (0.05, 0.5, 100)
     baked into the graph; a runtime can raise the score threshold later, not lower it.
     """
-    onnx = _require("onnx")
+    onnx = require_package("onnx")
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} cannot express RoIAlign with aligned=True; use {MIN_OPSET} or newer")
     overrides = {k: v for k, v in dict(score_thr=score_thr, nms_iou=nms_iou, max_per_image=max_per_image).items()
@@ -95,7 +96,7 @@ def export_onnx(model: CascadeRCNN, path: str | os.PathLike, opset: int = DEFAUL
     return path
 
 
-def metadata(model: CascadeRCNN) -> dict[str, str]:
+def metadata(model: CascadeNetwork) -> dict[str, str]:
     """The facts a consumer needs to feed the graph and read its outputs (all values are text;
     lists and tables are JSON)."""
     config, settings = model.config, model.test_detections
@@ -120,7 +121,7 @@ def metadata(model: CascadeRCNN) -> dict[str, str]:
     }
 
 
-def _example_input(model: CascadeRCNN) -> tuple[torch.Tensor, torch.Tensor]:
+def _example_input(model: CascadeNetwork) -> tuple[torch.Tensor, torch.Tensor]:
     """A small padded image to trace with (the graph's shapes stay dynamic)."""
     generator = torch.Generator().manual_seed(0)
     image = torch.randn(1, 3, 2 * SIZE_DIVISOR * 4, 3 * SIZE_DIVISOR * 4, generator=generator)
@@ -131,7 +132,8 @@ class MissingPackageError(ImportError):
     """An optional package (onnx, onnxruntime) is not installed."""
 
 
-def _require(module: str):
+def require_package(module: str):
+    """The imported optional ``module``, or a ``MissingPackageError`` saying how to install it."""
     try:
         return __import__(module)
     except ImportError:

@@ -10,14 +10,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..config import ModelConfig
 from ..data.images import ImageInput
 from ..data.transforms import pad_batch, prepare_image
-from ..models.backbone import BackboneConfig
-from ..models.detector import named_inputs
-from ..postprocess import ImageDetections, to_original_pixels
-from ..results import Detections
-from .export import FORMAT, _require
+from ..inference.predictor import named_inputs
+from ..models.config import ModelConfig
+from ..models.detector import ImageDetections
+from ..models.input_norm import InputNorm
+from ..outputs.detections import Detections
+from ..outputs.postprocess import to_original_pixels
+from .export import FORMAT, require_package
 
 REQUIRED_METADATA = ("format", "config_name", "with_mask", "class_names", "category_ids", "channel_order", "mean",
                      "std", "image_scale", "score_thr")
@@ -32,7 +33,7 @@ class OnnxDetector:
 
     def __init__(self, path: str | os.PathLike, providers: Sequence[str] = ("CPUExecutionProvider",),
                  threads: int | None = None):
-        runtime = _require("onnxruntime")
+        runtime = require_package("onnxruntime")
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such file")
@@ -50,10 +51,10 @@ class OnnxDetector:
                              "missing or different); export it with `cascade-rcnn export`")
         self.metadata = meta
         self.score_thr = float(meta["score_thr"])
-        self.mean, self.std = tuple(json.loads(meta["mean"])), tuple(json.loads(meta["std"]))
-        self.bgr = meta["channel_order"] == "BGR"
+        norm = InputNorm(tuple(json.loads(meta["mean"])), tuple(json.loads(meta["std"])),
+                         bgr=meta["channel_order"] == "BGR")
         self.config = ModelConfig(
-            name=meta["config_name"], backbone=BackboneConfig(style="caffe" if self.bgr else "pytorch"),
+            name=meta["config_name"], input_norm=norm,
             with_mask=json.loads(meta["with_mask"]), class_names=tuple(json.loads(meta["class_names"])),
             category_ids=tuple(json.loads(meta["category_ids"])), image_scale=tuple(json.loads(meta["image_scale"])))
 
@@ -75,7 +76,8 @@ class OnnxDetector:
                              f"detections scoring {score_thr} or less (export again with --score-thr)")
         results = []
         for image, name in named_inputs(images):
-            record, tensor = prepare_image(image, name, self.config.image_scale, self.mean, self.std, self.bgr)
+            record, tensor = prepare_image(image, name, self.config.image_scale, self.config.pixel_mean,
+                                           self.config.pixel_std, self.config.bgr_input)
             padded = pad_batch([tensor]).numpy()
             outputs = self.session.run(None, {"image": padded, "image_size": np.array(record.size, np.int64)})
             raw = ImageDetections(*(torch.from_numpy(np.ascontiguousarray(o)) for o in outputs[:3]),

@@ -1,1 +1,2 @@
-"""Jobs that run a model over many inputs: prediction (and, later, training and evaluation)."""
+"""Jobs that run a model over many inputs: prediction, training, evaluation, and the offline demo
+that chains them."""

@@ -1,5 +1,5 @@
 """The offline demo: generate shapes -> train a small Cascade Mask R-CNN on the CPU -> evaluate
-(per stage, per IoU threshold) -> draw predictions. About 13 minutes on 2 CPU cores."""
+(per stage, per IoU threshold) -> draw predictions. About 11 minutes on 2 CPU cores."""
 from __future__ import annotations
 
 import time
@@ -9,7 +9,7 @@ from pathlib import Path
 from ..api import build_model
 from ..data.coco import CocoDataset
 from ..data.shapes import generate_shapes
-from ..zoo import get_config
+from ..weights.zoo import get_config
 from .evaluate import format_stage_table, write_metrics
 from .predict import predict_files
 from .train import TrainConfig, train

@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from ..data.images import ImageError, list_images
 from ..data.read_ahead import read_images
-from ..models.detector import CascadeRCNN
-from ..visualize import draw
+from ..inference.predictor import CascadeRCNN
+from ..outputs.visualize import draw
 from . import distributed
 from .distributed import Context
 

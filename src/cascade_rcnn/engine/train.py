@@ -12,13 +12,14 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .. import checkpoint
-from ..backbone_weights import backbone_weights_source, load_backbone_weights
-from ..config import ModelConfig
 from ..data.coco import CocoDataset, DatasetError
 from ..data.loader import AugmentedDataset, batches_per_epoch, epoch_loader
-from ..models.detector import AMP_DTYPES, CascadeRCNN
-from ..settings import settings_text
+from ..inference.predictor import CascadeRCNN
+from ..models.config import ModelConfig
+from ..models.settings import settings_text
+from ..ops.compute_path import AMP_DTYPES
+from ..weights import checkpoint
+from ..weights.backbone_weights import backbone_weights_source, load_backbone_weights
 from . import distributed
 from .schedule import SCHEDULES, LRSchedule, scaled_lr
 from .train_log import TrainLog
@@ -108,11 +109,78 @@ def train(model_config: ModelConfig, config: TrainConfig) -> Path:
         distributed.stop(context)
 
 
+@dataclass
+class _Run:
+    """One training run between steps: what it trains, with what, and how far it is."""
+
+    config: TrainConfig
+    context: distributed.Context
+    log: TrainLog
+    dataset: CocoDataset
+    val_set: CocoDataset | None  # None: no evaluation
+    model: CascadeRCNN
+    network: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    parameters: list[torch.nn.Parameter]  # those trained
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    schedule: LRSchedule
+    layout: dict  # what a checkpoint must have been written with to be resumed (see _restore)
+    latest: Path  # OUT/latest.pth, written after every epoch (and every checkpoint_every steps)
+    epoch: int = 0  # epochs finished
+    skip: int = 0  # batches of the current epoch already trained (resumed mid-epoch)
+    iteration: int = 0  # optimiser steps taken
+
+    @property
+    def last_good(self) -> str:
+        """The checkpoint a stopped run leaves, for its error message."""
+        return str(self.latest) if self.latest.exists() else "none (no epoch finished)"
+
+
 def _train(model_config: ModelConfig, config: TrainConfig, context: distributed.Context) -> Path:
+    """Set up, train every epoch left, write the final weights."""
+    run = _setup(model_config, config, context)
+    _loop(run)
+    final = Path(config.out_dir) / FINAL
+    distributed.on_main(lambda: checkpoint.save(final, run.model), context)
+    run.log.close()
+    return final
+
+
+def _setup(model_config: ModelConfig, config: TrainConfig, context: distributed.Context) -> _Run:
+    """Check the options, load the data, build the model with its initial weights and the
+    optimiser; with ``config.resume``, continue from OUT/latest.pth when there is one."""
     if config.optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    out_dir = Path(config.out_dir)
-    log = TrainLog(out_dir, enabled=context.is_main)
+    log = TrainLog(Path(config.out_dir), enabled=context.is_main)
+    dataset, val_set = _datasets(model_config, config, log)
+    model_config = model_config.with_classes(dataset.class_names, dataset.category_ids)
+    model = _initial_model(model_config, config, context, log)
+    total_batch = config.batch_size * context.world_size
+    schedule = LRSchedule(config.lr if config.lr is not None else
+                          scaled_lr(total_batch, OPTIMIZERS[config.optimizer].lr_per_16),
+                          config.decay_epochs, config.warmup_iters)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _make_optimizer(config, parameters, schedule.base_lr)
+    scaler = torch.amp.GradScaler(context.device.type, enabled=config.amp == "fp16")
+    layout = {"num_items": len(dataset), "world_size": context.world_size, "batch_size": config.batch_size,
+              "seed": config.seed, "optimizer": config.optimizer,
+              **{f"{SETTING}{k}": v for k, v in settings_text(model_config).items()}}
+    latest = Path(config.out_dir) / LATEST
+    position = (0, 0, 0)  # epoch, batch, iteration
+    if config.resume and latest.is_file():
+        position = _restore(latest, model, optimizer, scaler, context, layout)
+        log.message(f"resumed from {latest}: epoch {position[0] + 1}, batch {position[1]}, iteration {position[2]}")
+    elif config.resume:
+        log.message(f"--resume: no checkpoint at {latest}, starting from scratch")
+    network = DistributedDataParallel(model) if context.distributed else model
+    return _Run(config, context, log, dataset, val_set, model, network, parameters, optimizer, scaler,
+                schedule, layout, latest, *position)
+
+
+def _datasets(model_config: ModelConfig, config: TrainConfig, log: TrainLog
+              ) -> tuple[CocoDataset, CocoDataset | None]:
+    """The training set (its report logged; refused if nothing is left) and the validation set
+    (refused if any image of it is unusable; None when never evaluated)."""
     if bool(config.val_json) != bool(config.val_images):
         raise ValueError("give both --val-json and --val-images, or neither")
     dataset = CocoDataset(config.train_json, config.train_images, filter_empty_gt=config.filter_empty_gt,
@@ -125,7 +193,13 @@ def _train(model_config: ModelConfig, config: TrainConfig, context: distributed.
         val_set = CocoDataset(config.val_json, config.val_images, class_names=list(dataset.class_names),
                               with_masks=False)
         val_set.require_every_image()
-    model_config = model_config.with_classes(dataset.class_names, dataset.category_ids)
+    return dataset, val_set
+
+
+def _initial_model(model_config: ModelConfig, config: TrainConfig, context: distributed.Context,
+                   log: TrainLog) -> CascadeRCNN:
+    """The model (seeded per rank) with ``config.weights``, or else the backbone's initial
+    weights, on the device in training mode."""
     backbone_source = backbone_weights_source(model_config, config.backbone_weights, config.weights)
     if not (config.weights or backbone_source) and (model_config.backbone.frozen_stages
                                                     or model_config.backbone.norm_eval):
@@ -138,97 +212,99 @@ def _train(model_config: ModelConfig, config: TrainConfig, context: distributed.
     elif backbone_source:
         log.message(load_backbone_weights(model.backbone, backbone_source).summary())
     model.to(context.device).train()
+    return model
 
-    defaults = OPTIMIZERS[config.optimizer]
-    total_batch = config.batch_size * context.world_size
-    schedule = LRSchedule(config.lr if config.lr is not None else scaled_lr(total_batch, defaults.lr_per_16),
-                          config.decay_epochs, config.warmup_iters)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _make_optimizer(config, parameters, schedule.base_lr)
-    scaler = torch.amp.GradScaler(context.device.type, enabled=config.amp == "fp16")
-    epoch, skip, iteration = 0, 0, 0
-    latest = out_dir / LATEST
-    layout = {"num_items": len(dataset), "world_size": context.world_size, "batch_size": config.batch_size,
-              "seed": config.seed, "optimizer": config.optimizer,
-              **{f"{SETTING}{k}": v for k, v in settings_text(model_config).items()}}
-    if config.resume and latest.is_file():
-        epoch, skip, iteration = _restore(latest, model, optimizer, scaler, context, layout)
-        log.message(f"resumed from {latest}: epoch {epoch + 1}, batch {skip}, iteration {iteration}")
-    elif config.resume:
-        log.message(f"--resume: no checkpoint at {latest}, starting from scratch")
 
-    network = DistributedDataParallel(model) if context.distributed else model
-    augmented = AugmentedDataset(dataset, model_config, config.seed, with_masks=model_config.with_mask)
-    per_epoch = batches_per_epoch(len(dataset), config.batch_size, context.world_size)
-    progress = tqdm(total=per_epoch * config.total_epochs, initial=epoch * per_epoch + skip,
+def _loop(run: _Run) -> None:
+    """Every epoch left, from where the run stands, with a progress bar over all of them."""
+    config, context = run.config, run.context
+    augmented = AugmentedDataset(run.dataset, run.model.config, config.seed, with_masks=run.model.config.with_mask)
+    per_epoch = batches_per_epoch(len(run.dataset), config.batch_size, context.world_size)
+    progress = tqdm(total=per_epoch * config.total_epochs, initial=run.epoch * per_epoch + run.skip,
                     unit="it", disable=not context.is_main, dynamic_ncols=True)
-    autocast_dtype = AMP_DTYPES.get(config.amp or "")
-    while epoch < config.total_epochs:
-        loader = epoch_loader(augmented, epoch, config.batch_size, config.workers, config.seed,
-                              context.rank, context.world_size, skip)
+    while run.epoch < config.total_epochs:
+        loader = epoch_loader(augmented, run.epoch, config.batch_size, config.workers, config.seed,
+                              context.rank, context.world_size, run.skip)
         failed_images = 0  # this epoch's, all ranks
-        for batch_index, batch in enumerate(loader, start=skip):
+        for batch_index, batch in enumerate(loader, start=run.skip):
             start = time.perf_counter()
-            for failed in batch.failed:
-                rank = f"rank {context.rank}: " if context.distributed else ""
-                tqdm.write(f"{rank}warning: skipped a training image: {failed.reason}", file=sys.stderr)
-            failed_now, empty_batches = distributed.sum_ints([len(batch.failed), int(not batch.targets)], context)
-            failed_images += failed_now
-            if failed_images > config.max_failed_fraction * len(dataset):
-                raise TooManyFailedImages(
-                    f"{failed_images} of the {len(dataset)} training images failed to load in epoch {epoch + 1} "
-                    f"(more than {config.max_failed_fraction:.2%}; the warnings above name them); the last "
-                    f"good checkpoint is {latest if latest.exists() else 'none (no epoch finished)'}")
+            failed_images, empty_batches = _count_failures(run, batch, failed_images)
             if empty_batches:  # some rank has no image left: every rank skips the step together
                 continue
-            lr = schedule.lr(epoch, iteration)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = batch.to(context.device)
-            with torch.autocast(context.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                losses = network(batch.images, batch.targets, batch.sizes)
-            total = sum(v for k, v in losses.items() if not k.endswith("_acc"))
-            if not distributed.all_true(bool(torch.isfinite(total)), context):
-                raise TrainingDiverged(
-                    f"loss is not finite at epoch {epoch + 1}, iteration {iteration} "
-                    f"({', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())}); "
-                    f"the last good checkpoint is {latest if latest.exists() else 'none (no epoch finished)'}. "
-                    "Lower --lr, or use --clip-grad.")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            if config.clip_grad:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(parameters, config.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            iteration += 1
+            lr, loss, losses = _step(run, batch)
             progress.update(1)
-            values = {k: v.item() for k, v in losses.items()}
-            progress.set_postfix(loss=f"{total.item():.3f}", lr=f"{lr:.2e}", refresh=False)
-            if iteration % config.log_every == 0 or batch_index + 1 == per_epoch:
-                log.scalars(iteration, {"epoch": epoch + (batch_index + 1) / per_epoch, "loss": total.item(),
-                                        "lr": lr, "step_s": time.perf_counter() - start,
-                                        "mem_gb": _memory_gb(context.device), "failed_images": failed_images,
-                                        **values})
-            if config.checkpoint_every and iteration % config.checkpoint_every == 0 and batch_index + 1 < per_epoch:
-                _save(latest, model, optimizer, scaler, config, context, layout, epoch, batch_index + 1, iteration)
+            progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", refresh=False)
+            if run.iteration % config.log_every == 0 or batch_index + 1 == per_epoch:
+                run.log.scalars(run.iteration, {
+                    "epoch": run.epoch + (batch_index + 1) / per_epoch, "loss": loss, "lr": lr,
+                    "step_s": time.perf_counter() - start, "mem_gb": _memory_gb(context.device),
+                    "failed_images": failed_images, **losses})
+            if config.checkpoint_every and run.iteration % config.checkpoint_every == 0 and batch_index + 1 < per_epoch:
+                _save(run, batch_index + 1)
             if config.on_iteration is not None:
-                config.on_iteration(iteration)
-        if failed_images:
-            log.message(f"epoch {epoch + 1}: {failed_images} image(s) failed to load and were skipped")
-        epoch, skip = epoch + 1, 0
-        _save(latest, model, optimizer, scaler, config, context, layout, epoch, 0, iteration)
-        if val_set is not None and (epoch % config.eval_every == 0 or epoch == config.total_epochs):
-            model.eval()
-            metrics = evaluate_dataset(model, val_set, config.val_json, context)
-            model.train()
-            if context.is_main:
-                log.evaluation(iteration, epoch, metrics)
+                config.on_iteration(run.iteration)
+        _end_epoch(run, failed_images)
     progress.close()
-    final = out_dir / FINAL
-    distributed.on_main(lambda: checkpoint.save(final, model), context)
-    log.close()
-    return final
+
+
+def _count_failures(run: _Run, batch, failed_images: int) -> tuple[int, int]:
+    """Warn about each image of ``batch`` that failed to load, and stop the run once more than
+    ``max_failed_fraction`` of the images failed in this epoch. Returns (the epoch's failed images
+    so far, all ranks; how many ranks' batches have no image left)."""
+    for failed in batch.failed:
+        rank = f"rank {run.context.rank}: " if run.context.distributed else ""
+        tqdm.write(f"{rank}warning: skipped a training image: {failed.reason}", file=sys.stderr)
+    failed_now, empty_batches = distributed.sum_ints([len(batch.failed), int(not batch.targets)], run.context)
+    failed_images += failed_now
+    if failed_images > run.config.max_failed_fraction * len(run.dataset):
+        raise TooManyFailedImages(
+            f"{failed_images} of the {len(run.dataset)} training images failed to load in epoch {run.epoch + 1} "
+            f"(more than {run.config.max_failed_fraction:.2%}; the warnings above name them); the last "
+            f"good checkpoint is {run.last_good}")
+    return failed_images, empty_batches
+
+
+def _step(run: _Run, batch) -> tuple[float, float, dict[str, float]]:
+    """One optimiser step on ``batch`` at the schedule's lr. Returns the lr, the loss (the sum of
+    the network's outputs less the ``*_acc`` accuracies) and every output. Raises
+    :class:`TrainingDiverged` on a non-finite loss, before any weight changes."""
+    config, context, optimizer = run.config, run.context, run.optimizer
+    lr = run.schedule.lr(run.epoch, run.iteration)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    batch = batch.to(context.device)
+    autocast_dtype = AMP_DTYPES.get(config.amp or "")
+    with torch.autocast(context.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        losses = run.network(batch.images, batch.targets, batch.sizes)
+    total = sum(v for k, v in losses.items() if not k.endswith("_acc"))
+    if not distributed.all_true(bool(torch.isfinite(total)), context):
+        raise TrainingDiverged(
+            f"loss is not finite at epoch {run.epoch + 1}, iteration {run.iteration} "
+            f"({', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())}); "
+            f"the last good checkpoint is {run.last_good}. Lower --lr, or use --clip-grad.")
+    optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(total).backward()
+    if config.clip_grad:
+        run.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(run.parameters, config.clip_grad)
+    run.scaler.step(optimizer)
+    run.scaler.update()
+    run.iteration += 1
+    return lr, total.item(), {k: v.item() for k, v in losses.items()}
+
+
+def _end_epoch(run: _Run, failed_images: int) -> None:
+    """Say how many images failed, move to the next epoch, checkpoint it, evaluate when due."""
+    if failed_images:
+        run.log.message(f"epoch {run.epoch + 1}: {failed_images} image(s) failed to load and were skipped")
+    run.epoch, run.skip = run.epoch + 1, 0
+    _save(run, 0)
+    if run.val_set is not None and (run.epoch % run.config.eval_every == 0 or run.epoch == run.config.total_epochs):
+        run.model.eval()
+        metrics = evaluate_dataset(run.model, run.val_set, run.config.val_json, run.context)
+        run.model.train()
+        if run.context.is_main:
+            run.log.evaluation(run.iteration, run.epoch, metrics)
 
 
 def _make_optimizer(config: TrainConfig, parameters: list[torch.nn.Parameter], lr: float
@@ -254,15 +330,15 @@ def _load_initial_weights(model: CascadeRCNN, weights: str, log: TrainLog) -> No
                     f"{model.config.num_classes} in the data: re-initialised {', '.join(skipped)}")
 
 
-def _save(path: Path, model: CascadeRCNN, optimizer, scaler, config: TrainConfig,
-          context: distributed.Context, layout: dict, epoch: int, batch: int, iteration: int) -> None:
-    """Everything needed to continue exactly: weights, optimizer, scaler, position, RNG states."""
-    rng = distributed.gather_lists([torch.get_rng_state()], context)
-    settings = {k: v for k, v in asdict(config).items() if k != "on_iteration"}
+def _save(run: _Run, batch: int) -> None:
+    """OUT/latest.pth at ``batch`` of the run's epoch: everything needed to continue exactly
+    (weights, optimizer, scaler, position, RNG states)."""
+    rng = distributed.gather_lists([torch.get_rng_state()], run.context)
+    settings = {k: v for k, v in asdict(run.config).items() if k != "on_iteration"}
     distributed.on_main(lambda: checkpoint.save(
-        path, model, optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-        progress={"epoch": epoch, "batch": batch, "iteration": iteration, **layout},
-        rng_per_rank=rng, train_config=settings), context)
+        run.latest, run.model, optimizer=run.optimizer.state_dict(), scaler=run.scaler.state_dict(),
+        progress={"epoch": run.epoch, "batch": batch, "iteration": run.iteration, **run.layout},
+        rng_per_rank=rng, train_config=settings), run.context)
 
 
 def _restore(path: Path, model: CascadeRCNN, optimizer, scaler, context: distributed.Context,

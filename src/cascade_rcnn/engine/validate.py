@@ -6,7 +6,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..data.coco import CocoDataset
-from ..models.detector import CascadeRCNN
+from ..inference.predictor import CascadeRCNN
 from .distributed import Context, gather_lists, on_main
 from .evaluate import evaluate_coco
 

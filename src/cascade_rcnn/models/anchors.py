@@ -33,8 +33,8 @@ def grid_anchors(base: torch.Tensor, feature_size: tuple[int, int], stride: int)
     return (base[None, :, :] + shifts[:, None, :]).reshape(-1, 4)
 
 
-def inside_image(anchors: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-    """(N,) bool: anchors lying fully inside the (h, w) image (training uses only these)."""
+def inside_image(anchors: torch.Tensor, image_size: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: anchors lying fully inside the image of (2,) size (h, w) (training uses only these)."""
     height, width = image_size
     return ((anchors[:, 0] >= 0) & (anchors[:, 1] >= 0)
             & (anchors[:, 2] < width) & (anchors[:, 3] < height))

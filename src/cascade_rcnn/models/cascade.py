@@ -1,6 +1,6 @@
 """The cascade: three box stages at rising IoU, each refining the previous stage's boxes.
 
-At test time (MMDetection's CascadeRoIHead, spec §2.8-2.9):
+At test time (MMDetection's CascadeRoIHead):
   proposals -> stage 1 -> refined boxes -> stage 2 -> refined boxes -> stage 3
   scores = softmax(mean of the three stages' logits); boxes = stage 3's regression;
   per-class NMS; masks = mean of the three mask heads' sigmoids on the final boxes.
@@ -16,10 +16,11 @@ from torchvision.ops import roi_align
 
 from ..ops.assign_sample import AssignerSettings, SamplerSettings, assign, sample
 from ..ops.box_coder import BoxCoder
+from ..ops.compute_path import ComputePath
 from ..ops.nms import multiclass_nms
-from .box_head import BoxHead
-from .mask_head import MaskHead
-from .roi_features import MultiLevelRoIAlign
+from ..ops.roi_align import MultiLevelRoIAlign
+from .config import ModelConfig
+from .heads.mask_head import MaskHead
 
 MASK_SIZE = 28
 
@@ -51,53 +52,35 @@ def rois_from_boxes(boxes_per_image: list[torch.Tensor]) -> torch.Tensor:
 
 
 class CascadeRoIHead(nn.Module):
-    """One ``BoxHead`` per stage (+ one ``MaskHead`` per stage for Cascade Mask R-CNN).
+    """One box head per stage (+ one mask head per stage for Cascade Mask R-CNN), built from the
+    config's head specs; the per-stage fields of ``ModelConfig`` have one entry per stage."""
 
-    stage_stds, stage_ious and stage_loss_weights have one entry per stage (``ModelConfig``).
-    """
-
-    def __init__(self, num_classes: int, with_mask: bool, stage_stds: tuple[tuple[float, ...], ...],
-                 stage_ious: tuple[float, ...], stage_loss_weights: tuple[float, ...],
-                 channels: int = 256, fc_channels: int = 1024, rois_per_image: int = 512,
-                 mask_channels: int | None = None):
+    def __init__(self, config: ModelConfig):
         super().__init__()
-        self.num_classes = num_classes
-        self.coders = [BoxCoder(tuple(stds)) for stds in stage_stds]
+        self.num_classes = config.num_classes
+        self.coders = [BoxCoder(tuple(stds)) for stds in config.stage_stds]
         # One threshold per stage, used for positives and negatives alike (no low-quality matches).
-        self.assigners = [AssignerSettings(pos_iou=iou, neg_iou=iou) for iou in stage_ious]
-        self.stage_loss_weights = stage_loss_weights
-        self.sampler = SamplerSettings(num=rois_per_image, positive_fraction=0.25)
+        self.assigners = [AssignerSettings(pos_iou=iou, neg_iou=iou) for iou in config.stage_ious]
+        self.stage_loss_weights = config.stage_loss_weights
+        self.sampler = SamplerSettings(num=config.rois_per_image, positive_fraction=0.25)
         self.box_roi_align = MultiLevelRoIAlign(7)
-        self.bbox_head = nn.ModuleList(BoxHead(num_classes, channels, hidden=fc_channels) for _ in stage_stds)
+        self.bbox_head = nn.ModuleList(config.box_head.build(config) for _ in config.stage_stds)
         self.mask_roi_align = MultiLevelRoIAlign(14)
-        self.mask_head = nn.ModuleList(MaskHead(num_classes, channels, mask_channels or channels)
-                                       for _ in stage_stds) if with_mask else None
-        self.exact = False
-
-    @property
-    def exact(self) -> bool:
-        """False: inference computes only each detection's class of mask logits and gathers RoI
-        features on the CPU with ``gathered_multilevel_roi_align`` (float-noise equal)."""
-        return not self.box_roi_align.gathered
-
-    @exact.setter
-    def exact(self, exact: bool) -> None:
-        self.box_roi_align.gathered = self.mask_roi_align.gathered = not exact
+        self.mask_head = nn.ModuleList(config.mask_head.build(config)
+                                       for _ in config.stage_stds) if config.with_mask else None
 
     @property
     def with_mask(self) -> bool:
         return self.mask_head is not None
 
-    def forward_stage(self, stage: int, features: list[torch.Tensor], rois: torch.Tensor
+    def forward_stage(self, stage: int, features: list[torch.Tensor], rois: torch.Tensor, path: ComputePath
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (K, num_classes + 1) and deltas (K, 4) of one stage for (K, 5) RoIs."""
-        return self.bbox_head[stage](self.box_roi_align(features, rois))
+        return self.bbox_head[stage](self.box_roi_align(features, rois, path))
 
-    def predict_boxes(self, features: list[torch.Tensor], proposals: list[torch.Tensor],
-                      image_sizes: list[tuple[int, int]] | torch.Tensor, stage: int | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run the stages on (P_i, 4) proposals of each image; image_sizes (h, w) per image, as
-        tuples or a (B, 2) tensor.
+    def predict_boxes(self, features: list[torch.Tensor], proposals: list[torch.Tensor], image_sizes: torch.Tensor,
+                      path: ComputePath, stage: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run the stages on (P_i, 4) proposals of each image; image_sizes (B, 2) unpadded (h, w).
 
         Returns boxes (K, 4), class probabilities (K, num_classes + 1) and the (K,) image index
         of each row, in resized-image pixels. ``stage=None`` is the cascade's output (scores of
@@ -105,13 +88,11 @@ class CascadeRoIHead(nn.Module):
         """
         rois = rois_from_boxes(proposals)
         image_index = rois[:, 0].long()
-        if not isinstance(image_sizes, torch.Tensor):
-            image_sizes = torch.tensor(image_sizes, device=rois.device)
         max_shapes = image_sizes.to(rois.dtype)[image_index]
         last = len(self.coders) - 1 if stage is None else stage
         stage_logits = []
         for index, coder in enumerate(self.coders[:last + 1]):
-            logits, deltas = self.forward_stage(index, features, rois)
+            logits, deltas = self.forward_stage(index, features, rois, path)
             stage_logits.append(logits)
             boxes = coder.decode(rois[:, 1:], deltas.float(), max_shapes)  # float32 under autocast too
             rois = torch.cat([rois[:, :1], boxes], dim=1)
@@ -122,10 +103,11 @@ class CascadeRoIHead(nn.Module):
         return boxes, mean_logits.softmax(dim=-1), image_index
 
     def loss(self, features: list[torch.Tensor], proposals: list[torch.Tensor], targets: list[dict],
-             image_sizes: list[tuple[int, int]], padded_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+             image_sizes: torch.Tensor, padded_size: tuple[int, int], path: ComputePath) -> dict[str, torch.Tensor]:
         """Training losses of all stages, weighted by ``stage_loss_weights`` (1, 0.5, 0.25).
 
-        proposals: per image (P_i, 4) detached RPN boxes; padded_size: (H, W) of the padded batch.
+        proposals: per image (P_i, 4) detached RPN boxes; image_sizes: (B, 2) unpadded (h, w);
+        padded_size: (H, W) of the padded batch.
         Each stage adds the ground truth to its proposals, assigns at its own IoU threshold,
         samples ``rois_per_image`` RoIs (512 in MMDetection, <= 25 % positive), and the next stage
         trains on those RoIs after this stage's regression (ground truth dropped).
@@ -133,7 +115,7 @@ class CascadeRoIHead(nn.Module):
         losses = {}
         for stage, (coder, weight) in enumerate(zip(self.coders, self.stage_loss_weights)):
             batch = self._sample_stage(stage, proposals, targets)
-            logits, deltas = self.forward_stage(stage, features, batch.rois)
+            logits, deltas = self.forward_stage(stage, features, batch.rois, path)
             num_rois = max(batch.rois.shape[0], 1)
             positive = batch.labels < self.num_classes
             losses[f"s{stage}_cls"] = weight * F.cross_entropy(logits, batch.labels)
@@ -141,7 +123,8 @@ class CascadeRoIHead(nn.Module):
                 deltas[positive], batch.box_targets, beta=1.0, reduction="sum") / num_rois
             losses[f"s{stage}_acc"] = (logits.argmax(1) == batch.labels).float().mean().detach()
             if self.with_mask:
-                losses[f"s{stage}_mask"] = weight * self._mask_loss(stage, features, batch, targets, padded_size)
+                losses[f"s{stage}_mask"] = weight * self._mask_loss(stage, features, batch, targets, padded_size,
+                                                                    path)
             if stage + 1 < len(self.coders):
                 proposals = self._refine(coder, batch, deltas.detach(), image_sizes)
         return losses
@@ -166,11 +149,11 @@ class CascadeRoIHead(nn.Module):
                            torch.cat(gt_index), torch.cat(from_gt))
 
     def _mask_loss(self, stage: int, features: list[torch.Tensor], batch: "SampledRoIs",
-                   targets: list[dict], padded_size: tuple[int, int]) -> torch.Tensor:
+                   targets: list[dict], padded_size: tuple[int, int], path: ComputePath) -> torch.Tensor:
         """BCE on the ground-truth class channel of the positives' 28x28 masks (mean)."""
         positive = batch.labels < self.num_classes
         rois = batch.rois[positive]
-        logits = self.mask_head[stage](self.mask_roi_align(features, rois))
+        logits = self.mask_head[stage](self.mask_roi_align(features, rois, path))
         if rois.shape[0] == 0:
             return logits.sum() * 0
         labels = batch.labels[positive]
@@ -184,42 +167,43 @@ class CascadeRoIHead(nn.Module):
         # RoIs are grouped by image (rois_from_boxes order), so the per-image crops line up.
         return F.binary_cross_entropy_with_logits(channel, torch.cat(mask_targets))
 
-    def _refine(self, coder: BoxCoder, batch: "SampledRoIs", deltas: torch.Tensor,
-                image_sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    def _refine(self, coder: BoxCoder, batch: "SampledRoIs", deltas: torch.Tensor, image_sizes: torch.Tensor
+                ) -> list[torch.Tensor]:
         """The stage's regressed RoIs, per image, without the ones that were ground truth."""
         image_index = batch.rois[:, 0].long()
-        max_shapes = torch.tensor(image_sizes, dtype=deltas.dtype, device=deltas.device)[image_index]
+        max_shapes = image_sizes.to(deltas)[image_index]
         refined = coder.decode(batch.rois[:, 1:], deltas, max_shapes)
         keep = ~batch.from_gt
         return [refined[keep & (image_index == i)] for i in range(len(image_sizes))]
 
-    def predict_masks(self, features: list[torch.Tensor], boxes: list[torch.Tensor],
-                      labels: list[torch.Tensor], stage: int | None = None) -> list[torch.Tensor]:
+    def predict_masks(self, features: list[torch.Tensor], boxes: list[torch.Tensor], labels: list[torch.Tensor],
+                      path: ComputePath, stage: int | None = None) -> list[torch.Tensor]:
         """(N_i, 28, 28) probabilities of each detection's class: mean of the stages' sigmoids
         (or stage ``stage``'s alone)."""
         rois = rois_from_boxes(boxes)
         labels = torch.cat(labels)
-        roi_features = self.mask_roi_align(features, rois)
+        roi_features = self.mask_roi_align(features, rois, path)
         heads = self.mask_head if stage is None else [self.mask_head[stage]]
-        if self.exact:
+        if path.class_mask_logits:
+            label_probs = _class_mask_probs(heads, roi_features, rois, labels, group_rois=not path.exporting)
+        else:
             # MMDetection's order of work: every class's logits, sigmoid, mean, then pick the class.
             probs = torch.stack([head(roi_features).sigmoid() for head in heads]).mean(dim=0)
             label_probs = probs[torch.arange(rois.shape[0], device=rois.device), labels]
-        else:
-            label_probs = _class_mask_probs(heads, roi_features, rois, labels)
         return [label_probs] if len(boxes) == 1 else list(label_probs.split([b.shape[0] for b in boxes]))
 
 
-def _class_mask_probs(heads: list[MaskHead], roi_features: torch.Tensor, rois: torch.Tensor, labels: torch.Tensor
-                      ) -> torch.Tensor:
+def _class_mask_probs(heads: list[MaskHead], roi_features: torch.Tensor, rois: torch.Tensor, labels: torch.Tensor,
+                      group_rois: bool) -> torch.Tensor:
     """The fast path's (K, 28, 28) mean mask probabilities of each detection's class.
 
     Boxes are class-agnostic, so one box often comes out as several detections (one per class):
-    the mask convs run once per distinct box (channels-last, the faster layout for convs here),
-    and only the detected class's logit channel is computed.
+    with ``group_rois`` the mask convs run once per distinct box (a data-dependent grouping that
+    the exported graph skips); they run channels-last (the faster layout for convs here), and
+    only the detected class's logit channel is computed.
     """
     rows = None
-    if not torch.onnx.is_in_onnx_export():  # the grouping depends on the data: the graph skips it
+    if group_rois:
         distinct, inverse = torch.unique(rois, dim=0, return_inverse=True)
         if distinct.shape[0] < rois.shape[0]:
             first = torch.full((distinct.shape[0],), rois.shape[0], dtype=torch.long, device=rois.device)
@@ -245,12 +229,12 @@ def crop_mask_targets(masks: torch.Tensor, gt_index: torch.Tensor, boxes: torch.
 
 
 def select_detections(boxes: torch.Tensor, class_probs: torch.Tensor, settings: DetectionSettings,
-                      exact: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      path: ComputePath) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MMDetection's multiclass NMS for one image.
 
     boxes (K, 4) are class-agnostic, so every box is a candidate for every foreground class;
     class_probs (K, C + 1) with background last. Returns boxes (N, 4), scores (N,), labels (N,).
     """
     box_index, labels, scores = multiclass_nms(boxes, class_probs[:, :-1], settings.score_thr, settings.nms_iou,
-                                               settings.max_per_image, exact)
+                                               settings.max_per_image, path)
     return boxes[box_index], scores, labels

@@ -9,7 +9,8 @@ from torch import nn
 
 from ..ops.assign_sample import AssignerSettings, SamplerSettings, assign, sample
 from ..ops.box_coder import BoxCoder
-from ..ops.nms import batched_nms
+from ..ops.compute_path import ComputePath
+from ..ops.nms import level_nms
 from .anchors import base_anchors, grid_anchors, inside_image
 
 RPN_CODER = BoxCoder((1.0, 1.0, 1.0, 1.0))
@@ -58,21 +59,20 @@ class RPNHead(nn.Module):
 
 
 def propose(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
-            image_size: tuple[int, int] | torch.Tensor, settings: ProposalSettings) -> tuple[torch.Tensor, torch.Tensor]:
+            image_size: torch.Tensor, settings: ProposalSettings, path: ComputePath
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Proposals (P, 4) and their scores (P,) for ONE image, from per-level (N_l,) logits.
 
     MMDetection's order of work: the top ``pre_nms_per_level`` anchors of each level by sigmoid
-    score, decoded and clipped to the resized (unpadded) image (h, w) - a tuple, or a (1, 2)
-    tensor as in the exported graph -, boxes with zero width or height dropped, NMS separately
-    per level, then the best ``max_proposals`` overall. The ONNX export traces this function.
+    score, decoded and clipped to the resized (unpadded) image's (1, 2) (h, w), boxes with zero
+    width or height dropped, NMS separately per level, then the best ``max_proposals`` overall.
     """
     level_boxes, level_scores, level_ids = [], [], []
-    exporting = torch.onnx.is_in_onnx_export()
     for level, (level_logits, level_deltas, level_anchors) in enumerate(zip(logits, deltas, anchors)):
         scores = level_logits.sigmoid()
         # MMDetection leaves a level shorter than pre_nms_per_level unsorted (that order decides
         # NMS ties); the exported graph always sorts and slices, as its image size is dynamic.
-        if 0 < settings.pre_nms_per_level and (exporting or settings.pre_nms_per_level < scores.shape[0]):
+        if 0 < settings.pre_nms_per_level and (path.exporting or settings.pre_nms_per_level < scores.shape[0]):
             scores, order = scores.sort(descending=True)
             scores, order = scores[:settings.pre_nms_per_level], order[:settings.pre_nms_per_level]
             level_deltas, level_anchors = level_deltas[order], level_anchors[order]
@@ -83,7 +83,7 @@ def propose(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: lis
     scores, ids = torch.cat(level_scores), torch.cat(level_ids)
     valid = torch.nonzero((boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)).squeeze(1)
     boxes, scores, ids = boxes[valid], scores[valid], ids[valid]
-    keep = batched_nms(boxes, scores, ids, settings.nms_iou)[:settings.max_proposals]
+    keep = level_nms(boxes, scores, ids, settings.nms_iou, path)[:settings.max_proposals]
     return boxes[keep], scores[keep]
 
 
@@ -91,11 +91,11 @@ RPN_ASSIGNER = AssignerSettings(pos_iou=0.7, neg_iou=0.3, low_quality_min_iou=0.
 
 
 def rpn_loss(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
-             targets: list[dict], image_sizes: list[tuple[int, int]], sampler: SamplerSettings
+             targets: list[dict], image_sizes: torch.Tensor, sampler: SamplerSettings
              ) -> dict[str, torch.Tensor]:
     """Objectness BCE + SmoothL1 (beta 1/9) on ``sampler.num`` (256) sampled anchors per image.
 
-    Only anchors fully inside the (unpadded) image take part. Both losses are summed and divided
+    Only anchors fully inside the (unpadded) image, ``image_sizes`` (B, 2) (h, w), take part. Both losses are summed and divided
     by the batch's sampled-anchor count as MMDetection counts it (``SamplingResult.avg_factor``):
     max(positives, 1) + max(negatives, 1) per image, so an image without positives counts one more.
     """

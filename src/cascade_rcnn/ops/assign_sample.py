@@ -1,5 +1,5 @@
 """Training targets: match boxes to ground truth by IoU (MaxIoUAssigner), then sample a fixed
-number of them with a positive fraction (RandomSampler). MMDetection v2 semantics (spec §3)."""
+number of them with a positive fraction (RandomSampler). MMDetection v2 semantics."""
 from __future__ import annotations
 
 from dataclasses import dataclass

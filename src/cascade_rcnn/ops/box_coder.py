@@ -33,13 +33,10 @@ class BoxCoder:
         deltas = torch.cat([(gxy - pxy) / pwh, torch.log(gwh / pwh)], dim=1)
         return deltas / deltas.new_tensor(self.stds)
 
-    def decode(self, boxes: torch.Tensor, deltas: torch.Tensor,
-               max_shape: tuple[int, int] | torch.Tensor | None = None) -> torch.Tensor:
-        """Apply ``deltas`` (N, 4) to ``boxes`` (N, 4); clip to ``max_shape`` = (height, width).
-
-        ``max_shape`` may also be an (N, 2) tensor of per-box (height, width), for RoIs of several
-        images at once.
-        """
+    def decode(self, boxes: torch.Tensor, deltas: torch.Tensor, max_shape: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """Apply ``deltas`` (N, 4) to ``boxes`` (N, 4); clip to ``max_shape``, an (N, 2) or (1, 2)
+        tensor of (height, width) per box (RoIs of several images at once) or for all."""
         deltas = deltas * deltas.new_tensor(self.stds)
         pxy = (boxes[:, :2] + boxes[:, 2:]) * 0.5
         pwh = boxes[:, 2:] - boxes[:, :2]
@@ -53,12 +50,7 @@ class BoxCoder:
         return clip_boxes(decoded, max_shape)
 
 
-def clip_boxes(boxes: torch.Tensor, max_shape: tuple[int, int] | torch.Tensor) -> torch.Tensor:
-    """Clamp x to [0, width] and y to [0, height]; ``max_shape`` is (h, w) or an (N, 2) tensor."""
-    if isinstance(max_shape, torch.Tensor):
-        upper = max_shape.to(boxes.dtype).flip(1).repeat(1, 2)  # (N, 4): w, h, w, h
-        return torch.maximum(torch.minimum(boxes, upper), boxes.new_zeros(()))
-    height, width = max_shape
-    x = boxes[:, 0::2].clamp(min=0, max=width)
-    y = boxes[:, 1::2].clamp(min=0, max=height)
-    return torch.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], dim=1)
+def clip_boxes(boxes: torch.Tensor, max_shape: torch.Tensor) -> torch.Tensor:
+    """Clamp x to [0, width] and y to [0, height]; ``max_shape`` (N, 2) or (1, 2) (height, width)."""
+    upper = max_shape.to(boxes.dtype).flip(1).repeat(1, 2)  # w, h, w, h
+    return torch.maximum(torch.minimum(boxes, upper), boxes.new_zeros(()))

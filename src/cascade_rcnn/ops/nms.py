@@ -1,8 +1,25 @@
-"""Per-group NMS that keeps mmcv's output order (see spec §2.10)."""
+"""NMS as MMDetection runs it (mmcv's output order), its fast form, and the one place that
+chooses between them.
+
+| caller               | case (first that applies)  | kernel                       | vs MMDetection             |
+|----------------------|----------------------------|------------------------------|----------------------------|
+| RPN, per level       | ``path.exporting``         | onnx_forms.exported_batched_nms | one NonMaxSuppression node |
+| (``level_nms``)      | otherwise                  | ``batched_nms``              | same boxes, same order     |
+| detections, per class| ``path.exporting``         | onnx_forms.exported_multiclass_nms | ties may differ      |
+| (``multiclass_nms``) | ``path.best_candidate_nms``| ``best_batched_nms`` over the best 10 x max_per_image candidates | same detections unless scores tie |
+|                      | otherwise (exact)          | ``batched_nms``              | same detections, same order|
+
+mmcv sorts scores with the unstable ``at::sort`` before its NMS and shifts each group's boxes by
+``group * (largest coordinate + 1)`` so that one NMS suppresses within groups only; above 10000
+boxes it loops over the groups instead. ``batched_nms`` does the same on the same numbers.
+"""
 from __future__ import annotations
 
 import torch
 from torchvision.ops import nms
+
+from .compute_path import ComputePath
+from .onnx_forms import exported_batched_nms, exported_multiclass_nms
 
 # mmcv switches to a per-group loop above this many boxes; one NMS over 80 classes x 1000 boxes
 # would be quadratic in the total.
@@ -17,10 +34,6 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
     Boxes of different groups never suppress each other: each group is shifted by
     ``group * (max coordinate + 1)``, as mmcv does, so the IoUs are computed on the same numbers.
     """
-    if torch.onnx.is_in_onnx_export():  # one NonMaxSuppression node, whatever the box count
-        # Boxes are clipped to the image (>= 0): a 0 appended keeps the maximum and allows none.
-        largest = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
-        return _nms_in_mmcv_order(_shifted_apart(boxes, groups, largest), scores, iou_threshold)
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
     shifted = _shifted_apart(boxes, groups, boxes.max())
@@ -73,63 +86,30 @@ def _nms_in_mmcv_order(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold:
     return order[nms(boxes[order], scores[order], iou_threshold)]
 
 
+def level_nms(boxes: torch.Tensor, scores: torch.Tensor, levels: torch.Tensor, iou_threshold: float,
+              path: ComputePath) -> torch.Tensor:
+    """The RPN's NMS within each pyramid level: kept indices by descending score."""
+    if path.exporting:
+        return exported_batched_nms(boxes, scores, levels, iou_threshold)
+    return batched_nms(boxes, scores, levels, iou_threshold)
+
+
 def multiclass_nms(boxes: torch.Tensor, class_scores: torch.Tensor, score_thr: float, iou_threshold: float,
-                   max_detections: int, exact: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   max_detections: int, path: ComputePath) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MMDetection's multiclass NMS: every (box, class) pair scoring > ``score_thr`` is a
     candidate, NMS runs per class, the best ``max_detections`` are kept, by descending score.
 
     boxes (K, 4) shared by all classes (class-agnostic regression), class_scores (K, C).
-    Returns the box index (N,), class (N,) and score (N,) of each detection. ``exact=False``
-    finds them from the best-scored candidates only (``best_batched_nms``: the same detections
-    unless scores tie).
+    Returns the box index (N,), class (N,) and score (N,) of each detection.
     """
-    if torch.onnx.is_in_onnx_export():
-        return _onnx_multiclass_nms(boxes, class_scores, score_thr, iou_threshold, max_detections)
+    if path.exporting:
+        return exported_multiclass_nms(boxes, class_scores, score_thr, iou_threshold, max_detections)
     num_classes = class_scores.shape[1]
     scores = class_scores.reshape(-1)
     candidates = torch.nonzero(scores > score_thr).squeeze(1)
     box_index, labels = candidates // num_classes, candidates % num_classes
-    if exact:
-        keep = batched_nms(boxes[box_index], scores[candidates], labels, iou_threshold)[:max_detections]
-    else:
+    if path.best_candidate_nms:
         keep = best_batched_nms(boxes[box_index], scores[candidates], labels, iou_threshold, max_detections)
+    else:
+        keep = batched_nms(boxes[box_index], scores[candidates], labels, iou_threshold)[:max_detections]
     return box_index[keep], labels[keep], scores[candidates[keep]]
-
-
-def _onnx_multiclass_nms(boxes: torch.Tensor, class_scores: torch.Tensor, score_thr: float,
-                         iou_threshold: float, max_detections: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The exported form of ``multiclass_nms``: ONNX's NonMaxSuppression takes the K boxes once
-    with C score rows and runs per class natively (no K x C candidate boxes, no loop). Ties and
-    IoUs right at the threshold may resolve differently from torchvision's NMS."""
-    # Pairs at or below the threshold get a score the operator always drops, whichever of > or >=
-    # a runtime applies to its own score_threshold.
-    scores = torch.where(class_scores > score_thr, class_scores, torch.full_like(class_scores, -1.0))
-    selected = _NonMaxSuppression.apply(boxes, scores.t().contiguous(), iou_threshold, score_thr)
-    box_index, labels = selected[:, 2], selected[:, 1]
-    picked = scores[box_index, labels]
-    order = picked.sort(descending=True).indices[:max_detections]
-    return box_index[order], labels[order], picked[order]
-
-
-class _NonMaxSuppression(torch.autograd.Function):
-    """(M, 3) [batch 0, class, box] of the boxes kept by per-class NMS; exported as ONNX's
-    NonMaxSuppression. The eager body (run while tracing) computes the same selection."""
-
-    @staticmethod
-    def forward(ctx, boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, score_thr: float
-                ) -> torch.Tensor:
-        num_classes = scores.shape[0]
-        flat = scores.t().reshape(-1)
-        candidates = torch.nonzero(flat > score_thr).squeeze(1)
-        box_index, labels = candidates // num_classes, candidates % num_classes
-        keep = batched_nms(boxes[box_index], flat[candidates], labels, iou_threshold)
-        return torch.stack([torch.zeros_like(keep), labels[keep], box_index[keep]], dim=1)
-
-    @staticmethod
-    def symbolic(g, boxes, scores, iou_threshold: float, score_thr: float):
-        max_per_class = g.op("Constant", value_t=torch.tensor([2**31 - 1], dtype=torch.long))
-        iou = g.op("Constant", value_t=torch.tensor([iou_threshold], dtype=torch.float))
-        threshold = g.op("Constant", value_t=torch.tensor([score_thr], dtype=torch.float))
-        batch_boxes = g.op("Unsqueeze", boxes, g.op("Constant", value_t=torch.tensor([0])))
-        batch_scores = g.op("Unsqueeze", scores, g.op("Constant", value_t=torch.tensor([0])))
-        return g.op("NonMaxSuppression", batch_boxes, batch_scores, max_per_class, iou, threshold)

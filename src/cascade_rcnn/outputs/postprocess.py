@@ -2,24 +2,12 @@
 ONNX runtime (one implementation, so both write the same files)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from .data.transforms import ResizedImage
-from .ops.paste_masks import paste_masks
-from .results import Detections
-
-
-@dataclass
-class ImageDetections:
-    """One image's raw detections, as the network (or the exported graph) returns them."""
-
-    boxes: torch.Tensor  # (N, 4) xyxy, resized-image pixels (original pixels if boxes_in_original)
-    scores: torch.Tensor  # (N,)
-    labels: torch.Tensor  # (N,) 0-based class index
-    mask_probs: torch.Tensor | None = None  # (N, 28, 28) probability of the detected class
-    boxes_in_original: bool = False
+from ..data.transforms import ResizedImage
+from ..models.detector import ImageDetections
+from ..ops.paste_masks import paste_masks
+from .detections import Detections
 
 
 def to_original_pixels(raw: ImageDetections, record: ResizedImage, class_names: tuple[str, ...]) -> Detections:

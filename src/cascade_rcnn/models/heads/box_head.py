@@ -1,8 +1,19 @@
 """One cascade stage's box head: two shared FCs, then class logits and class-agnostic deltas."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class SharedFCBoxHeadConfig:
+    """MMDetection's ``Shared2FCBBoxHead`` (``ModelConfig.box_head``): built once per stage from
+    the config's class count, FPN width and ``fc_channels``."""
+
+    def build(self, config) -> "BoxHead":
+        return BoxHead(config.num_classes, config.fpn_channels, hidden=config.fc_channels)
 
 
 class BoxHead(nn.Module):

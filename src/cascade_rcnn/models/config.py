@@ -2,14 +2,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
+from torch import nn
+
+from .backbones.resnet import ResNetConfig
 from .coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
-from .models.backbone import BackboneConfig
+from .heads.box_head import SharedFCBoxHeadConfig
+from .heads.mask_head import FCNMaskHeadConfig
+from .input_norm import InputNorm
 
-# Input normalisation of the two backbone styles (spec §2.1): what the ImageNet weights expect.
-PYTORCH_MEAN, PYTORCH_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)  # RGB
-CAFFE_MEAN, CAFFE_STD = (103.53, 116.28, 123.675), (1.0, 1.0, 1.0)  # BGR
+
+class BackboneSpec(Protocol):
+    """What ``ModelConfig.backbone`` holds (the contract: ``models/backbones/__init__.py``)."""
+
+    input_norm: InputNorm
+
+    def build(self) -> nn.Module: ...
+
+
+class HeadSpec(Protocol):
+    """What ``ModelConfig.box_head`` / ``mask_head`` hold (``models/heads/__init__.py``)."""
+
+    def build(self, config: "ModelConfig") -> nn.Module: ...
 
 
 @dataclass(frozen=True)
@@ -17,7 +32,11 @@ class ModelConfig:
     """A Cascade (Mask) R-CNN: architecture, classes, input size, and what the zoo reports."""
 
     name: str
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    backbone: BackboneSpec = field(default_factory=ResNetConfig)
+    # None: what the backbone's pretrained weights expect (``backbone.input_norm``).
+    input_norm: InputNorm | None = None
+    box_head: HeadSpec = SharedFCBoxHeadConfig()
+    mask_head: HeadSpec = FCNMaskHeadConfig()  # used when with_mask
     with_mask: bool = True
     class_names: tuple[str, ...] = COCO_CLASSES
     # COCO category id of each class, for COCO-format output; None means ids = index + 1.
@@ -60,17 +79,21 @@ class ModelConfig:
         return len(self.class_names)
 
     @property
+    def normalization(self) -> InputNorm:
+        """Channel order, mean and std of the network's input."""
+        return self.input_norm or self.backbone.input_norm
+
+    @property
     def bgr_input(self) -> bool:
-        """Caffe-style backbones were trained on BGR images."""
-        return self.backbone.style == "caffe"
+        return self.normalization.bgr
 
     @property
     def pixel_mean(self) -> tuple[float, float, float]:
-        return CAFFE_MEAN if self.bgr_input else PYTORCH_MEAN
+        return self.normalization.mean
 
     @property
     def pixel_std(self) -> tuple[float, float, float]:
-        return CAFFE_STD if self.bgr_input else PYTORCH_STD
+        return self.normalization.std
 
     def category_id(self, label: int) -> int:
         """The data set's category id of a 0-based label."""

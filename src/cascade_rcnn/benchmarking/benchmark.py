@@ -10,6 +10,9 @@ What is timed, and how it differs from MMDetection's ``tools/analysis_tools/benc
   random images at the zoo's training size (2 x 1333x800 per GPU) with 8 objects each.
 - memory: CUDA ``max_memory_allocated`` (MMDetection's logged ``memory``), reset before the timed
   runs; on the CPU the peak resident set size of the process during the timed runs.
+
+``run_benchmark`` is the ``benchmark`` command (the model, its images, the timings; notes on
+stderr) and ``benchmark_text`` its result as the command prints it.
 """
 from __future__ import annotations
 
@@ -18,15 +21,20 @@ import statistics
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from ..api import build_model
+from ..data.images import list_images, read_image
 from ..data.transforms import pad_batch
-from ..models.detector import AMP_DTYPES, CascadeRCNN
+from ..inference.predictor import CascadeRCNN
+from ..ops.compute_path import AMP_DTYPES
+from ..weights.zoo import reported_figure
+from .synthetic import drawn_scene, spread_random_weights
 
 
 @dataclass
@@ -176,7 +184,7 @@ def benchmark_training(model: CascadeRCNN, iterations: int = 3, batch_size: int 
 
     def step() -> None:
         with torch.autocast(device.type, dtype=AMP_DTYPES.get(amp or ""), enabled=amp is not None):
-            losses = model(images, targets, [image_size] * batch_size)
+            losses = model(images, targets, torch.tensor([image_size] * batch_size))
         loss = sum(value for key, value in losses.items() if not key.endswith("_acc"))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -205,3 +213,61 @@ def synthetic_targets(height: int, width: int, num_classes: int, with_mask: bool
             mask[y1:y2, x1:x2] = 1
         target["masks"] = masks.to(device)
     return target
+
+
+def run_benchmark(model_name: str, weights: str | None = None, device: str = "cpu", exact: bool = False,
+                  image_dir: str | None = None, num_images: int | None = None, size: tuple[int, int] = (480, 640),
+                  batch_size: int = 1, amp: str | None = None, threads: int | None = None, train: bool = False,
+                  train_batch_size: int = 2, iterations: int = 3) -> dict:
+    """The ``benchmark`` command: ``model_name`` (without ``weights``: random weights spread like a
+    trained model's) timed on the first ``num_images`` of ``image_dir``, or on ``num_images`` (default
+    10) drawn scenes of ``size`` (h, w); with ``train``, also ``iterations`` training steps. Returns
+    the record ``--json`` prints; notes on what is timed go to stderr."""
+    if threads:
+        torch.set_num_threads(threads)
+    if image_dir:
+        paths = list_images(image_dir)[:num_images]
+        if not paths:
+            raise ValueError(f"{image_dir}: no images found")
+        images = [read_image(path) for path in paths]
+    else:
+        images = [drawn_scene(*size, seed=i) for i in range(num_images or 10)]
+    model = build_model(model_name, weights=weights, device=device, exact=exact)
+    config = model.config
+    result = {"model": config.name, "device": str(model.device), "threads": torch.get_num_threads(),
+              "amp": amp, "path": "exact" if exact else "fast",
+              "weights": weights or "random (spread like a trained model's)",
+              "reported_fps_v100": config.reported_fps, "reported_mem_gb": config.reported_mem_gb}
+    if weights is None:
+        _note("no --weights: random weights, rescaled so that detections spread like a trained model's")
+        spread_random_weights(model, images[0])
+    _note(f"inference: {len(images)} image(s) of {images[0].shape[0]}x{images[0].shape[1]}, "
+          f"batch {batch_size}, after 2 warm-up calls")
+    result["inference"] = asdict(benchmark_inference(model, images, batch_size=batch_size, amp=amp))
+    if train:
+        long_side, short_side = config.image_scale
+        _note(f"training: {iterations} step(s) of {train_batch_size} x {short_side}x{long_side}")
+        result["training"] = asdict(benchmark_training(model, iterations=iterations, batch_size=train_batch_size,
+                                                       image_size=(short_side, long_side), amp=amp))
+    return result
+
+
+def benchmark_text(result: dict) -> str:
+    """``run_benchmark``'s record for a person: our figures beside the zoo's (measured on a V100)."""
+    inference, training = result["inference"], result.get("training")
+    lines = [f"{result['model']} on {result['device']} ({result['threads']} threads, {result['path']} path, "
+             f"amp {result['amp'] or 'off'}, weights: {result['weights']})",
+             f"  inference: {inference['images_per_s']:.3f} img/s  median {inference['median_latency_s']:.3f} s  "
+             f"p90 {inference['p90_latency_s']:.3f} s  peak memory {inference['peak_memory_gb']:.2f} GB  "
+             f"{inference['detections_per_image']:.1f} detections/img   "
+             f"(zoo, V100: {reported_figure(result['reported_fps_v100'])} fps)"]
+    if training:
+        height, width = training["image_size"]
+        lines.append(f"  training:  {training['s_per_iter']:.3f} s/iter  peak memory "
+                     f"{training['peak_memory_gb']:.2f} GB  ({training['images_per_iter']} x {height}x{width})   "
+                     f"(zoo: {reported_figure(result['reported_mem_gb'])} GB per V100)")
+    return "\n".join(lines)
+
+
+def _note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)

@@ -1,10 +1,24 @@
 """One cascade stage's mask head: 4 convs, a 2x deconv, per-class 28x28 mask logits."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from .fpn import ConvWrapper
+from ..fpn import ConvWrapper
+
+
+@dataclass(frozen=True)
+class FCNMaskHeadConfig:
+    """MMDetection's ``FCNMaskHead`` (``ModelConfig.mask_head``): ``num_convs`` 3x3 convs of the
+    config's ``mask_channels`` (default: the FPN width), built once per stage."""
+
+    num_convs: int = 4
+
+    def build(self, config) -> "MaskHead":
+        return MaskHead(config.num_classes, config.fpn_channels, config.mask_channels or config.fpn_channels,
+                        self.num_convs)
 
 
 class MaskHead(nn.Module):

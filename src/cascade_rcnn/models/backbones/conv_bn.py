@@ -19,13 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...ops.compute_path import ComputePath
 
-def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, fold: bool,
+
+def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, path: ComputePath,
             residual: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
-    """``bn(conv(x)) [+ residual] [then ReLU]``, folded into one convolution when ``fold`` and
-    BatchNorm is frozen (eval mode). The ReLU runs in place: neither BatchNorm's nor a conv's
-    backward needs its output."""
-    if not fold or bn.training:
+    """``bn(conv(x)) [+ residual] [then ReLU]``, folded into one convolution when
+    ``path.fold_batchnorm`` and BatchNorm is frozen (eval mode). The ReLU runs in place: neither
+    BatchNorm's nor a conv's backward needs its output."""
+    if not path.fold_batchnorm or bn.training:
         out = bn(conv(x))
         out = out if residual is None else out + residual
         return out.relu_() if relu else out

@@ -1,8 +1,8 @@
 """The model zoo: MMDetection v2's 20 Cascade (Mask) R-CNN configs, plus small project configs."""
 from __future__ import annotations
 
-from .config import ModelConfig
-from .models.backbone import BackboneConfig
+from ..models.backbones.resnet import ResNetConfig
+from ..models.config import ModelConfig
 
 _BASE_URL = "https://download.openmmlab.com/mmdetection/v2.0/cascade_rcnn"
 
@@ -12,15 +12,15 @@ _TORCHVISION = "https://download.pytorch.org/models"
 _OPEN_MMLAB = "https://download.openmmlab.com/pretrain/third_party"
 
 _BACKBONES = {
-    "r50_caffe": BackboneConfig(depth=50, style="caffe", train_bn_affine=False,
+    "r50_caffe": ResNetConfig(depth=50, style="caffe", train_bn_affine=False,
                                 imagenet_url=f"{_OPEN_MMLAB}/resnet50_msra-5891d200.pth"),
-    "r50": BackboneConfig(depth=50, imagenet_url=f"{_TORCHVISION}/resnet50-0676ba61.pth"),
-    "r101_caffe": BackboneConfig(depth=101, style="caffe", train_bn_affine=False,
+    "r50": ResNetConfig(depth=50, imagenet_url=f"{_TORCHVISION}/resnet50-0676ba61.pth"),
+    "r101_caffe": ResNetConfig(depth=101, style="caffe", train_bn_affine=False,
                                  imagenet_url=f"{_OPEN_MMLAB}/resnet101_msra-6cc46731.pth"),
-    "r101": BackboneConfig(depth=101, imagenet_url=f"{_TORCHVISION}/resnet101-63fe2227.pth"),
-    "x101_32x4d": BackboneConfig(depth=101, groups=32, width_per_group=4,
+    "r101": ResNetConfig(depth=101, imagenet_url=f"{_TORCHVISION}/resnet101-63fe2227.pth"),
+    "x101_32x4d": ResNetConfig(depth=101, groups=32, width_per_group=4,
                                  imagenet_url=f"{_OPEN_MMLAB}/resnext101_32x4d-a5af3160.pth"),
-    "x101_64x4d": BackboneConfig(depth=101, groups=64, width_per_group=4,
+    "x101_64x4d": ResNetConfig(depth=101, groups=64, width_per_group=4,
                                  imagenet_url=f"{_OPEN_MMLAB}/resnext101_64x4d-ee2c6f71.pth"),
 }
 
@@ -86,12 +86,12 @@ def _published_configs() -> dict[str, ModelConfig]:
 _PROJECT = {
     "cascade_mask_rcnn_r18w32_fpn_256": ModelConfig(
         name="cascade_mask_rcnn_r18w32_fpn_256",
-        backbone=BackboneConfig(depth=18, base_channels=32, frozen_stages=0, norm_eval=False),
+        backbone=ResNetConfig(depth=18, base_channels=32, frozen_stages=0, norm_eval=False),
         fpn_channels=64, fc_channels=256, mask_channels=32, image_scale=(256, 256), anchor_scale=4.0,
         train_proposals=500, rois_per_image=64),
     "cascade_rcnn_r18w32_fpn_256": ModelConfig(
         name="cascade_rcnn_r18w32_fpn_256", with_mask=False,
-        backbone=BackboneConfig(depth=18, base_channels=32, frozen_stages=0, norm_eval=False),
+        backbone=ResNetConfig(depth=18, base_channels=32, frozen_stages=0, norm_eval=False),
         fpn_channels=64, fc_channels=256, image_scale=(256, 256), anchor_scale=4.0,
         train_proposals=500, rois_per_image=64),
 }
@@ -105,3 +105,8 @@ def get_config(name: str) -> ModelConfig:
         return MODEL_ZOO[name]
     except KeyError:
         raise KeyError(f"unknown model {name!r}; known models: {', '.join(MODEL_ZOO)}") from None
+
+
+def reported_figure(value: float | None) -> str:
+    """A figure of MMDetection's zoo tables as we print it: ``-`` where it reports none."""
+    return "-" if value is None else f"{value:g}"

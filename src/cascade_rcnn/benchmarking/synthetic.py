@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from .models.detector import CascadeRCNN
+from ..inference.predictor import CascadeRCNN
 
 # Target spread of the prediction layers' outputs over the RoIs of a scene.
 CLASS_LOGIT_STD = 2.0
@@ -79,7 +79,7 @@ def _calibrate_batchnorm(model: CascadeRCNN, image: np.ndarray) -> None:
         norm.momentum = None  # a cumulative average: exactly this image's statistics
         norm.train()
     try:
-        model.backbone(tensor[None].to(model.device))
+        model.backbone(tensor[None].to(model.device), model.path)
     finally:
         for norm in norms:
             norm.momentum = 0.1

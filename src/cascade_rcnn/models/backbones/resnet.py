@@ -1,4 +1,5 @@
-"""ResNet / ResNeXt backbones with MMDetection's module names (== torchvision's).
+"""ResNet / ResNeXt backbones with MMDetection's module names (== torchvision's): the spec
+(``ResNetConfig``) and the module (``ResNet``).
 
 Two styles decide where a bottleneck's stride goes: ``pytorch`` on the 3x3 conv (conv2),
 ``caffe`` on the first 1x1 conv (conv1). BatchNorm always uses its running statistics
@@ -11,11 +12,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ...ops.compute_path import ComputePath
+from ..input_norm import CAFFE_NORM, PYTORCH_NORM, InputNorm
 from .conv_bn import conv_bn, drop_folded
 
 
 @dataclass(frozen=True)
-class BackboneConfig:
+class ResNetConfig:
     """depth 18/34 use basic blocks, 50/101 bottlenecks; groups > 1 makes it a ResNeXt."""
 
     depth: int = 50
@@ -46,25 +49,28 @@ class BackboneConfig:
         """Channels of C2..C5."""
         return [self.base_channels * 2 ** i * self.expansion for i in range(4)]
 
+    @property
+    def input_norm(self) -> InputNorm:
+        """Caffe-style weights were trained on BGR images without std scaling."""
+        return CAFFE_NORM if self.style == "caffe" else PYTORCH_NORM
+
+    def build(self) -> "ResNet":
+        return ResNet(self)
+
+
 
 class _Block(nn.Module):
-    """A residual block whose conv + BatchNorm pairs fold into one conv at inference."""
+    """A residual block; ``path.fold_batchnorm`` folds its conv + BatchNorm pairs into one conv."""
 
-    fold_batchnorm = True  # set per model by ``ResNet.fold_batchnorm``
-
-    def _conv_bn(self, x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d,
-                 residual: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
-        return conv_bn(x, conv, bn, self.fold_batchnorm, residual, relu)
-
-    def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.downsample is None else self._conv_bn(x, self.downsample[0], self.downsample[1])
+    def _shortcut(self, x: torch.Tensor, path: ComputePath) -> torch.Tensor:
+        return x if self.downsample is None else conv_bn(x, self.downsample[0], self.downsample[1], path)
 
 
 class BasicBlock(_Block):
     """Two 3x3 convs (ResNet-18/34)."""
 
     def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None,
-                 config: BackboneConfig):
+                 config: ResNetConfig):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -72,17 +78,17 @@ class BasicBlock(_Block):
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = self._shortcut(x)
-        out = self._conv_bn(x, self.conv1, self.bn1, relu=True)
-        return self._conv_bn(out, self.conv2, self.bn2, residual=identity, relu=True)
+    def forward(self, x: torch.Tensor, path: ComputePath) -> torch.Tensor:
+        identity = self._shortcut(x, path)
+        out = conv_bn(x, self.conv1, self.bn1, path, relu=True)
+        return conv_bn(out, self.conv2, self.bn2, path, residual=identity, relu=True)
 
 
 class Bottleneck(_Block):
     """1x1 -> 3x3 (grouped for ResNeXt) -> 1x1, expansion 4."""
 
     def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None,
-                 config: BackboneConfig):
+                 config: ResNetConfig):
         super().__init__()
         # ResNeXt width: floor(planes * width_per_group / 64) * groups; plain ResNet: planes.
         width = planes if config.groups == 1 else planes * config.width_per_group // 64 * config.groups
@@ -95,19 +101,22 @@ class Bottleneck(_Block):
         self.bn3 = nn.BatchNorm2d(planes * 4)
         self.downsample = downsample
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = self._shortcut(x)
-        out = self._conv_bn(x, self.conv1, self.bn1, relu=True)
-        out = self._conv_bn(out, self.conv2, self.bn2, relu=True)
-        return self._conv_bn(out, self.conv3, self.bn3, residual=identity, relu=True)
+    def forward(self, x: torch.Tensor, path: ComputePath) -> torch.Tensor:
+        identity = self._shortcut(x, path)
+        out = conv_bn(x, self.conv1, self.bn1, path, relu=True)
+        out = conv_bn(out, self.conv2, self.bn2, path, relu=True)
+        return conv_bn(out, self.conv3, self.bn3, path, residual=identity, relu=True)
 
 
 class ResNet(nn.Module):
     """Image (B, 3, H, W) -> [C2, C3, C4, C5] at strides 4, 8, 16, 32."""
 
-    def __init__(self, config: BackboneConfig):
+    strides = (4, 8, 16, 32)
+
+    def __init__(self, config: ResNetConfig):
         super().__init__()
         self.config = config
+        self.out_channels = config.out_channels
         block = BasicBlock if config.expansion == 1 else Bottleneck
         stem = config.base_channels
         self.conv1 = nn.Conv2d(3, stem, 7, 2, 3, bias=False)
@@ -130,7 +139,6 @@ class ResNet(nn.Module):
             self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
         self._init_weights()
         self._freeze()
-        self.fold_batchnorm = True
 
     def _init_weights(self) -> None:
         for module in self.modules():
@@ -167,27 +175,15 @@ class ResNet(nn.Module):
                     module.eval()
         return self
 
-    @property
-    def fold_batchnorm(self) -> bool:
-        """Whether inference folds each BatchNorm into its conv (faster; equal up to float
-        rounding). Off = MMDetection's separate ops, bit for bit."""
-        return self._fold_batchnorm
-
-    @fold_batchnorm.setter
-    def fold_batchnorm(self, fold: bool) -> None:
-        self._fold_batchnorm = fold
-        for module in self.modules():
-            if isinstance(module, _Block):
-                module.fold_batchnorm = fold
-
     def _apply(self, fn, *args, **kwargs):
         drop_folded(self)  # .to() / .half(): the folded weights must follow
         return super()._apply(fn, *args, **kwargs)
 
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = self.maxpool(conv_bn(images, self.conv1, self.bn1, self._fold_batchnorm, relu=True))
+    def forward(self, images: torch.Tensor, path: ComputePath) -> list[torch.Tensor]:
+        x = self.maxpool(conv_bn(images, self.conv1, self.bn1, path, relu=True))
         features = []
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = layer(x)
+            for block in layer:
+                x = block(x, path)
             features.append(x)
         return features

@@ -18,8 +18,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from .config import ModelConfig
-from .settings import apply_settings, parse_settings, settings_text
+from ..models.config import ModelConfig
+from ..models.settings import apply_settings, parse_settings, settings_text
 
 FORMAT = "cascade_rcnn/1"
 CLASS_LAYER_SUFFIXES = ("fc_cls.weight", "fc_cls.bias", "conv_logits.weight", "conv_logits.bias")

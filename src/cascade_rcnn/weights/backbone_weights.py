@@ -12,7 +12,7 @@ file was downloaded to check):
   stem conv kept MSRA's bias (``conv1.bias``), for which neither MMDetection's nor Detectron2's
   ResNet has a slot (both ignore it); there is no classifier.
 - open-mmlab ``resnext101_32x4d/64x4d-<hash>.pth``: ResNeXt names equal to ours (MMDetection's
-  ResNeXt uses torchvision's names and widths, spec §2.2), possibly wrapped in ``state_dict``
+  ResNeXt uses torchvision's names and widths), possibly wrapped in ``state_dict``
   and ``module.``-prefixed, plus ``fc.*``.
 
 mmengine loads all of them with ``strict=False`` after unwrapping ``state_dict`` and stripping
@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..models.config import ModelConfig
 from . import checkpoint
 from .checkpoint import CheckpointError, few
-from .config import ModelConfig
 
 IMAGENET = "imagenet"
 NONE = "none"

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .results import Detections
+from .detections import Detections
 
 
 def class_color(label: int) -> tuple[int, int, int]:
