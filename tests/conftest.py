@@ -12,7 +12,8 @@ import cascade_rcnn
 
 # MMDetection's state-dict key lists of the 20 published checkpoints (facts about those files,
 # copied from the shared spec's mmdet_keys/ so the layout tests run on a fresh clone).
-KEYS_DIR = Path(__file__).resolve().parent / "data" / "mmdet_keys"
+KEYS_DIR = Path(__file__).resolve().parent / "data" / "mmdet_keys"  # MMDetection v2's 20 rows
+MODERN_KEYS_DIR = KEYS_DIR.with_name("mmdet_keys_modern")  # the rows MMDetection 3.3 + mmpretrain 1.2 build
 
 TINY_CLASSES = ("a", "b", "c")
 
@@ -74,8 +75,12 @@ def shared_keys_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def zoo_index(shared_keys_dir) -> dict[str, dict]:
-    index = json.loads((shared_keys_dir / "index.json").read_text())
-    return {entry["name"]: entry for entry in index["models"]}
+    """Every published row's facts (URL, parameter counts, ...), with ``keys_dir``: where its key list is."""
+    entries = {}
+    for keys_dir in (shared_keys_dir, MODERN_KEYS_DIR):
+        for entry in json.loads((keys_dir / "index.json").read_text())["models"]:
+            entries[entry["name"]] = {**entry, "keys_dir": keys_dir}
+    return entries
 
 
 def load_key_shapes(keys_dir: Path, name: str) -> dict[str, list[int]]:

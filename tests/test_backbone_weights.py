@@ -141,12 +141,15 @@ def test_zoo_backbones_have_torchvisions_names_and_shapes(name):
 def test_every_zoo_config_names_mmdetections_imagenet_file():
     files = {name: config.backbone.imagenet_url.rsplit("/", 1)[-1]
              for name, config in cascade_rcnn.MODEL_ZOO.items() if config.url}
-    assert len(files) == 20
+    assert len(files) == 29
     expected = {"r50_caffe": "resnet50_msra-5891d200.pth", "r101_caffe": "resnet101_msra-6cc46731.pth",
                 "r50": "resnet50-0676ba61.pth", "r101": "resnet101-63fe2227.pth",
-                "x101_32x4d": "resnext101_32x4d-a5af3160.pth", "x101_64x4d": "resnext101_64x4d-ee2c6f71.pth"}
+                "x101_32x4d": "resnext101_32x4d-a5af3160.pth", "x101_64x4d": "resnext101_64x4d-ee2c6f71.pth",
+                "x101_32x8d": "resnext101_32x8d-1516f1aa.pth",
+                "convnext-t": "convnext-tiny_3rdparty_32xb128-noema_in1k_20220301-795e9634.pth",
+                "convnext-s": "convnext-small_3rdparty_32xb128-noema_in1k_20220301-303e75e3.pth"}
     for name, file in files.items():
-        backbone = name.split("rcnn_", 1)[1].split("_fpn")[0]
+        backbone = name.split("rcnn_", 1)[1].split("_fpn")[0].split("_p4")[0]
         assert file == expected[backbone], name
     assert all(c.backbone.imagenet_url is None for c in cascade_rcnn.MODEL_ZOO.values() if not c.url)
 
@@ -186,7 +189,7 @@ def test_another_resnext_width_is_a_shape_error(tmp_path):
     path = tmp_path / "x_2x8d.pth"
     torch.save(openmmlab_resnext_layout(SMALL_X50), path)
     other = ResNetConfig(depth=50, base_channels=8, groups=4, width_per_group=8)
-    with pytest.raises(CheckpointError, match=rf"{path}: \d+ tensors have other shapes than a X-50 4x8d"):
+    with pytest.raises(CheckpointError, match=rf"{path}: \d+ tensors have other shapes than a X-50-4x8d"):
         load_backbone_weights(ResNet(other), path)
 
 

@@ -26,7 +26,8 @@ def test_models_lists_the_zoo(capsys):
     assert "https://download.openmmlab.com/mmdetection/v2.0/cascade_rcnn/" in out
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert len([r for r in rows if r["url"]]) == 20
+    assert len([r for r in rows if r["url"]]) == 29
+    assert {r["backbone"] for r in rows} >= {"R-50", "X-101-32x8d", "X-101-64x4d"}
 
 
 def test_python_dash_m_runs_the_cli():

@@ -37,6 +37,7 @@ class StridedConvNet(nn.Module):
 class StridedConvNetConfig:
     width: int = 8
     input_norm: InputNorm = InputNorm((127.5, 127.5, 127.5), (64.0, 64.0, 64.0))
+    label: str = "strided-convnet"
 
     def build(self) -> StridedConvNet:
         return StridedConvNet(self.width)

@@ -11,7 +11,7 @@ from conftest import tiny_model
 
 import cascade_rcnn
 from cascade_rcnn.models.anchors import base_anchors, grid_anchors
-from cascade_rcnn.models.backbones.conv_bn import conv_bn
+from cascade_rcnn.models.conv_bn import conv_bn
 from cascade_rcnn.models.heads.mask_head import MaskHead
 from cascade_rcnn.ops.box_coder import MAX_LOG_RATIO, BoxCoder
 from cascade_rcnn.ops.gathered_roi_align import gathered_multilevel_roi_align

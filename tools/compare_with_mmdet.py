@@ -1,14 +1,15 @@
 """Compare our detections with MMDetection's for the same checkpoint and image.
 
-Builds a seeded random checkpoint in MMDetection's format for a zoo config (or takes a real one),
-runs MMDetection through ``tools/mmdet_reference.py`` in another Python environment that has
-mmdet 3.3 + mmcv 2.1 (see ../shared/spec/MMDETECTION.md for how to build it), runs ours (the
-exact and the fast inference path), and prints one JSON line per model and path: matched
-detections, the largest box / score difference, the mask pixels that differ, the lowest mask IoU.
-``--reference exact`` compares our fast path with our exact one instead (no MMDetection needed).
+Builds a seeded random checkpoint in MMDetection's format for a zoo config, calibrated on the image
+like ../shared/golden's (``synthetic_checkpoint``), or takes a real one; runs MMDetection through
+``tools/mmdet_reference.py`` in another Python environment that has mmdet 3.3 + mmcv 2.1 (see
+../shared/spec/MMDETECTION.md for how to build it), runs ours (the exact and the fast inference
+path), and prints one JSON line per model and path: matched detections, the largest box / score
+difference, the mask pixels that differ, the lowest mask IoU. ``--reference exact`` compares our
+fast path with our exact one instead (no MMDetection needed).
 
     python tools/compare_with_mmdet.py --mmdet-python /path/to/venv/bin/python \
-        [--models cascade_rcnn_r50_fpn_1x_coco ...] [--checkpoint PTH] [--image IMG]
+        [--models cascade_rcnn_r50_fpn_1x_coco ...] [--checkpoint PTH] [--image IMG] [--seed N]
     python tools/compare_with_mmdet.py --reference exact --paths fast [--models ...]
 """
 from __future__ import annotations
@@ -21,29 +22,28 @@ from dataclasses import asdict
 from pathlib import Path
 
 import cv2
+import numpy as np
 import torch
 
 import cascade_rcnn
 from cascade_rcnn.benchmarking.agreement import agreement
-from cascade_rcnn.benchmarking.synthetic import drawn_scene
+from cascade_rcnn.benchmarking.synthetic import drawn_scene, spread_random_weights
 from cascade_rcnn.outputs.detections import Detections
 
 INDEX = Path(__file__).resolve().parents[2] / "shared" / "spec" / "mmdet_keys" / "index.json"
 
 
-def synthetic_checkpoint(name: str, path: Path, seed: int = 0) -> None:
-    """Seeded random weights with MMDetection's keys; class logits spread so scores differ."""
+def synthetic_checkpoint(name: str, path: Path, image: np.ndarray, seed: int = 0) -> None:
+    """Seeded random weights with MMDetection's keys, calibrated on ``image`` (RGB) as
+    ../shared/golden's checkpoint was (``synthetic.spread_random_weights``): BatchNorm statistics
+    measured on the image, prediction layers rescaled so that detections spread like a trained
+    model's. Statistics drawn at random instead grow the activations layer by layer, which
+    saturates the scores of the deeper and caffe-style models (or leaves no detection) and
+    understates how far float rounding moves a trained model's detections (BENCHMARKS.md)."""
     torch.manual_seed(seed)
-    model = cascade_rcnn.build_model(name)
-    state = model.state_dict()
-    for key, value in state.items():
-        if key.endswith("running_var"):
-            value.uniform_(0.5, 2.0)
-        elif key.endswith("running_mean") or (key.endswith(".bias") and "bn" in key):
-            value.normal_(0, 0.1)
-        elif key.endswith("fc_cls.weight"):
-            value.normal_(0, 0.05)
-    torch.save({"state_dict": state, "meta": {"mmdet_version": "2.0.0", "CLASSES": model.class_names}}, path)
+    model = spread_random_weights(cascade_rcnn.build_model(name), image, seed=seed)
+    torch.save({"state_dict": model.state_dict(), "meta": {"mmdet_version": "2.0.0", "CLASSES": model.class_names}},
+               path)
 
 
 def reference_detections(name: str, checkpoint: Path, image: Path, reference: str, score_thr: float,
@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="a real checkpoint (only with one model)")
     parser.add_argument("--image")
     parser.add_argument("--score-thr", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=0, help="of the synthetic checkpoint")
     args = parser.parse_args()
     if args.reference == "mmdet" and not args.mmdet_python:
         parser.error("--reference mmdet needs --mmdet-python")
@@ -98,10 +99,11 @@ def main() -> None:
         image = Path(args.image) if args.image else work / "image.png"
         if not args.image:
             cv2.imwrite(str(image), drawn_scene(427, 640)[:, :, ::-1])
+        pixels = cv2.imread(str(image))[:, :, ::-1].copy()  # RGB, what the checkpoint is calibrated on
         for name in args.models:
             checkpoint = Path(args.checkpoint) if args.checkpoint else work / f"{name}.pth"
             if not args.checkpoint:
-                synthetic_checkpoint(name, checkpoint)
+                synthetic_checkpoint(name, checkpoint, pixels, args.seed)
             reference = reference_detections(name, checkpoint, image, args.reference, args.score_thr, work,
                                              args.mmdet_python)
             for path in args.paths:

@@ -10,7 +10,7 @@ from .inference.predictor import CascadeRCNN
 from .models.config import ModelConfig
 from .models.settings import apply_settings
 from .weights import checkpoint
-from .weights.zoo import get_config
+from .weights.zoo import get_config, published_url
 
 
 def build_model(model: str | ModelConfig, weights: str | os.PathLike | None = None,
@@ -19,8 +19,11 @@ def build_model(model: str | ModelConfig, weights: str | os.PathLike | None = No
                 settings: dict[str, Any] | None = None) -> CascadeRCNN:
     """Build a zoo model (``"cascade_mask_rcnn_r50_fpn_1x_coco"``) or a custom ``ModelConfig``.
 
-    ``weights``: a local ``.pth`` (MMDetection's or ours), a URL (downloaded once and cached), or
-    ``"zoo"`` for the config's published checkpoint. Our own checkpoints also restore the class
+    ``weights``: None (the default: random weights, as torchvision's ``weights=None``), a local
+    ``.pth`` (MMDetection's or ours) or ``.safetensors`` (ours, or a bare state dict), a URL
+    (downloaded once into the cache), a Hugging Face Hub name ``"hf://ORG/REPO[@REVISION][/FILE]"``
+    (through huggingface_hub's cache; HF_HUB_OFFLINE=1 reads the cache only), or ``"zoo"`` for
+    the config's published checkpoint (hash-checked). Our own checkpoints also restore the class
     names and the model settings they were trained with (``num_stages``, ``stage_ious``,
     ``image_scale``, ...); ``settings`` (e.g. ``{"test_proposals": 300}``, the CLI's ``--set``)
     override those. ``class_names`` sets another class list (the class layers must then be
@@ -31,9 +34,7 @@ def build_model(model: str | ModelConfig, weights: str | os.PathLike | None = No
     """
     config = get_config(model) if isinstance(model, str) else model
     if weights == "zoo":
-        if config.url is None:
-            raise ValueError(f"{config.name} has no published weights")
-        weights = config.url
+        weights = published_url(config)
     loaded = path = None
     if weights is not None:
         path = checkpoint.resolve(weights)

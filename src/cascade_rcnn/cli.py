@@ -11,25 +11,34 @@ import torch
 from .data.coco_root import coco_root_paths
 from .data.images import ImageError
 from .deploy.export import MissingPackageError
+from .engine.schedule import SCHEDULES
 from .engine.train import TrainingStopped
 from .models.settings import SETTABLE, apply_settings, parse_settings
 from .weights.checkpoint import CheckpointError
-from .weights.zoo import MODEL_ZOO, get_config, reported_figure
+from .weights.zoo import (
+    MODEL_ZOO,
+    get_config,
+    imagenet_url,
+    published_url,
+    reported_figure,
+)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    rows = [{"name": c.name, "backbone": f"{'X' if c.backbone.groups > 1 else 'R'}-{c.backbone.depth}",
-             "style": c.backbone.style, "schedule": c.schedule, "box_ap": c.reported_box_ap,
-             "mask_ap": c.reported_mask_ap, "mem_gb": c.reported_mem_gb, "fps": c.reported_fps,
-             "url": c.url} for c in MODEL_ZOO.values()]
+    # "style" (pytorch / caffe: where a bottleneck strides) is a ResNet's; other backbones show "-".
+    rows = [{"name": c.name, "backbone": c.backbone.label, "style": getattr(c.backbone, "style", "-"),
+             "schedule": c.schedule, "box_ap": c.reported_box_ap, "mask_ap": c.reported_mask_ap,
+             "mem_gb": c.reported_mem_gb, "fps": c.reported_fps, "url": c.url} for c in MODEL_ZOO.values()]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    header = f"{'name':<40} {'backbone':<8} {'style':<7} {'sched':<5} {'box AP':>6} {'mask AP':>7} {'mem':>5} {'fps':>5}  url"
+    width = max(len(r["name"]) for r in rows)
+    header = (f"{'name':<{width}} {'backbone':<11} {'style':<7} {'sched':<5} {'box AP':>6} {'mask AP':>7} "
+              f"{'mem':>5} {'fps':>5}  url")
     print(header)
     for r in rows:
         cells = [reported_figure(r[k]) for k in ("box_ap", "mask_ap", "mem_gb", "fps")]
-        print(f"{r['name']:<40} {r['backbone']:<8} {r['style']:<7} {r['schedule']:<5} {cells[0]:>6} "
+        print(f"{r['name']:<{width}} {r['backbone']:<11} {r['style']:<7} {r['schedule']:<5} {cells[0]:>6} "
               f"{cells[1]:>7} {cells[2]:>5} {cells[3]:>5}  {r['url'] or '(project config, no weights)'}")
     return 0
 
@@ -40,6 +49,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .engine.predict import predict_files
 
     check_device(args.device)
+    options = predict_options(args)
     context = distributed.start(args.device)  # several ranks under torchrun: the images are sharded
     try:
         if args.onnx:
@@ -54,20 +64,69 @@ def cmd_predict(args: argparse.Namespace) -> int:
         elif not args.model:
             raise ValueError("give --model NAME (and --weights), or --onnx FILE")
         else:
-            if args.weights is None and context.is_main:
-                print(f"note: {args.model} runs with RANDOM weights (no --weights given): "
-                      "the detections are meaningless", file=sys.stderr)
-            model = build_model(args.model, weights=args.weights, device=context.device, exact=args.exact,
-                                settings=parse_settings(args.set))
+            settings = parse_settings(args.set)
+            model = build_model(args.model, weights=model_weights(args, note=context.is_main),
+                                device=context.device, exact=args.exact, settings=settings)
         report = predict_files(model, args.inputs, args.out, score_thr=args.score_thr,
                                batch_size=args.batch_size, draw_pictures=not args.no_draw,
-                               resume=args.resume, read_workers=args.read_workers, context=context)
+                               resume=args.resume, read_workers=args.read_workers, every=args.every,
+                               context=context, predict_options=options)
     finally:
         distributed.stop(context)
     if context.is_main:
-        print(f"{report.done} image(s) done{f', {report.resumed} already done' if args.resume else ''}, "
-              f"{len(report.failures)} failed; predictions: {report.json_path}; pictures: {args.out}/")
+        def resumed(count: int) -> str:
+            return f", {count} already done" if args.resume else ""
+
+        counts = [f"{report.done} image(s) done{resumed(report.resumed)}"] if report.json_path else []
+        if report.frames or report.frames_resumed or not report.json_path:  # some input was a video
+            counts.append(f"{report.frames} video frame(s) done{resumed(report.frames_resumed)}")
+        streams = f"{args.out}/predictions{'.rank*' if context.distributed else ''}.jsonl"
+        print(f"{', '.join(counts)}, {len(report.failures)} failed; predictions: {report.json_path or streams}; "
+              f"pictures: {args.out}/")
     return 1 if report.failures else 0
+
+
+def predict_options(args: argparse.Namespace) -> dict:
+    """``--tile``, ``--tile-overlap``, ``--tile-full-image``, ``--tta`` and ``--max-per-image`` as
+    ``model.predict``'s keyword arguments, checked before any model is loaded."""
+    from .inference.tiling import check_tiling
+    from .inference.tta import TestTimeAugmentation
+
+    options = {}
+    if args.tile is not None:
+        overlap = 0.2 if args.tile_overlap is None else args.tile_overlap
+        check_tiling(args.tile, overlap)
+        options.update(tile=args.tile, tile_overlap=overlap, tile_full_image=args.tile_full_image)
+    elif args.tile_overlap is not None or args.tile_full_image:
+        raise ValueError("--tile-overlap and --tile-full-image need --tile SIZE")
+    if args.tta is not None:
+        if args.tile is not None:
+            raise ValueError("--tile and --tta cannot be combined (yet): choose one")
+        options["tta"] = TestTimeAugmentation.parse(args.tta)
+    if args.max_per_image is not None:
+        if args.max_per_image < 1:
+            raise ValueError(f"--max-per-image must be at least 1, got {args.max_per_image}")
+        options["max_per_image"] = args.max_per_image
+    if options and args.onnx:
+        raise ValueError("--tile, --tta and --max-per-image run with --model (PyTorch), not with --onnx")
+    return options
+
+
+def model_weights(args: argparse.Namespace, note: bool = True) -> str | None:
+    """``--weights`` as ``build_model`` takes it. A zoo name means its published checkpoint (from
+    the cache, else downloaded); ``none`` means random weights, said on stderr; the project configs
+    have no published file, so they need one or the other."""
+    if args.weights == "none":
+        if note:
+            print(f"note: {args.model} has RANDOM weights (--weights none): its detections are meaningless",
+                  file=sys.stderr)
+        return None
+    if args.weights is None:
+        if get_config(args.model).url is None:
+            raise ValueError(f"{args.model} has no published weights (a project config): give --weights PATH "
+                             "(e.g. a training run's final.pth), or --weights none for random weights")
+        return "zoo"
+    return args.weights
 
 
 def check_device(device: str) -> None:
@@ -85,7 +144,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("give --train-json and --train-images, or --coco-root")
     model_config = apply_settings(get_config(args.model), parse_settings(args.set))
     config = TrainConfig(
-        **paths, out_dir=args.out, weights=args.weights, backbone_weights=args.backbone_weights,
+        **paths, out_dir=args.out, backbone_weights=args.backbone_weights,
+        weights=args.weights,
         schedule=args.schedule or model_config.schedule, epochs=args.epochs,
         lr_steps=tuple(args.lr_steps) if args.lr_steps else None, lr=args.lr,
         optimizer=args.optimizer, weight_decay=args.weight_decay, batch_size=args.batch_size,
@@ -127,9 +187,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from .engine.validate import evaluate_dataset
 
         check_device(args.device)
-        if args.weights is None:
-            print(f"note: {args.model} is evaluated with RANDOM weights (no --weights given)", file=sys.stderr)
-        model = build_model(args.model, weights=args.weights, device=args.device, settings=parse_settings(args.set))
+        settings = parse_settings(args.set)
+        model = build_model(args.model, weights=model_weights(args), device=args.device, settings=settings)
         dataset = CocoDataset(gt_json, images, class_names=list(model.class_names), with_masks=False)
         dataset.require_every_image()  # a left-out image's objects would count as misses
         metrics = evaluate_dataset(model, dataset, gt_json, per_stage=args.per_stage)
@@ -144,12 +203,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .api import build_model
     from .deploy.export import export_onnx
 
-    if args.weights is None:
-        print(f"note: exporting {args.model} with RANDOM weights (no --weights given)", file=sys.stderr)
-    model = build_model(args.model, weights=args.weights, settings=parse_settings(args.set))
+    settings = parse_settings(args.set)
+    model = build_model(args.model, weights=model_weights(args), settings=settings)
     path = export_onnx(model, args.out, opset=args.opset, score_thr=args.score_thr)
     print(f"exported {model.config.name} ({model.config.num_classes} classes) to {path}")
     return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from .weights.download import cache_dir, ensure
+
+    if not (args.names or args.all):
+        raise ValueError("name the zoo models to fetch (see `cascade-rcnn models`), or --all")
+    configs = list(MODEL_ZOO.values()) if args.all else [get_config(name) for name in args.names]
+    urls = [published_url(config) for config in configs if config.url or not args.all]
+    if args.imagenet:
+        urls += [imagenet_url(c) for c in configs if imagenet_url(c)]
+    urls, failed = list(dict.fromkeys(urls)), 0  # each file once, in order
+    for url in urls:
+        try:
+            path, done = ensure(url)
+            print(f"{path} ({done}, SHA-256 checked)")
+        except CheckpointError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+    print(f"{len(urls) - failed} file(s) in {cache_dir()}, {failed} failed; for a machine without network, "
+          "copy that folder there and point CASCADE_RCNN_CACHE at it")
+    return 1 if failed else 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -193,6 +273,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+WEIGHTS_HELP = ("checkpoint (.pth or .safetensors) path, URL, or Hugging Face Hub file; default for the zoo "
+                "names: their published checkpoint (cache first, else downloaded); none = random weights")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="cascade-rcnn", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -201,23 +285,41 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="machine-readable output")
     models.set_defaults(run=cmd_models)
 
-    predict = commands.add_parser("predict", help="detect objects in images and folders")
-    predict.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
+    predict = commands.add_parser("predict", help="detect objects in images, folders and videos")
+    predict.add_argument("inputs", nargs="+", help="image files, folders (searched recursively for images) "
+                         "and/or video files (.mp4, .avi, .mov, .mkv, ...: anything OpenCV decodes)")
     predict.add_argument("--model", choices=list(MODEL_ZOO), metavar="NAME",
                          help="a zoo name (see `cascade-rcnn models`)")
     predict.add_argument("--onnx", help="run an exported .onnx file with onnxruntime instead of --model")
-    predict.add_argument("--weights", help="checkpoint path or URL; 'zoo' = the published checkpoint")
+    predict.add_argument("--weights", metavar="PATH|URL|hf://ORG/REPO[/FILE]|none", help=WEIGHTS_HELP)
     predict.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     predict.add_argument("--score-thr", type=float, default=0.3, help="keep detections scoring above this")
     predict.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     predict.add_argument("--batch-size", type=int, default=1)
-    predict.add_argument("--no-draw", action="store_true", help="write only predictions.json(l)")
+    predict.add_argument("--no-draw", action="store_true",
+                         help="write only predictions.json(l): no pictures, no annotated videos")
+    predict.add_argument("--every", type=int, default=1, metavar="N",
+                         help="videos: run the model on every Nth frame (default 1: every frame)")
     predict.add_argument("--exact", action="store_true",
                          help="MMDetection's ops bit for bit (slower); default: the fast path, equal up to float noise")
     predict.add_argument("--resume", action="store_true",
-                         help="skip the images already in OUT/predictions*.jsonl and finish the rest")
+                         help="skip the images and video frames already in OUT/predictions*.jsonl and finish "
+                         "the rest (annotated videos are rebuilt from the start)")
     predict.add_argument("--read-workers", type=int, metavar="N",
                          help="threads decoding images ahead of the model (default: 2 on a GPU, 0 on the CPU)")
+    predict.add_argument("--tile", type=int, metavar="SIZE",
+                         help="sliced inference: cut each image into overlapping SIZE x SIZE tiles at its own "
+                         "resolution (each tile gets the model's resize), merge their detections")
+    predict.add_argument("--tile-overlap", type=float, metavar="F",
+                         help="fraction of a tile that neighbours share, in [0, 1) (default 0.2)")
+    predict.add_argument("--tile-full-image", action="store_true",
+                         help="with --tile: also one pass over the whole image, for objects larger than a tile")
+    predict.add_argument("--tta", metavar="SPEC",
+                         help="test-time augmentation, merged as MMDetection 3's DetTTAModel: 'flip', "
+                         "'scales=0.75:1:1.25' (factors of the model's image scale) or 'flip,scales=...'")
+    predict.add_argument("--max-per-image", type=int, metavar="N",
+                         help="keep the best N detections per image (default 100; with --tile: per tile and "
+                         "for the whole image)")
     add_set_option(predict)
     predict.set_defaults(run=cmd_predict)
 
@@ -229,14 +331,15 @@ def parser() -> argparse.ArgumentParser:
                        "DIR/annotations/instances_{train,val}2017.json (explicit paths win)")
     train.add_argument("--val-json")
     train.add_argument("--val-images")
-    train.add_argument("--weights", help="initial weights (path, URL or 'zoo'); another class count "
+    train.add_argument("--weights", help="initial weights (path, URL, hf://ORG/REPO[/FILE] or 'zoo'); another class count "
                        "than the data set's re-initialises the class layers")
     train.add_argument("--backbone-weights", metavar="imagenet|PATH|URL|none",
                        help="backbone initialisation when no --weights: default 'imagenet' for zoo models "
                        "(MMDetection's ImageNet file, downloaded once), nothing for project models")
     add_set_option(train)
     train.add_argument("--out", default="runs/train", help="checkpoints, metrics.jsonl, curves.png")
-    train.add_argument("--schedule", choices=["1x", "20e"], help="default: the model's (1x, or 20e for *_20e_*)")
+    train.add_argument("--schedule", choices=sorted(SCHEDULES),
+                       help="default: the model's (1x; 20e for *_20e_*; 3x for *_mstrain_3x_*)")
     train.add_argument("--epochs", type=int, help="default: 12 (1x) or 20 (20e)")
     train.add_argument("--lr-steps", type=int, nargs="+", help="epochs after which lr x0.1")
     train.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
@@ -267,7 +370,7 @@ def parser() -> argparse.ArgumentParser:
                           "annotations/instances_val2017.json")
     evaluate.add_argument("--predictions", help="a COCO results file to score")
     evaluate.add_argument("--model", choices=list(MODEL_ZOO), metavar="NAME")
-    evaluate.add_argument("--weights")
+    evaluate.add_argument("--weights", metavar="PATH|URL|hf://ORG/REPO[/FILE]|none", help=WEIGHTS_HELP)
     evaluate.add_argument("--images", help="the images of --gt-json")
     evaluate.add_argument("--per-stage", action="store_true", help="also stage 1, 2, 3 alone")
     evaluate.add_argument("--out", help="write the metrics as JSON")
@@ -277,12 +380,20 @@ def parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write an ONNX file that onnxruntime (or predict --onnx) runs")
     export.add_argument("--model", required=True, choices=list(MODEL_ZOO), metavar="NAME")
-    export.add_argument("--weights", help="checkpoint path or URL; 'zoo' = the published checkpoint")
+    export.add_argument("--weights", metavar="PATH|URL|hf://ORG/REPO[/FILE]|none", help=WEIGHTS_HELP)
     export.add_argument("--out", required=True, help="the .onnx file to write")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (16 or newer; default 17)")
     export.add_argument("--score-thr", type=float, help="lowest score the graph returns (default 0.05)")
     add_set_option(export)
     export.set_defaults(run=cmd_export)
+
+    fetch = commands.add_parser("download", help="fetch zoo checkpoints into the cache ahead of time, hash-checked")
+    fetch.add_argument("names", nargs="*", metavar="NAME", help="zoo names (see `cascade-rcnn models`)")
+    fetch.add_argument("--all", action="store_true", help=f"every published checkpoint ({sum(1 for c in MODEL_ZOO.values() if c.url)} files, "
+                       "0.3 to 0.6 GB each)")
+    fetch.add_argument("--imagenet", action="store_true",
+                       help="also the ImageNet backbone files that training from scratch starts from")
+    fetch.set_defaults(run=cmd_download)
 
     bench = commands.add_parser("benchmark", help="inference images/s, latency and memory (and --train)")
     bench.add_argument("--model", required=True, choices=list(MODEL_ZOO), metavar="NAME")

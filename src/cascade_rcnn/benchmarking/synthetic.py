@@ -12,8 +12,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+from torch import nn
 
 from ..inference.predictor import CascadeRCNN
+from ..ops.compute_path import EXACT
 
 # Target spread of the prediction layers' outputs over the RoIs of a scene.
 CLASS_LOGIT_STD = 2.0
@@ -44,46 +46,60 @@ def drawn_scene(height: int = 480, width: int = 640, seed: int = 0) -> np.ndarra
 
 @torch.no_grad()
 def spread_random_weights(model: CascadeRCNN, image: np.ndarray, seed: int = 0) -> CascadeRCNN:
-    """Rescale ``model``'s prediction layers in place so that on ``image`` the class logits,
-    box deltas and mask logits have the spreads above (RPN and features stay as initialised).
+    """Calibrate ``model``'s random weights on ``image`` in place, as ``../shared/golden``'s
+    checkpoint was: BatchNorm statistics measured on the image, then the prediction layers
+    rescaled so that the class logits, box deltas and mask logits have the spreads above (RPN,
+    FPN and the other layers stay as initialised).
 
     Stages are calibrated in order, each on the RoIs the calibrated previous stages produce;
-    the mask heads on the detections of the calibrated cascade (one prediction per stage).
+    the mask heads on the detections of the calibrated cascade (one prediction per stage). All of
+    it runs on the exact path, so the weights are the same whichever path ``model`` is set to;
+    seeded by ``seed`` (and by the torch seed the model was built under).
     """
     generator = torch.Generator().manual_seed(seed)
-    _calibrate_batchnorm(model, image)
-    box_heads, mask_heads = model.roi_head.bbox_head, model.roi_head.mask_head or []
-    for stage, head in enumerate(box_heads):
-        last = stage == len(box_heads) - 1
-        hidden, *mask_features = _capture(model, image, [head.fc_cls] + (list(mask_heads) if last else []))
-        _fit(head.fc_cls, hidden, CLASS_LOGIT_STD, generator)
-        head.fc_cls.bias[:-1] += torch.randn(head.fc_cls.bias.shape[0] - 1, generator=generator).to(head.fc_cls.bias.device)
-        head.fc_cls.bias[-1] += BACKGROUND_LOGIT
-        _fit(head.fc_reg, hidden, DELTA_STD, generator)
-    for head, features in zip(mask_heads, mask_features):
-        conv = head.conv_logits  # (classes, C, 1, 1) on (K, C, 28, 28): a linear map per pixel
-        pixels = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])[::97]
-        weight = torch.empty(conv.weight.shape[:2])
-        _fit_weights(conv.weight, conv.bias, weight, pixels, MASK_LOGIT_STD, generator)
+    path, model.path = model.path, EXACT
+    try:
+        _calibrate_batchnorm(model, image)
+        box_heads, mask_heads = model.roi_head.bbox_head, model.roi_head.mask_head or []
+        for stage, head in enumerate(box_heads):
+            last = stage == len(box_heads) - 1
+            hidden, *mask_features = _capture(model, image, [head.fc_cls] + (list(mask_heads) if last else []))
+            _fit(head.fc_cls, hidden, CLASS_LOGIT_STD, generator)
+            head.fc_cls.bias[:-1] += torch.randn(head.fc_cls.bias.shape[0] - 1, generator=generator).to(
+                head.fc_cls.bias.device)
+            head.fc_cls.bias[-1] += BACKGROUND_LOGIT
+            _fit(head.fc_reg, hidden, DELTA_STD, generator)
+        for head, features in zip(mask_heads, mask_features):
+            conv = head.conv_logits  # (classes, C, 1, 1) on (K, C, 28, 28): a linear map per pixel
+            pixels = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])[::97]
+            weight = torch.empty(conv.weight.shape[:2])
+            _fit_weights(conv.weight, conv.bias, weight, pixels, MASK_LOGIT_STD, generator)
+    finally:
+        model.path = path
     return model
 
 
 def _calibrate_batchnorm(model: CascadeRCNN, image: np.ndarray) -> None:
-    """BatchNorm statistics measured on ``image``, as training leaves them: activations of
-    order one through the backbone (random weights otherwise grow them layer by layer, to
-    ~1e4 in caffe style, where float rounding is no longer what it is in a trained model)."""
-    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    """BatchNorm statistics measured on ``image``, layer by layer, as training leaves them: one
+    pass through the backbone with every BatchNorm in training mode, where each one normalises
+    with the statistics of its own input and keeps them (``momentum=None``: exactly this image's),
+    so the next one measures the normalised activations of the layers before it. Activations
+    stay of order one through the backbone; statistics drawn at random instead let them grow
+    layer by layer (to ~1e4 in caffe style, where every score saturates at 1.0), which hides
+    how much float rounding moves a trained model's detections (BENCHMARKS.md)."""
+    norms = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [(norm.momentum, norm.training) for norm in norms]
     _, tensor = model.preprocess(image)
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # a cumulative average: exactly this image's statistics
         norm.train()
     try:
-        model.backbone(tensor[None].to(model.device), model.path)
+        model.backbone(tensor[None].to(model.device), EXACT)
     finally:
-        for norm in norms:
-            norm.momentum = 0.1
-        model.backbone.train(model.training)
+        for norm, (momentum, training) in zip(norms, saved):
+            norm.momentum = momentum
+            norm.train(training)
 
 
 def _capture(model: CascadeRCNN, image: np.ndarray, layers: list[torch.nn.Module]) -> list[torch.Tensor]:

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..models.config import ModelConfig
 from .coco import CocoDataset
+from .resize_crop import resize_crop
 from .transforms import TrainSample, pad_batch, train_transform
 
 
@@ -42,7 +43,9 @@ class Batch:
 
 
 class AugmentedDataset(Dataset):
-    """Applies ``train_transform`` with a flip decided by (seed, epoch, index)."""
+    """Applies ``train_transform`` with a flip, and a scale drawn from the config's
+    ``train_scale_range`` (if any) or DETR's resize-crop (``train_resize_crop``), decided by
+    (seed, epoch, index)."""
 
     def __init__(self, dataset: CocoDataset, config: ModelConfig, seed: int, flip_probability: float = 0.5,
                  with_masks: bool = True):
@@ -56,14 +59,28 @@ class AugmentedDataset(Dataset):
     def __getitem__(self, index: int) -> TrainSample | FailedSample:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 10_007 + index)
         flip = bool(torch.rand((), generator=generator) < self.flip_probability)
+        scale = training_scale(self.config, generator)
         try:
             sample = self.dataset[index]
         except (OSError, ValueError, cv2.error) as error:  # ImageError and DatasetError are ValueErrors
             return FailedSample(self.dataset.records[index].file_name, str(error).splitlines()[0])
         if not self.with_masks:
             sample = {k: v for k, v in sample.items() if k != "masks"}
-        return train_transform(sample, self.config.image_scale, flip, self.config.pixel_mean,
-                               self.config.pixel_std, self.config.bgr_input)
+        if self.config.train_resize_crop:
+            sample, scale = resize_crop(sample, generator)
+        return train_transform(sample, scale, flip, self.config.pixel_mean, self.config.pixel_std,
+                               self.config.bgr_input)
+
+
+def training_scale(config: ModelConfig, generator: torch.Generator) -> tuple[int, int]:
+    """The (long, short) scale one training image is resized to fit: ``image_scale``, or with a
+    ``train_scale_range`` each side drawn uniformly between the two scales' sides (inclusive)."""
+    if config.train_scale_range is None:
+        return config.image_scale
+    (long_a, short_a), (long_b, short_b) = config.train_scale_range
+    long_side = int(torch.randint(min(long_a, long_b), max(long_a, long_b) + 1, (), generator=generator))
+    short_side = int(torch.randint(min(short_a, short_b), max(short_a, short_b) + 1, (), generator=generator))
+    return long_side, short_side
 
 
 def epoch_order(num_items: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> list[int]:

@@ -76,12 +76,11 @@ class TrainSample:
     size: tuple[int, int]  # (h, w) before padding
 
 
-def train_transform(sample: dict, scale: tuple[int, int], flip: bool, mean: tuple[float, ...],
-                    std: tuple[float, ...], bgr: bool) -> TrainSample:
-    """MMDetection's COCO training recipe for one data set sample: resize keeping the ratio
-    (boxes scaled by (sx, sy, sx, sy) and clipped, masks by nearest neighbour), optional
-    horizontal flip, normalise. ``sample`` holds ``image`` RGB uint8 (H, W, 3), ``boxes`` (G, 4),
-    ``labels`` (G,), optionally ``masks`` (G, H, W) uint8 and ``crowd_boxes`` (M, 4)."""
+def resize_sample(sample: dict, scale: tuple[int, int]) -> dict:
+    """A data set sample resized to fit ``scale`` keeping the ratio: the image bilinearly, boxes
+    scaled by (sx, sy, sx, sy) and clipped to the image (float32 tensors), masks by nearest
+    neighbour. ``sample`` holds ``image`` RGB uint8 (H, W, 3), ``boxes`` (G, 4), ``labels`` (G,),
+    optionally ``masks`` (G, H, W) uint8 and ``crowd_boxes`` (M, 4); so does the result."""
     resized = resize(sample["image"], scale)
     height, width = resized.size
     factors = torch.tensor(resized.scale_factor, dtype=torch.float32).repeat(2)
@@ -89,19 +88,35 @@ def train_transform(sample: dict, scale: tuple[int, int], flip: bool, mean: tupl
 
     def scale_boxes(boxes) -> torch.Tensor:
         boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) * factors
-        boxes = torch.minimum(boxes.clamp(min=0), upper)
-        return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1) if flip else boxes
+        return torch.minimum(boxes.clamp(min=0), upper)
 
-    image = resized.image[:, ::-1] if flip else resized.image
-    target = {"boxes": scale_boxes(sample["boxes"]),
-              "labels": torch.as_tensor(sample["labels"], dtype=torch.long).reshape(-1),
-              "crowd_boxes": scale_boxes(sample.get("crowd_boxes", np.zeros((0, 4))))}
+    out = {"image": resized.image, "boxes": scale_boxes(sample["boxes"]),
+           "labels": torch.as_tensor(sample["labels"], dtype=torch.long).reshape(-1),
+           "crowd_boxes": scale_boxes(sample.get("crowd_boxes", np.zeros((0, 4))))}
     masks = sample.get("masks")
     if masks is not None:
-        resized_masks = np.zeros((len(masks), height, width), dtype=np.uint8)
+        out["masks"] = np.zeros((len(masks), height, width), dtype=np.uint8)
         for index, mask in enumerate(masks):
-            resized_masks[index] = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
-        target["masks"] = torch.from_numpy(np.ascontiguousarray(resized_masks[:, :, ::-1] if flip else resized_masks))
+            out["masks"][index] = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+    return out
+
+
+def train_transform(sample: dict, scale: tuple[int, int], flip: bool, mean: tuple[float, ...],
+                    std: tuple[float, ...], bgr: bool) -> TrainSample:
+    """MMDetection's COCO training recipe for one data set sample: ``resize_sample``, optional
+    horizontal flip, normalise."""
+    resized = resize_sample(sample, scale)
+    height, width = resized["image"].shape[:2]
+
+    def flip_boxes(boxes: torch.Tensor) -> torch.Tensor:
+        return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1) if flip else boxes
+
+    image = resized["image"][:, ::-1] if flip else resized["image"]
+    target = {"boxes": flip_boxes(resized["boxes"]), "labels": resized["labels"],
+              "crowd_boxes": flip_boxes(resized["crowd_boxes"])}
+    if "masks" in resized:
+        masks = resized["masks"]
+        target["masks"] = torch.from_numpy(np.ascontiguousarray(masks[:, :, ::-1] if flip else masks))
     return TrainSample(normalize(np.ascontiguousarray(image), mean, std, bgr), target, (height, width))
 
 

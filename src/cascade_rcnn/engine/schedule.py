@@ -1,9 +1,9 @@
-"""Learning-rate schedule: linear warm-up, then x0.1 steps at given epochs (MMDetection's 1x/20e)."""
+"""Learning-rate schedule: linear warm-up, then x0.1 steps at given epochs (MMDetection's 1x/20e/3x)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEDULES = {"1x": (12, (8, 11)), "20e": (20, (16, 19))}  # epochs, decay epochs
+SCHEDULES = {"1x": (12, (8, 11)), "20e": (20, (16, 19)), "3x": (36, (27, 33))}  # epochs, decay epochs
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ from ..models.settings import settings_text
 from ..ops.compute_path import AMP_DTYPES
 from ..weights import checkpoint
 from ..weights.backbone_weights import backbone_weights_source, load_backbone_weights
+from ..weights.zoo import published_url
 from . import distributed
+from .param_groups import parameter_groups
 from .schedule import SCHEDULES, LRSchedule, scaled_lr
 from .train_log import TrainLog
 from .validate import evaluate_dataset
@@ -160,7 +162,7 @@ def _setup(model_config: ModelConfig, config: TrainConfig, context: distributed.
                           scaled_lr(total_batch, OPTIMIZERS[config.optimizer].lr_per_16),
                           config.decay_epochs, config.warmup_iters)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _make_optimizer(config, parameters, schedule.base_lr)
+    optimizer = _make_optimizer(config, model, schedule.base_lr)
     scaler = torch.amp.GradScaler(context.device.type, enabled=config.amp == "fp16")
     layout = {"num_items": len(dataset), "world_size": context.world_size, "batch_size": config.batch_size,
               "seed": config.seed, "optimizer": config.optimizer,
@@ -208,7 +210,7 @@ def _initial_model(model_config: ModelConfig, config: TrainConfig, context: dist
     torch.manual_seed(config.seed + context.rank)
     model = CascadeRCNN(model_config)
     if config.weights:
-        _load_initial_weights(model, config.weights, log)
+        _load_initial_weights(model, initial_weights(model_config, config.weights), log)
     elif backbone_source:
         log.message(load_backbone_weights(model.backbone, backbone_source).summary())
     model.to(context.device).train()
@@ -271,7 +273,7 @@ def _step(run: _Run, batch) -> tuple[float, float, dict[str, float]]:
     config, context, optimizer = run.config, run.context, run.optimizer
     lr = run.schedule.lr(run.epoch, run.iteration)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # checkpoints from before the groups have none
     batch = batch.to(context.device)
     autocast_dtype = AMP_DTYPES.get(config.amp or "")
     with torch.autocast(context.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
@@ -307,13 +309,20 @@ def _end_epoch(run: _Run, failed_images: int) -> None:
             run.log.evaluation(run.iteration, run.epoch, metrics)
 
 
-def _make_optimizer(config: TrainConfig, parameters: list[torch.nn.Parameter], lr: float
-                    ) -> torch.optim.Optimizer:
+def _make_optimizer(config: TrainConfig, model: CascadeRCNN, lr: float) -> torch.optim.Optimizer:
+    """The optimizer over the model's trainable parameters, grouped by ``parameter_groups``
+    (a ConvNeXt backbone's layer-wise lr decay)."""
     weight_decay = (config.weight_decay if config.weight_decay is not None
                     else OPTIMIZERS[config.optimizer].weight_decay)
+    groups = parameter_groups(model, weight_decay)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
-    return torch.optim.SGD(parameters, lr=lr, momentum=config.momentum, weight_decay=weight_decay)
+        return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
+
+
+def initial_weights(model_config: ModelConfig, weights: str) -> str:
+    """``TrainConfig.weights`` as a path or URL: ``"zoo"`` is the config's published checkpoint."""
+    return published_url(model_config) if weights == "zoo" else weights
 
 
 def _load_initial_weights(model: CascadeRCNN, weights: str, log: TrainLog) -> None:

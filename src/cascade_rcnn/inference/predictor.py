@@ -11,13 +11,15 @@ from typing import Sequence
 
 import torch
 
-from ..data.images import ImageInput
+from ..data.images import ImageInput, to_rgb_uint8
 from ..data.transforms import ResizedImage, pad_batch, padded_size, prepare_image
 from ..models.cascade import DetectionSettings
-from ..models.detector import CascadeNetwork
+from ..models.detector import CascadeNetwork, ImageDetections
 from ..ops.compute_path import AMP_DTYPES
 from ..outputs.detections import Detections
-from ..outputs.postprocess import to_original_pixels
+from ..outputs.postprocess import to_original_pixels, unpasted_in_original_pixels
+from .tiling import check_tiling, predict_tiled
+from .tta import TestTimeAugmentation, predict_tta
 
 
 class CascadeRCNN(CascadeNetwork):
@@ -36,6 +38,30 @@ class CascadeRCNN(CascadeNetwork):
         ``stage=k`` scores the detections with cascade stage k alone (for per-stage evaluation).
         ``amp="fp16"|"bf16"`` runs the network under autocast (boxes, scores and NMS stay float32).
         """
+        raw = self.detect_raw(resized, tensors, settings, stage, amp)
+        return [to_original_pixels(image, record, self.class_names) for image, record in zip(raw, resized)]
+
+    @torch.no_grad()
+    def detect_unpasted(self, prepared: Sequence[tuple[ResizedImage, torch.Tensor]], settings: DetectionSettings,
+                        stage: int | None = None, amp: str | None = None, batch_size: int = 1
+                        ) -> list[ImageDetections]:
+        """``detect`` without the mask paste, batched by padded size: per preprocessed image, boxes
+        in its original pixels and masks still (N, 28, 28) probabilities, on the CPU. What tiling
+        and test-time augmentation merge before pasting once (``inference/merging.py``)."""
+        results: list[ImageDetections | None] = [None] * len(prepared)
+        for group in batches_by_size([p[0].size for p in prepared], batch_size):
+            raw = self.detect_raw([prepared[i][0] for i in group], [prepared[i][1] for i in group], settings,
+                                  stage, amp)
+            for i, image in zip(group, raw):
+                results[i] = unpasted_in_original_pixels(image, prepared[i][0])
+        return results
+
+    @torch.no_grad()
+    def detect_raw(self, resized: list[ResizedImage], tensors: list[torch.Tensor], settings: DetectionSettings,
+                   stage: int | None = None, amp: str | None = None) -> list[ImageDetections]:
+        """The network's raw detections of preprocessed images (padded into one batch): boxes in
+        resized pixels (box-only models: already in original pixels, ``boxes_in_original``) and
+        (N, 28, 28) mask probabilities."""
         device = self.device
         batch = pad_batch(tensors).to(device, memory_format=self.memory_format)
         sizes = torch.tensor([r.size for r in resized], device=device)
@@ -44,12 +70,13 @@ class CascadeRCNN(CascadeNetwork):
         box_scales = None if self.config.with_mask else torch.tensor(
             [[1 / s for s in r.scale_factor] * 2 for r in resized], device=device)
         with torch.autocast(device.type, dtype=AMP_DTYPES.get(amp or ""), enabled=amp is not None):
-            raw = self.detect_resized(batch, sizes, settings, stage, box_scales)
-        return [to_original_pixels(image, record, self.class_names) for image, record in zip(raw, resized)]
+            return self.detect_resized(batch, sizes, settings, stage, box_scales)
 
     def predict(self, images: ImageInput | Sequence[ImageInput], score_thr: float | None = None,
                 nms_iou: float | None = None, max_per_image: int | None = None,
-                batch_size: int = 1, stage: int | None = None, amp: str | None = None) -> list[Detections]:
+                batch_size: int = 1, stage: int | None = None, amp: str | None = None, tile: int | None = None,
+                tile_overlap: float = 0.2, tile_full_image: bool = False,
+                tta: str | TestTimeAugmentation | None = None) -> list[Detections]:
         """Detect objects in images: paths, PIL images, numpy (H, W, 3) RGB uint8, or torch
         (3, H, W) uint8 / float in [0, 1]. One ``Detections`` per image, in input order.
 
@@ -59,6 +86,13 @@ class CascadeRCNN(CascadeNetwork):
         (0-based) uses cascade stage k alone instead of the ensemble of all stages.
         ``amp="fp16"|"bf16"`` runs the network under autocast (meant for CUDA; detections close to
         float32's, not equal).
+
+        ``tile=T`` cuts each image into overlapping T x T tiles (``tile_overlap``: the fraction of T
+        that neighbours share), runs them in batches and merges their detections
+        (``inference/tiling.py``); ``tile_full_image`` adds one pass over the whole image. ``tta``
+        (e.g. ``"flip"``, ``"flip,scales=0.75:1:1.25"``) merges the detections of augmented views
+        as MMDetection 3's ``DetTTAModel`` does (``inference/tta.py``). Neither changes what a
+        plain call computes.
         """
         if amp is not None and amp not in AMP_DTYPES:
             raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)} or None, got {amp!r}")
@@ -68,6 +102,11 @@ class CascadeRCNN(CascadeNetwork):
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         settings = replace(self.test_detections, **{k: v for k, v in dict(
             score_thr=score_thr, nms_iou=nms_iou, max_per_image=max_per_image).items() if v is not None})
+        if tile is not None or tta is not None:
+            return self._predict_merged(images, settings, batch_size, stage, amp, tile, tile_overlap,
+                                        tile_full_image, tta)
+        if tile_full_image:
+            raise ValueError("tile_full_image needs tile")
         prepared = [self.preprocess(image, name) for image, name in named_inputs(images)]
         was_training = self.training
         self.eval()
@@ -78,6 +117,37 @@ class CascadeRCNN(CascadeNetwork):
                                          settings, stage, amp)
                 for i, detection in zip(group, detections):
                     results[i] = detection
+        finally:
+            self.train(was_training)
+        return results
+
+    def _predict_merged(self, images: ImageInput | Sequence[ImageInput], settings: DetectionSettings,
+                        batch_size: int, stage: int | None, amp: str | None, tile: int | None,
+                        tile_overlap: float, tile_full_image: bool,
+                        tta: str | TestTimeAugmentation | None) -> list[Detections]:
+        """``predict`` with tiling or test-time augmentation: one image at a time, decoded once."""
+        if tile is not None and tta is not None:
+            raise ValueError("tile and tta cannot be combined (yet): choose one")
+        if tile is not None:
+            check_tiling(tile, tile_overlap, tile_full_image)
+        elif tile_full_image:
+            raise ValueError("tile_full_image needs tile")
+        else:
+            tta = TestTimeAugmentation.parse(tta) if isinstance(tta, str) else tta
+            if not isinstance(tta, TestTimeAugmentation):
+                raise ValueError(f"tta must be a string such as 'flip,scales=0.75:1:1.25' or a "
+                                 f"TestTimeAugmentation, got {type(tta).__name__}")
+        was_training = self.training
+        self.eval()
+        try:
+            results = []
+            for image, name in named_inputs(images):
+                pixels = to_rgb_uint8(image, name)
+                if tile is not None:
+                    results.append(predict_tiled(self, pixels, name, settings, tile, tile_overlap, tile_full_image,
+                                                 stage, amp, batch_size))
+                else:
+                    results.append(predict_tta(self, pixels, tta, settings, stage, amp, batch_size))
         finally:
             self.train(was_training)
         return results

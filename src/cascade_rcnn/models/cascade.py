@@ -17,6 +17,7 @@ from torchvision.ops import roi_align
 from ..ops.assign_sample import AssignerSettings, SamplerSettings, assign, sample
 from ..ops.box_coder import BoxCoder
 from ..ops.compute_path import ComputePath
+from ..ops.giou import giou_loss
 from ..ops.nms import multiclass_nms
 from ..ops.roi_align import MultiLevelRoIAlign
 from .config import ModelConfig
@@ -41,6 +42,7 @@ class SampledRoIs:
     rois: torch.Tensor  # (K, 5) image index + xyxy
     labels: torch.Tensor  # (K,) class, num_classes = background
     box_targets: torch.Tensor  # (P, 4) encoded targets of the positives, in order
+    target_boxes: torch.Tensor  # (P, 4) the positives' ground-truth boxes (for a loss on decoded boxes)
     gt_index: torch.Tensor  # (P,) matched ground truth of each positive, within its image
     from_gt: torch.Tensor  # (K,) bool: the RoI is a ground-truth box added as a proposal
 
@@ -75,16 +77,19 @@ class CascadeRoIHead(nn.Module):
 
     def forward_stage(self, stage: int, features: list[torch.Tensor], rois: torch.Tensor, path: ComputePath
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (K, num_classes + 1) and deltas (K, 4) of one stage for (K, 5) RoIs."""
-        return self.bbox_head[stage](self.box_roi_align(features, rois, path))
+        """Logits (K, num_classes + 1) and deltas (K, 4) - or (K, num_classes * 4) for a head with
+        one box per class - of one stage for (K, 5) RoIs."""
+        return self.bbox_head[stage](self.box_roi_align(features, rois, path), path)
 
     def predict_boxes(self, features: list[torch.Tensor], proposals: list[torch.Tensor], image_sizes: torch.Tensor,
                       path: ComputePath, stage: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run the stages on (P_i, 4) proposals of each image; image_sizes (B, 2) unpadded (h, w).
 
-        Returns boxes (K, 4), class probabilities (K, num_classes + 1) and the (K,) image index
-        of each row, in resized-image pixels. ``stage=None`` is the cascade's output (scores of
-        all stages, boxes of the last); ``stage=k`` is stage k alone (its scores, its boxes).
+        Returns boxes (K, 4) - or (K, num_classes, 4) for a head with one box per class -, class
+        probabilities (K, num_classes + 1) and the (K,) image index of each row, in resized-image
+        pixels. ``stage=None`` is the cascade's output (scores of all stages, boxes of the last);
+        ``stage=k`` is stage k alone (its scores, its boxes). A head with one box per class passes
+        the box of each RoI's best class (by its own logits) to the next stage, as MMDetection.
         """
         rois = rois_from_boxes(proposals)
         image_index = rois[:, 0].long()
@@ -94,8 +99,17 @@ class CascadeRoIHead(nn.Module):
         for index, coder in enumerate(self.coders[:last + 1]):
             logits, deltas = self.forward_stage(index, features, rois, path)
             stage_logits.append(logits)
-            boxes = coder.decode(rois[:, 1:], deltas.float(), max_shapes)  # float32 under autocast too
-            rois = torch.cat([rois[:, :1], boxes], dim=1)
+            deltas = deltas.float()  # float32 under autocast too
+            if deltas.shape[1] == 4:
+                boxes = coder.decode(rois[:, 1:], deltas, max_shapes)
+            elif index == last:  # every class's box: (K, C, 4)
+                per_class = deltas.shape[1] // 4
+                boxes = coder.decode(rois[:, 1:].repeat_interleave(per_class, dim=0), deltas.reshape(-1, 4),
+                                     max_shapes.repeat_interleave(per_class, dim=0)).reshape(-1, per_class, 4)
+            else:
+                boxes = coder.decode(rois[:, 1:], class_deltas(deltas, logits[:, :-1].argmax(dim=1)), max_shapes)
+            if index < last:
+                rois = torch.cat([rois[:, :1], boxes], dim=1)
         if stage is not None:
             return boxes, stage_logits[-1].softmax(dim=-1), image_index
         # MMDetection averages LOGITS and applies softmax afterwards (sum(...) / 3, same order).
@@ -119,8 +133,15 @@ class CascadeRoIHead(nn.Module):
             num_rois = max(batch.rois.shape[0], 1)
             positive = batch.labels < self.num_classes
             losses[f"s{stage}_cls"] = weight * F.cross_entropy(logits, batch.labels)
-            losses[f"s{stage}_box"] = weight * F.smooth_l1_loss(
-                deltas[positive], batch.box_targets, beta=1.0, reduction="sum") / num_rois
+            if deltas.shape[1] > 4:  # one box per class: the ground-truth class's
+                deltas = class_deltas(deltas, torch.where(positive, batch.labels, logits[:, :-1].argmax(dim=1)))
+            giou_weight = self.bbox_head[stage].giou_loss_weight
+            if giou_weight is None:
+                box_loss = F.smooth_l1_loss(deltas[positive], batch.box_targets, beta=1.0, reduction="sum")
+            else:  # on the decoded boxes (not clipped), as MMDetection's reg_decoded_bbox
+                decoded = coder.decode(batch.rois[positive, 1:], deltas[positive])
+                box_loss = giou_weight * giou_loss(decoded, batch.target_boxes).sum()
+            losses[f"s{stage}_box"] = weight * box_loss / num_rois
             losses[f"s{stage}_acc"] = (logits.argmax(1) == batch.labels).float().mean().detach()
             if self.with_mask:
                 losses[f"s{stage}_mask"] = weight * self._mask_loss(stage, features, batch, targets, padded_size,
@@ -130,7 +151,7 @@ class CascadeRoIHead(nn.Module):
         return losses
 
     def _sample_stage(self, stage: int, proposals: list[torch.Tensor], targets: list[dict]) -> "SampledRoIs":
-        rois, labels, box_targets, gt_index, from_gt = [], [], [], [], []
+        rois, labels, box_targets, target_boxes, gt_index, from_gt = [], [], [], [], [], []
         for image, (image_proposals, target) in enumerate(zip(proposals, targets)):
             gt_boxes = target["boxes"]
             candidates = torch.cat([gt_boxes, image_proposals])
@@ -143,9 +164,10 @@ class CascadeRoIHead(nn.Module):
             labels.append(torch.cat([target["labels"][matched],
                                      target["labels"].new_full((negatives.numel(),), self.num_classes)]))
             box_targets.append(self.coders[stage].encode(candidates[positives], gt_boxes[matched]))
+            target_boxes.append(gt_boxes[matched])
             gt_index.append(matched)
             from_gt.append(torch.cat([positives < gt_boxes.shape[0], torch.zeros_like(negatives, dtype=torch.bool)]))
-        return SampledRoIs(torch.cat(rois), torch.cat(labels), torch.cat(box_targets),
+        return SampledRoIs(torch.cat(rois), torch.cat(labels), torch.cat(box_targets), torch.cat(target_boxes),
                            torch.cat(gt_index), torch.cat(from_gt))
 
     def _mask_loss(self, stage: int, features: list[torch.Tensor], batch: "SampledRoIs",
@@ -228,13 +250,19 @@ def crop_mask_targets(masks: torch.Tensor, gt_index: torch.Tensor, boxes: torch.
     return crops[:, 0] >= 0.5
 
 
+def class_deltas(deltas: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(K, 4) deltas of class ``labels[k]`` from a head's (K, C * 4) deltas (one box per class)."""
+    return deltas.reshape(deltas.shape[0], -1, 4)[torch.arange(deltas.shape[0], device=deltas.device), labels]
+
+
 def select_detections(boxes: torch.Tensor, class_probs: torch.Tensor, settings: DetectionSettings,
                       path: ComputePath) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MMDetection's multiclass NMS for one image.
 
-    boxes (K, 4) are class-agnostic, so every box is a candidate for every foreground class;
-    class_probs (K, C + 1) with background last. Returns boxes (N, 4), scores (N,), labels (N,).
+    boxes (K, 4) are class-agnostic, so every box is a candidate for every foreground class, or
+    (K, C, 4), one per class; class_probs (K, C + 1) with background last. Returns boxes (N, 4),
+    scores (N,), labels (N,).
     """
     box_index, labels, scores = multiclass_nms(boxes, class_probs[:, :-1], settings.score_thr, settings.nms_iou,
                                                settings.max_per_image, path)
-    return boxes[box_index], scores, labels
+    return (boxes[box_index] if boxes.dim() == 2 else boxes[box_index, labels]), scores, labels

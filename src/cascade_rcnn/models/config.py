@@ -17,6 +17,7 @@ class BackboneSpec(Protocol):
     """What ``ModelConfig.backbone`` holds (the contract: ``models/backbones/__init__.py``)."""
 
     input_norm: InputNorm
+    label: str
 
     def build(self) -> nn.Module: ...
 
@@ -45,6 +46,12 @@ class ModelConfig:
     fc_channels: int = 1024
     mask_channels: int | None = None  # mask heads' conv width; None = fpn_channels (MMDetection)
     image_scale: tuple[int, int] = (1333, 800)  # resize to fit (long side, short side)
+    # Multi-scale training: each training image's (long, short) scale is drawn between these two,
+    # each side uniformly (MMDetection's multi-scale "range" resize, e.g. short side 640..800 for
+    # the 3x zoo rows); None trains at image_scale. Testing always uses image_scale.
+    train_scale_range: tuple[tuple[int, int], tuple[int, int]] | None = None
+    # DETR's "ms-crop" training augmentation instead (data/resize_crop.py): the ConvNeXt rows'.
+    train_resize_crop: bool = False
     # RPN anchor side = stride x anchor_scale (8: 32 px on P2, COCO at 800 px); smaller images
     # with small objects want smaller anchors.
     anchor_scale: float = 8.0
@@ -141,6 +148,13 @@ def check_settings(config: ModelConfig) -> None:
         problems.append(f"anchor_scale must be positive, got {config.anchor_scale}")
     if len(config.image_scale) != 2 or min(config.image_scale) < 1:
         problems.append(f"image_scale needs two positive sides (long, short), got {config.image_scale}")
+    if config.train_scale_range is not None and not (
+            len(config.train_scale_range) == 2
+            and all(len(scale) == 2 and min(scale) >= 1 for scale in config.train_scale_range)):
+        problems.append(f"train_scale_range needs two (long, short) scales of positive sides, "
+                        f"got {config.train_scale_range}")
+    if config.train_resize_crop and config.train_scale_range is not None:
+        problems.append("train_resize_crop and train_scale_range are two training resizes; give one")
     if config.mask_channels is not None and config.mask_channels < 1:
         problems.append(f"mask_channels must be at least 1 (or none), got {config.mask_channels}")
     if problems:

@@ -3,7 +3,8 @@
 Only the cascade's knobs below are settable; values are parsed by the type of the
 ``ModelConfig`` field, and the changed config is validated as a whole (``ModelConfig``).
 Text forms: numbers ``0.5``; lists ``0.5,0.6,0.7``; per-stage stds ``0.1,0.1,0.2,0.2/0.05,...``
-(stages separated by ``/``); ``none`` for an optional value.
+(stages separated by ``/``); ``none`` for an optional value; ``backbone=timm:NAME`` for a timm
+backbone (``models/backbones/timm_backbone.py``).
 """
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import types
 import typing
 from typing import Any
 
+from .backbones.timm_backbone import PREFIX as TIMM_PREFIX
+from .backbones.timm_backbone import TimmBackboneConfig
 from .config import ModelConfig
 
 SETTABLE = ("num_stages", "stage_ious", "stage_stds", "stage_loss_weights", "train_proposals",
             "rpn_samples_per_image", "rois_per_image", "test_proposals", "anchor_scale", "image_scale",
-            "mask_channels")
+            "train_scale_range", "mask_channels", "backbone")
 _TYPES = typing.get_type_hints(ModelConfig)
 
 
@@ -32,7 +35,7 @@ def parse_settings(items: list[str], source: str = "--set") -> dict[str, Any]:
         if name not in SETTABLE:
             raise ValueError(f"{source} {item!r}: unknown setting {name!r}; settable: {', '.join(SETTABLE)}")
         try:
-            settings[name] = _parse(text.strip(), _TYPES[name])
+            settings[name] = _parse_backbone(text.strip()) if name == "backbone" else _parse(text.strip(), _TYPES[name])
         except ValueError as error:
             raise ValueError(f"{source} {item!r}: {error}") from None
     return settings
@@ -47,8 +50,19 @@ def apply_settings(config: ModelConfig, settings: dict[str, Any], source: str = 
 
 
 def settings_text(config: ModelConfig) -> dict[str, str]:
-    """Every settable knob of ``config`` in ``--set`` text form (what checkpoints store)."""
-    return {name: _format(getattr(config, name)) for name in SETTABLE}
+    """Every settable knob of ``config`` in ``--set`` text form (what checkpoints store); the
+    backbone only when it has one (a timm backbone): the zoo's are fixed by the config's name."""
+    text = {name: _format(getattr(config, name)) for name in SETTABLE if name != "backbone"}
+    if isinstance(config.backbone, TimmBackboneConfig):
+        text["backbone"] = config.backbone.label
+    return text
+
+
+def _parse_backbone(text: str) -> TimmBackboneConfig:
+    """``timm:NAME`` -> a timm backbone (the only backbone settable as text)."""
+    if not text.startswith(TIMM_PREFIX) or len(text) == len(TIMM_PREFIX):
+        raise ValueError(f"expected {TIMM_PREFIX}NAME (a timm model with features_only), got {text!r}")
+    return TimmBackboneConfig(text[len(TIMM_PREFIX):])
 
 
 def _parse(text: str, kind: Any) -> Any:

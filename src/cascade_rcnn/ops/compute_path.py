@@ -11,7 +11,7 @@ Where each switch is read (one place each):
 
 | switch               | read in                                   | what it changes                           |
 |----------------------|-------------------------------------------|-------------------------------------------|
-| fold_batchnorm       | models/backbones/conv_bn.py ``conv_bn``   | frozen BatchNorm folded into its conv     |
+| fold_batchnorm       | models/conv_bn.py ``conv_bn``             | frozen BatchNorm folded into its conv     |
 | channels_last        | models/detector.py ``memory_format``      | layout of the image batch (and all maps)  |
 | gathered_roi_align   | ops/roi_align.py ``roi_align_kernel``     | CPU inference RoIAlign as weighted gathers|
 | best_candidate_nms   | ops/nms.py ``multiclass_nms``             | NMS over the best-scored candidates only  |

@@ -99,8 +99,8 @@ def multiclass_nms(boxes: torch.Tensor, class_scores: torch.Tensor, score_thr: f
     """MMDetection's multiclass NMS: every (box, class) pair scoring > ``score_thr`` is a
     candidate, NMS runs per class, the best ``max_detections`` are kept, by descending score.
 
-    boxes (K, 4) shared by all classes (class-agnostic regression), class_scores (K, C).
-    Returns the box index (N,), class (N,) and score (N,) of each detection.
+    boxes (K, 4) shared by all classes (class-agnostic regression) or (K, C, 4), one per class;
+    class_scores (K, C). Returns the box index (N,), class (N,) and score (N,) of each detection.
     """
     if path.exporting:
         return exported_multiclass_nms(boxes, class_scores, score_thr, iou_threshold, max_detections)
@@ -108,8 +108,9 @@ def multiclass_nms(boxes: torch.Tensor, class_scores: torch.Tensor, score_thr: f
     scores = class_scores.reshape(-1)
     candidates = torch.nonzero(scores > score_thr).squeeze(1)
     box_index, labels = candidates // num_classes, candidates % num_classes
+    candidate_boxes = boxes[box_index] if boxes.dim() == 2 else boxes[box_index, labels]
     if path.best_candidate_nms:
-        keep = best_batched_nms(boxes[box_index], scores[candidates], labels, iou_threshold, max_detections)
+        keep = best_batched_nms(candidate_boxes, scores[candidates], labels, iou_threshold, max_detections)
     else:
-        keep = batched_nms(boxes[box_index], scores[candidates], labels, iou_threshold)[:max_detections]
+        keep = batched_nms(candidate_boxes, scores[candidates], labels, iou_threshold)[:max_detections]
     return box_index[keep], labels[keep], scores[candidates[keep]]

@@ -34,39 +34,47 @@ def exported_multiclass_nms(boxes: torch.Tensor, class_scores: torch.Tensor, sco
                             iou_threshold: float, max_detections: int
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``nms.multiclass_nms``'s exported form: (box index, class, score) of the kept detections.
-    Ties and IoUs right at the threshold may resolve differently from torchvision's NMS."""
+    boxes (K, 4) are shared by the C score rows; (K, C, 4) boxes (one per class) go in as C
+    batches of one class each. Ties and IoUs right at the threshold may resolve differently from
+    torchvision's NMS."""
     # Pairs at or below the threshold get a score the operator always drops, whichever of > or >=
     # a runtime applies to its own score_threshold.
     scores = torch.where(class_scores > score_thr, class_scores, torch.full_like(class_scores, -1.0))
-    selected = _NonMaxSuppression.apply(boxes, scores.t().contiguous(), iou_threshold, score_thr)
-    box_index, labels = selected[:, 2], selected[:, 1]
+    if boxes.dim() == 2:
+        selected = _NonMaxSuppression.apply(boxes[None], scores.t()[None].contiguous(), iou_threshold, score_thr)
+        box_index, labels = selected[:, 2], selected[:, 1]
+    else:
+        selected = _NonMaxSuppression.apply(boxes.transpose(0, 1).contiguous(), scores.t()[:, None].contiguous(),
+                                            iou_threshold, score_thr)
+        box_index, labels = selected[:, 2], selected[:, 0]
     picked = scores[box_index, labels]
     order = picked.sort(descending=True).indices[:max_detections]
     return box_index[order], labels[order], picked[order]
 
 
 class _NonMaxSuppression(torch.autograd.Function):
-    """(M, 3) [batch 0, class, box] of the boxes kept by per-class NMS; exported as ONNX's
-    NonMaxSuppression. The eager body only gives the tracer example values."""
+    """ONNX's NonMaxSuppression: boxes (B, N, 4), scores (B, C, N) -> (M, 3) [batch, class, box]
+    of the boxes kept by NMS per batch and class. The eager body only gives the tracer example values."""
 
     @staticmethod
     def forward(ctx, boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, score_thr: float
                 ) -> torch.Tensor:
-        num_classes = scores.shape[0]
-        flat = scores.t().reshape(-1)
-        candidates = torch.nonzero(flat > score_thr).squeeze(1)
-        box_index, labels = candidates // num_classes, candidates % num_classes
-        keep = batched_nms(boxes[box_index], flat[candidates], labels, iou_threshold)
-        return torch.stack([torch.zeros_like(keep), labels[keep], box_index[keep]], dim=1)
+        selected = []
+        for batch, (batch_boxes, batch_scores) in enumerate(zip(boxes, scores)):
+            num_classes = batch_scores.shape[0]
+            flat = batch_scores.t().reshape(-1)
+            candidates = torch.nonzero(flat > score_thr).squeeze(1)
+            box_index, labels = candidates // num_classes, candidates % num_classes
+            keep = batched_nms(batch_boxes[box_index], flat[candidates], labels, iou_threshold)
+            selected.append(torch.stack([torch.full_like(keep, batch), labels[keep], box_index[keep]], dim=1))
+        return torch.cat(selected)
 
     @staticmethod
     def symbolic(g, boxes, scores, iou_threshold: float, score_thr: float):
         max_per_class = g.op("Constant", value_t=torch.tensor([2**31 - 1], dtype=torch.long))
         iou = g.op("Constant", value_t=torch.tensor([iou_threshold], dtype=torch.float))
         threshold = g.op("Constant", value_t=torch.tensor([score_thr], dtype=torch.float))
-        batch_boxes = g.op("Unsqueeze", boxes, g.op("Constant", value_t=torch.tensor([0])))
-        batch_scores = g.op("Unsqueeze", scores, g.op("Constant", value_t=torch.tensor([0])))
-        return g.op("NonMaxSuppression", batch_boxes, batch_scores, max_per_class, iou, threshold)
+        return g.op("NonMaxSuppression", boxes, scores, max_per_class, iou, threshold)
 
 
 def exported_multilevel_roi_align(features: list[torch.Tensor], rois: torch.Tensor, levels: torch.Tensor,

@@ -15,8 +15,14 @@ file was downloaded to check):
   ResNeXt uses torchvision's names and widths), possibly wrapped in ``state_dict``
   and ``module.``-prefixed, plus ``fc.*``.
 
+- mmpretrain ``convnext-tiny/small_3rdparty_32xb128-noema_in1k-<hash>.pth`` (the ConvNeXt rows):
+  a classifier's state dict, ``backbone.*`` (our ConvNeXt's names) plus ``head.*``; MMDetection
+  loads it with ``prefix='backbone.'``, and output norms the classifier lacks keep their
+  initialisation (LayerNorm: 1 and 0).
+
 mmengine loads all of them with ``strict=False`` after unwrapping ``state_dict`` and stripping
-``module.``, renaming nothing else; so nothing needs renaming here either. We load strictly:
+``module.`` (or taking the ``backbone.`` prefix of a classifier), renaming nothing else; so
+nothing needs renaming here either. We load strictly:
 only ``fc.*`` and ``conv1.bias`` may be left over and a missing ``num_batches_tracked`` keeps
 the model's (it has no effect on BatchNorm in eval mode); anything else is an error naming the
 file.
@@ -38,7 +44,9 @@ IMAGENET = "imagenet"
 NONE = "none"
 # Keys of an ImageNet file that the detection backbone has no slot for (MMDetection drops them too).
 UNUSED_KEYS = ("fc.weight", "fc.bias", "conv1.bias")
-DETECTOR_PREFIXES = ("backbone.", "neck.", "rpn_head.", "roi_head.")
+DETECTOR_PREFIXES = ("neck.", "rpn_head.", "roi_head.")
+CLASSIFIER_PREFIX, CLASSIFIER_HEAD = "backbone.", "head."  # an mmpretrain classifier's keys
+OUTPUT_NORMS = ("norm0.", "norm1.", "norm2.", "norm3.")  # a ConvNeXt's per-output norms
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,7 @@ class BackboneWeightsReport:
     kept: tuple[str, ...]
 
     def summary(self) -> str:
-        kept = f"; {len(self.kept)} num_batches_tracked not in the file (kept)" if self.kept else ""
+        kept = f"; {len(self.kept)} not in the file, kept as initialised ({few(self.kept)})" if self.kept else ""
         return (f"backbone initialised from {self.path}: {self.loaded} tensors loaded; dropped "
                 f"{', '.join(self.dropped) or 'nothing'} (no place in a detection backbone){kept}")
 
@@ -91,9 +99,14 @@ def load_backbone_weights(backbone: nn.Module, source: str | os.PathLike) -> Bac
     if any(key.startswith(DETECTOR_PREFIXES) for key in state):
         raise CheckpointError(f"{path}: a detector checkpoint (keys backbone.*, neck.*, ...), not ImageNet "
                               "backbone weights; pass it as the detector weights (--weights) instead")
+    classifier = all(key.startswith((CLASSIFIER_PREFIX, CLASSIFIER_HEAD)) for key in state)
+    if classifier:
+        state = {key[len(CLASSIFIER_PREFIX):] if key.startswith(CLASSIFIER_PREFIX) else key: value
+                 for key, value in state.items()}
     own = backbone.state_dict()
-    dropped = tuple(key for key in state if key not in own and key in UNUSED_KEYS)
-    kept = tuple(key for key in own if key not in state and key.endswith("num_batches_tracked"))
+    dropped = tuple(key for key in state if key not in own and (key in UNUSED_KEYS or key.startswith(CLASSIFIER_HEAD)))
+    kept = tuple(key for key in own if key not in state and (
+        key.endswith("num_batches_tracked") or (classifier and key.startswith(OUTPUT_NORMS))))
     missing = [key for key in own if key not in state and key not in kept]
     unexpected = [key for key in state if key not in own and key not in dropped]
     what = _describe(backbone)
@@ -116,5 +129,6 @@ def _describe(backbone: nn.Module) -> str:
     config = getattr(backbone, "config", None)
     if config is None:
         return "this backbone"
-    kind = f"X-{config.depth} {config.groups}x{config.width_per_group}d" if config.groups > 1 else f"R-{config.depth}"
-    return f"{kind} ({config.style} style, base width {config.base_channels})"
+    if not hasattr(config, "style"):
+        return config.label
+    return f"{config.label} ({config.style} style, base width {config.base_channels})"

@@ -1,34 +1,30 @@
-"""Reading and writing weights: MMDetection ``.pth`` files, our own checkpoints, URLs.
+"""Reading and writing weights: MMDetection ``.pth`` files, our own checkpoints (``.pth`` or
+``.safetensors``), URLs and Hugging Face Hub names.
 
-A checkpoint is untrusted input: it is read with ``torch.load(weights_only=True)``, which builds
-tensors and plain containers only. Objects of any other class (e.g. version objects in an
-MMDetection ``meta``) are replaced by an inert placeholder - never imported, never called.
+A checkpoint is untrusted input: ``.pth`` files are read with ``torch.load(weights_only=True)``,
+which builds tensors and plain containers only. Objects of any other class (e.g. version objects
+in an MMDetection ``meta``) are replaced by an inert placeholder - never imported, never called.
+``.safetensors`` files hold tensors and strings only.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from ..models.config import ModelConfig
 from ..models.settings import apply_settings, parse_settings, settings_text
+from . import download, hub, safetensors_file, zoo
+from .download import HASH_IN_NAME, cache_dir  # noqa: F401  (their home before download.py)
+from .errors import CheckpointError
 
 FORMAT = "cascade_rcnn/1"
 CLASS_LAYER_SUFFIXES = ("fc_cls.weight", "fc_cls.bias", "conv_logits.weight", "conv_logits.bias")
-# torch.hub's naming convention for published weights: <name>-<first hex digits of SHA-256>.<ext>
-HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.\w+$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message names the file and the problem."""
 
 
 class _Inert:
@@ -41,58 +37,28 @@ class _Inert:
         pass
 
 
-def cache_dir() -> Path:
-    """Where downloaded weights live: $CASCADE_RCNN_CACHE, else ~/.cache/cascade_rcnn."""
-    return Path(os.environ.get("CASCADE_RCNN_CACHE", Path.home() / ".cache" / "cascade_rcnn"))
-
-
 def resolve(source: str | os.PathLike, check_hash: bool = False) -> Path:
-    """A local path for ``source``: the path itself, or a URL downloaded once into the cache.
+    """A local path for ``source``: the path itself; a URL downloaded once into the cache; or a
+    Hugging Face Hub name ``hf://ORG/REPO[@REVISION][/FILE]`` fetched through huggingface_hub's cache.
 
-    With ``check_hash`` a download whose file name ends in ``-<hex>.<ext>`` (torch.hub's
-    convention) must have a SHA-256 starting with that hex, or it is deleted and refused.
+    With ``check_hash`` (always for the zoo's own URLs) a download whose file name ends in
+    ``-<hex>.<ext>`` (torch.hub's convention) must have a SHA-256 starting with that hex, or it is
+    deleted and refused.
     """
     text = str(source)
-    if urlparse(text).scheme in ("http", "https"):
-        target = cache_dir() / Path(urlparse(text).path).name
-        if not target.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # A name of its own, so processes downloading the same file at once do not collide.
-            descriptor, partial_name = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
-            os.close(descriptor)
-            partial = Path(partial_name)
-            try:
-                try:
-                    torch.hub.download_url_to_file(text, str(partial), progress=True)
-                except Exception as error:
-                    raise CheckpointError(f"{text}: download failed ({error})") from None
-                if check_hash:
-                    _check_sha256(partial, target.name, text)
-                os.replace(partial, target)
-            finally:
-                partial.unlink(missing_ok=True)
-        return target
+    if hub.is_hub_name(text):
+        return hub.hub_file(text)
+    if download.is_url(text):
+        return download.fetch(text, check_hash=check_hash or zoo.is_published(text))[0]
     return Path(text)
-
-
-def _check_sha256(path: Path, name: str, url: str) -> None:
-    match = HASH_IN_NAME.search(name)
-    if match is None:
-        return
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    expected, actual = match.group(1), digest.hexdigest()
-    if not actual.startswith(expected):
-        raise CheckpointError(f"{url}: the download fails its hash check (SHA-256 starts {actual[:len(expected)]}, "
-                              f"the file name says {expected}): truncated or corrupted; deleted, try again")
 
 
 def read(path: Path) -> dict[str, Any]:
     """The checkpoint object at local ``path``, loaded without running any of its code."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.suffix == safetensors_file.SUFFIX or safetensors_file.looks_like_safetensors(path):
+        return safetensors_file.read(path)
     try:
         loaded = _weights_only_load(path)
     except Exception as error:  # the weights-only unpickler raises many types on foreign bytes
@@ -192,20 +158,28 @@ def save(path: str | os.PathLike, model: nn.Module, **extra: Any) -> None:
 
     ``meta`` records the config name, class names, category ids and the model settings (the
     ``--set`` knobs, as text), so the file alone rebuilds the model. Keys are the same as
-    MMDetection's.
+    MMDetection's. A path ending in ``.safetensors`` gets a safetensors file (the meta as its
+    string metadata; no ``extra``: training state stays in ``.pth``), anything else a ``.pth``.
     """
     config = model.config
     meta = {"format": FORMAT, "config_name": config.name, "class_names": list(config.class_names),
             "category_ids": None if config.category_ids is None else list(config.category_ids),
             "model_settings": settings_text(config)}
     path = Path(path)
+    as_safetensors = path.suffix == safetensors_file.SUFFIX
+    if as_safetensors and extra:
+        raise CheckpointError(f"{path}: a .safetensors file holds the weights and their metadata only, not "
+                              f"{', '.join(extra)}; save training state as .pth")
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(descriptor)
     umask = os.umask(0)
     os.umask(umask)
     try:
-        torch.save({"state_dict": model.state_dict(), "meta": meta, **extra}, temporary)
+        if as_safetensors:
+            safetensors_file.write(temporary, model.state_dict(), meta)
+        else:
+            torch.save({"state_dict": model.state_dict(), "meta": meta, **extra}, temporary)
         os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would make it private to its owner
         os.replace(temporary, path)
     finally:

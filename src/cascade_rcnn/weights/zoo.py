@@ -1,28 +1,40 @@
-"""The model zoo: MMDetection v2's 20 Cascade (Mask) R-CNN configs, plus small project configs."""
+"""The model zoo: MMDetection's Cascade (Mask) R-CNN configs with published checkpoints (the 20 of the
+v2 page and the 7 multi-scale 3x rows), plus small project configs."""
 from __future__ import annotations
 
+from ..models.backbones.convnext import ConvNeXtConfig
 from ..models.backbones.resnet import ResNetConfig
 from ..models.config import ModelConfig
+from ..models.heads.box_head import ConvFCBoxHeadConfig
+from ..models.input_norm import InputNorm
 
 _BASE_URL = "https://download.openmmlab.com/mmdetection/v2.0/cascade_rcnn"
 
 # ImageNet weights of MMDetection's init_cfg (mmengine's hub tables): torchvision://resnet50/101,
-# open-mmlab://detectron2/resnet50_caffe / resnet101_caffe, open-mmlab://resnext101_32x4d / _64x4d.
+# open-mmlab://detectron2/resnet50_caffe / resnet101_caffe, open-mmlab://resnext101_32x4d / _64x4d,
+# open-mmlab://detectron2/resnext101_32x8d.
 _TORCHVISION = "https://download.pytorch.org/models"
 _OPEN_MMLAB = "https://download.openmmlab.com/pretrain/third_party"
 
 _BACKBONES = {
     "r50_caffe": ResNetConfig(depth=50, style="caffe", train_bn_affine=False,
-                                imagenet_url=f"{_OPEN_MMLAB}/resnet50_msra-5891d200.pth"),
+                              imagenet_url=f"{_OPEN_MMLAB}/resnet50_msra-5891d200.pth"),
     "r50": ResNetConfig(depth=50, imagenet_url=f"{_TORCHVISION}/resnet50-0676ba61.pth"),
     "r101_caffe": ResNetConfig(depth=101, style="caffe", train_bn_affine=False,
-                                 imagenet_url=f"{_OPEN_MMLAB}/resnet101_msra-6cc46731.pth"),
+                               imagenet_url=f"{_OPEN_MMLAB}/resnet101_msra-6cc46731.pth"),
     "r101": ResNetConfig(depth=101, imagenet_url=f"{_TORCHVISION}/resnet101-63fe2227.pth"),
     "x101_32x4d": ResNetConfig(depth=101, groups=32, width_per_group=4,
-                                 imagenet_url=f"{_OPEN_MMLAB}/resnext101_32x4d-a5af3160.pth"),
+                               imagenet_url=f"{_OPEN_MMLAB}/resnext101_32x4d-a5af3160.pth"),
     "x101_64x4d": ResNetConfig(depth=101, groups=64, width_per_group=4,
-                                 imagenet_url=f"{_OPEN_MMLAB}/resnext101_64x4d-ee2c6f71.pth"),
+                               imagenet_url=f"{_OPEN_MMLAB}/resnext101_64x4d-ee2c6f71.pth"),
+    "x101_32x8d": ResNetConfig(depth=101, groups=32, width_per_group=8, train_bn_affine=False,
+                               imagenet_url=f"{_OPEN_MMLAB}/resnext101_32x8d-1516f1aa.pth"),
 }
+# The ResNeXt-101 32x8d ImageNet weights are Detectron2's (converted from FAIR's Caffe2 X-101-32x8d),
+# trained on BGR images normalised with a std as well: MMDetection's config for them sets BGR input
+# with that mean and std, and keeps BatchNorm's scale and shift frozen, although the backbone is
+# pytorch style (stride on the 3x3 conv).
+_INPUT_NORMS = {"x101_32x8d": InputNorm((103.53, 116.28, 123.675), (57.375, 57.12, 58.395), bgr=True)}
 
 # (model, backbone, schedule): box AP, mask AP, memory GB, fps, checkpoint file (MODEL_ZOO.md).
 _PUBLISHED = [
@@ -69,6 +81,34 @@ _PUBLISHED = [
 ]
 
 
+# MMDetection's multi-scale 3x rows (its v2.0 files, listed on its 3.x page; MMDetection 3.3's
+# keys in ../shared/spec/mmdet_keys_modern): Cascade Mask R-CNN only, no fps reported, memory
+# as trained. (backbone, box AP, mask AP, memory GB, checkpoint file)
+_PUBLISHED_3X = [
+    ("r50_caffe", 44.0, 38.1, 5.7, "cascade_mask_rcnn_r50_caffe_fpn_mstrain_3x_coco_20210707_002651-6e29b3a6.pth"),
+    ("r50", 44.3, 38.5, 5.9, "cascade_mask_rcnn_r50_fpn_mstrain_3x_coco_20210628_164719-5bdc3824.pth"),
+    ("r101_caffe", 45.4, 39.5, 7.7, "cascade_mask_rcnn_r101_caffe_fpn_mstrain_3x_coco_20210707_002620-a5bd2389.pth"),
+    ("r101", 45.5, 39.6, 7.8, "cascade_mask_rcnn_r101_fpn_mstrain_3x_coco_20210628_165236-51a2d363.pth"),
+    ("x101_32x4d", 46.3, 40.1, 9.0, "cascade_mask_rcnn_x101_32x4d_fpn_mstrain_3x_coco_20210706_225234-40773067.pth"),
+    ("x101_32x8d", 46.1, 39.9, 12.1, "cascade_mask_rcnn_x101_32x8d_fpn_mstrain_3x_coco_20210719_180640-9ff7e76f.pth"),
+    ("x101_64x4d", 46.6, 40.3, 12.0, "cascade_mask_rcnn_x101_64x4d_fpn_mstrain_3x_coco_20210719_210311-d3e64ba0.pth"),
+]
+# Their training resize: the short side drawn from 640..800 per image, the long side capped at 1333.
+_MULTI_SCALE = ((1333, 640), (1333, 800))
+
+# MMDetection's ConvNeXt Cascade Mask R-CNN rows (v2.0/convnext): mmpretrain's ConvNeXt with its
+# downstream ImageNet weights, box heads of 4 shared convs with BatchNorm + 1 FC and one box per
+# class. (arch, stochastic depth, box AP, mask AP, training memory GB, ImageNet file, checkpoint file)
+_MMCLS = "https://download.openmmlab.com/mmclassification/v0/convnext/downstream"
+_PUBLISHED_CONVNEXT = [
+    ("tiny", 0.4, 50.3, 43.6, 9.0, "convnext-tiny_3rdparty_32xb128-noema_in1k_20220301-795e9634.pth",
+     "cascade_mask_rcnn_convnext-t_p4_w7_fpn_giou_4conv1f_fp16_ms-crop_3x_coco_20220509_204200-8f07c40b.pth"),
+    ("small", 0.6, 51.8, 44.8, 12.3, "convnext-small_3rdparty_32xb128-noema_in1k_20220301-303e75e3.pth",
+     "cascade_mask_rcnn_convnext-s_p4_w7_fpn_giou_4conv1f_fp16_ms-crop_3x_coco_20220510_201004-3d24f5a4.pth"),
+]
+_CONVNEXT_URL = "https://download.openmmlab.com/mmdetection/v2.0/convnext"
+
+
 def _published_configs() -> dict[str, ModelConfig]:
     configs = {}
     for kind, backbone, schedule, box_ap, mask_ap, mem, fps, filename in _PUBLISHED:
@@ -77,6 +117,19 @@ def _published_configs() -> dict[str, ModelConfig]:
             name=name, backbone=_BACKBONES[backbone], with_mask=kind == "cascade_mask_rcnn",
             schedule=schedule, reported_box_ap=box_ap, reported_mask_ap=mask_ap,
             reported_mem_gb=mem, reported_fps=fps, url=f"{_BASE_URL}/{name}/{filename}")
+    for backbone, box_ap, mask_ap, mem, filename in _PUBLISHED_3X:
+        name = f"cascade_mask_rcnn_{backbone}_fpn_mstrain_3x_coco"
+        configs[name] = ModelConfig(
+            name=name, backbone=_BACKBONES[backbone], input_norm=_INPUT_NORMS.get(backbone), schedule="3x",
+            train_scale_range=_MULTI_SCALE, reported_box_ap=box_ap, reported_mask_ap=mask_ap,
+            reported_mem_gb=mem, url=f"{_BASE_URL}/{name}/{filename}")
+    for arch, drop_path, box_ap, mask_ap, mem, imagenet, filename in _PUBLISHED_CONVNEXT:
+        name = f"cascade_mask_rcnn_convnext-{arch[0]}_p4_w7_fpn_giou_4conv1f_fp16_ms-crop_3x_coco"
+        configs[name] = ModelConfig(
+            name=name, backbone=ConvNeXtConfig(arch, drop_path_rate=drop_path, imagenet_url=f"{_MMCLS}/{imagenet}"),
+            box_head=ConvFCBoxHeadConfig(), schedule="3x", train_resize_crop=True,
+            reported_box_ap=box_ap, reported_mask_ap=mask_ap,
+            reported_mem_gb=mem, url=f"{_CONVNEXT_URL}/{name}/{filename}")
     return configs
 
 
@@ -99,12 +152,32 @@ _PROJECT = {
 MODEL_ZOO: dict[str, ModelConfig] = {**_published_configs(), **_PROJECT}
 
 
+def is_published(url: str) -> bool:
+    """Whether ``url`` is one of the zoo's files (a detector or an ImageNet backbone): their names
+    end in the first hex digits of their SHA-256, which every download of them is checked against."""
+    return any(url in (config.url, imagenet_url(config)) for config in MODEL_ZOO.values())
+
+
+def imagenet_url(config: ModelConfig) -> str | None:
+    """The ImageNet file ``config``'s backbone starts training from, if it names one (a backbone of
+    your own need not: the contract is ``build()`` and ``input_norm``)."""
+    return getattr(config.backbone, "imagenet_url", None)
+
+
 def get_config(name: str) -> ModelConfig:
     """The zoo config called ``name``; a clear error listing the names otherwise."""
     try:
         return MODEL_ZOO[name]
     except KeyError:
         raise KeyError(f"unknown model {name!r}; known models: {', '.join(MODEL_ZOO)}") from None
+
+
+def published_url(config: ModelConfig) -> str:
+    """The URL of ``config``'s published checkpoint (MMDetection's zoo); a ValueError for the
+    project configs and custom configs, which have none."""
+    if config.url is None:
+        raise ValueError(f"{config.name} has no published weights")
+    return config.url
 
 
 def reported_figure(value: float | None) -> str:

@@ -14,7 +14,7 @@ from torch import nn
 
 from ...ops.compute_path import ComputePath
 from ..input_norm import CAFFE_NORM, PYTORCH_NORM, InputNorm
-from .conv_bn import conv_bn, drop_folded
+from ..conv_bn import conv_bn, drop_folded
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,11 @@ class ResNetConfig:
     def out_channels(self) -> list[int]:
         """Channels of C2..C5."""
         return [self.base_channels * 2 ** i * self.expansion for i in range(4)]
+
+    @property
+    def label(self) -> str:
+        """The backbone as the zoo tables name it: R-50, X-101-32x4d."""
+        return f"X-{self.depth}-{self.groups}x{self.width_per_group}d" if self.groups > 1 else f"R-{self.depth}"
 
     @property
     def input_norm(self) -> InputNorm:

@@ -1,4 +1,5 @@
-"""One cascade stage's box head: two shared FCs, then class logits and class-agnostic deltas."""
+"""One cascade stage's box head: optional shared 3x3 convs with BatchNorm, shared FCs, then class
+logits and box deltas (class-agnostic: one box per RoI; or one box per class)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,30 +7,74 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ...ops.compute_path import ComputePath
+from ..conv_bn import conv_bn
+
 
 @dataclass(frozen=True)
 class SharedFCBoxHeadConfig:
-    """MMDetection's ``Shared2FCBBoxHead`` (``ModelConfig.box_head``): built once per stage from
-    the config's class count, FPN width and ``fc_channels``."""
+    """MMDetection's ``Shared2FCBBoxHead`` (``ModelConfig.box_head``): two FCs of the config's
+    ``fc_channels``, class-agnostic deltas; built once per stage."""
 
     def build(self, config) -> "BoxHead":
         return BoxHead(config.num_classes, config.fpn_channels, hidden=config.fc_channels)
 
 
-class BoxHead(nn.Module):
-    """RoI features (K, C, 7, 7) -> logits (K, num_classes + 1) and deltas (K, 4).
+@dataclass(frozen=True)
+class ConvFCBoxHeadConfig:
+    """MMDetection's ``Shared4Conv1FCBBoxHead`` of its ConvNeXt / Swin cascades: ``num_convs`` 3x3
+    convs (conv -> BatchNorm -> ReLU) of ``conv_channels``, one FC of the config's
+    ``fc_channels``, and one box per class (``class_agnostic=False``). Trained with a GIoU loss
+    on the decoded boxes of weight ``giou_loss_weight`` (MMDetection: 10) instead of smooth L1 on
+    the deltas."""
 
-    The background class is the LAST logit (MMDetection v2 order). Regression is class-agnostic:
-    one box per RoI, which the next stage takes as its input.
+    num_convs: int = 4
+    conv_channels: int = 256
+    class_agnostic: bool = False
+    giou_loss_weight: float | None = 10.0
+
+    def build(self, config) -> "BoxHead":
+        return BoxHead(config.num_classes, config.fpn_channels, hidden=config.fc_channels, num_fcs=1,
+                       num_convs=self.num_convs, conv_channels=self.conv_channels,
+                       class_agnostic=self.class_agnostic, giou_loss_weight=self.giou_loss_weight)
+
+
+class ConvBNReLU(nn.Module):
+    """A 3x3 conv without bias, BatchNorm, ReLU (MMDetection's ConvModule key layout: conv, bn)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor, path: ComputePath) -> torch.Tensor:
+        return conv_bn(x, self.conv, self.bn, path, relu=True)
+
+
+class BoxHead(nn.Module):
+    """RoI features (K, C, 7, 7) -> logits (K, num_classes + 1) and deltas (K, 4), or (K,
+    num_classes * 4) with ``class_agnostic=False`` (class c's box in columns 4c..4c+3).
+
+    The background class is the LAST logit (MMDetection v2 order). The next stage takes one box
+    per RoI: the class-agnostic one, or that of the RoI's best class (``CascadeRoIHead``).
+    ``giou_loss_weight``: train the boxes with a GIoU loss on decoded boxes; None: smooth L1 on
+    the deltas.
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 256, roi_size: int = 7, hidden: int = 1024):
+    def __init__(self, num_classes: int, in_channels: int = 256, roi_size: int = 7, hidden: int = 1024,
+                 num_fcs: int = 2, num_convs: int = 0, conv_channels: int = 256, class_agnostic: bool = True,
+                 giou_loss_weight: float | None = None):
         super().__init__()
         self.num_classes = num_classes
-        self.shared_fcs = nn.ModuleList([nn.Linear(in_channels * roi_size * roi_size, hidden),
-                                         nn.Linear(hidden, hidden)])
+        self.class_agnostic = class_agnostic
+        self.giou_loss_weight = giou_loss_weight
+        self.shared_convs = nn.ModuleList(ConvBNReLU(in_channels if i == 0 else conv_channels, conv_channels)
+                                          for i in range(num_convs))
+        flat = (conv_channels if num_convs else in_channels) * roi_size * roi_size
+        self.shared_fcs = nn.ModuleList(nn.Linear(flat if i == 0 else hidden, hidden) for i in range(num_fcs))
         self.fc_cls = nn.Linear(hidden, num_classes + 1)
-        self.fc_reg = nn.Linear(hidden, 4)
+        self.fc_reg = nn.Linear(hidden, 4 if class_agnostic else 4 * num_classes)
         for fc in self.shared_fcs:
             nn.init.xavier_uniform_(fc.weight)
             nn.init.zeros_(fc.bias)
@@ -38,8 +83,11 @@ class BoxHead(nn.Module):
         nn.init.zeros_(self.fc_cls.bias)
         nn.init.zeros_(self.fc_reg.bias)
 
-    def forward(self, roi_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = roi_features.flatten(1)
+    def forward(self, roi_features: torch.Tensor, path: ComputePath) -> tuple[torch.Tensor, torch.Tensor]:
+        x = roi_features
+        for conv in self.shared_convs:
+            x = conv(x, path)
+        x = x.flatten(1)
         for fc in self.shared_fcs:
             x = fc(x).relu_()  # in place: a linear layer's backward never needs its output
         return self.fc_cls(x), self.fc_reg(x)

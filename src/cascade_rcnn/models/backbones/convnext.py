@@ -1,0 +1,114 @@
+"""ConvNeXt (Liu et al., 2022) with mmpretrain's key layout, as MMDetection's ConvNeXt Cascade
+Mask R-CNN rows use it: the spec (``ConvNeXtConfig``) and the module (``ConvNeXt``).
+
+Keys: ``downsample_layers.0`` = stem (4x4 conv at stride 4, LayerNorm), ``downsample_layers.i``
+(i >= 1) = LayerNorm then a 2x2 conv at stride 2; ``stages.i.j`` = blocks (7x7 depthwise conv,
+LayerNorm over channels, Linear 4x wider, GELU, Linear back, layer scale ``gamma``, residual);
+``norm0..3`` = a LayerNorm on each returned map. No BatchNorm: nothing to fold; every part trains.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...ops.compute_path import ComputePath
+from ..input_norm import PYTORCH_NORM, InputNorm
+
+ARCHS = {"tiny": ((3, 3, 9, 3), (96, 192, 384, 768)), "small": ((3, 3, 27, 3), (96, 192, 384, 768))}
+LAYER_NORM_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class ConvNeXtConfig:
+    arch: str = "tiny"  # a key of ARCHS
+    drop_path_rate: float = 0.4  # stochastic depth at the last block (training), linear from 0
+    layer_scale_init: float = 1e-6
+    imagenet_url: str | None = None
+    # What the training engine asks of every backbone: nothing frozen, no BatchNorm statistics.
+    frozen_stages: int = 0
+    norm_eval: bool = False
+    input_norm: InputNorm = PYTORCH_NORM
+
+    @property
+    def depths(self) -> tuple[int, ...]:
+        return ARCHS[self.arch][0]
+
+    @property
+    def out_channels(self) -> list[int]:
+        return list(ARCHS[self.arch][1])
+
+    @property
+    def label(self) -> str:
+        return f"ConvNeXt-{self.arch[0].upper()}"
+
+    def build(self) -> "ConvNeXt":
+        return ConvNeXt(self)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a (B, C, H, W) map (mmpretrain's LN2d)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
+                            self.eps).permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    """(B, C, H, W) -> same: x + gamma * MLP(LayerNorm(depthwise 7x7 conv(x)))."""
+
+    def __init__(self, channels: int, drop_path: float, layer_scale_init: float):
+        super().__init__()
+        self.depthwise_conv = nn.Conv2d(channels, channels, 7, padding=3, groups=channels)
+        self.norm = nn.LayerNorm(channels, eps=LAYER_NORM_EPS)
+        self.pointwise_conv1 = nn.Linear(channels, 4 * channels)
+        self.pointwise_conv2 = nn.Linear(4 * channels, channels)
+        self.gamma = nn.Parameter(torch.full((channels,), layer_scale_init))
+        self.drop_path = drop_path
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.depthwise_conv(x).permute(0, 2, 3, 1)  # channels last for the norm and the MLP
+        out = self.pointwise_conv2(F.gelu(self.pointwise_conv1(self.norm(out))))
+        out = out.permute(0, 3, 1, 2) * self.gamma.view(1, -1, 1, 1)
+        if self.training and self.drop_path > 0:  # stochastic depth: drop the branch per image
+            keep = torch.rand(x.shape[0], 1, 1, 1, device=x.device) >= self.drop_path
+            out = out * keep / (1 - self.drop_path)
+        return x + out
+
+
+class ConvNeXt(nn.Module):
+    """Image (B, 3, H, W) -> four LayerNorm-ed maps at strides 4, 8, 16, 32."""
+
+    strides = (4, 8, 16, 32)
+
+    def __init__(self, config: ConvNeXtConfig):
+        super().__init__()
+        self.config = config
+        self.out_channels = config.out_channels
+        dims = config.out_channels
+        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
+        self.downsample_layers = nn.ModuleList([nn.Sequential(nn.Conv2d(3, dims[0], 4, stride=4),
+                                                              LayerNorm2d(dims[0], eps=LAYER_NORM_EPS))])
+        self.downsample_layers.extend(nn.Sequential(LayerNorm2d(dims[i - 1], eps=LAYER_NORM_EPS),
+                                                    nn.Conv2d(dims[i - 1], dims[i], 2, stride=2))
+                                      for i in range(1, 4))
+        starts = [sum(config.depths[:i]) for i in range(4)]
+        self.stages = nn.ModuleList(
+            nn.Sequential(*(ConvNeXtBlock(dims[i], rates[starts[i] + j], config.layer_scale_init)
+                            for j in range(depth)))
+            for i, depth in enumerate(config.depths))
+        for i, channels in enumerate(dims):
+            self.add_module(f"norm{i}", LayerNorm2d(channels, eps=LAYER_NORM_EPS))
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, images: torch.Tensor, path: ComputePath) -> list[torch.Tensor]:
+        x, maps = images, []
+        for i, (downsample, stage) in enumerate(zip(self.downsample_layers, self.stages)):
+            x = stage(downsample(x))
+            maps.append(getattr(self, f"norm{i}")(x))
+        return maps

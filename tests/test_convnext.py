@@ -1,0 +1,107 @@
+"""The ConvNeXt rows' parts: ConvNeXt backbone, box heads of 4 convs + BatchNorm + 1 FC with one box
+per class; a small model of them trains a step, predicts (fast = exact up to float noise) and
+exports to ONNX (per-class boxes in the graph's NMS)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_config
+
+import cascade_rcnn
+from cascade_rcnn.benchmarking.agreement import agreement
+from cascade_rcnn.benchmarking.synthetic import drawn_scene, spread_random_weights
+from cascade_rcnn.models.backbones.convnext import ConvNeXtConfig
+from cascade_rcnn.models.heads.box_head import ConvFCBoxHeadConfig
+
+
+def convnext_model(with_mask: bool = True) -> cascade_rcnn.CascadeRCNN:
+    torch.manual_seed(0)
+    config = tiny_config(with_mask, backbone=ConvNeXtConfig("tiny", drop_path_rate=0.1),
+                         box_head=ConvFCBoxHeadConfig(conv_channels=8))
+    return cascade_rcnn.CascadeRCNN(config).eval()
+
+
+def test_class_specific_box_heads_regress_one_box_per_class():
+    model = convnext_model()
+    head = model.roi_head.bbox_head[0]
+    assert head.fc_reg.out_features == 4 * 3 and len(head.shared_convs) == 4
+    logits, deltas = head(torch.randn(5, 16, 7, 7), model.path)
+    assert logits.shape == (5, 4) and deltas.shape == (5, 12)
+
+
+def test_a_convnext_cascade_trains_a_step_with_class_specific_boxes():
+    model = convnext_model().train()
+    images = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    masks = torch.zeros(2, 64, 96, dtype=torch.uint8)
+    masks[0, 8:40, 10:50] = masks[1, 20:60, 40:90] = 1
+    boxes = torch.tensor([[10.0, 8.0, 50.0, 40.0], [40.0, 20.0, 90.0, 60.0]])
+    targets = [{"boxes": boxes, "labels": torch.tensor([0, 2]), "masks": masks},
+               {"boxes": boxes[1:], "labels": torch.tensor([1]), "masks": masks[1:]}]
+    losses = model.loss(images, targets, torch.tensor([[64, 96], [64, 96]]))
+    total = sum(value for name, value in losses.items() if not name.endswith("_acc"))
+    assert torch.isfinite(total) and losses["s0_box"] > 0
+    total.backward()
+    assert model.backbone.stages[0][0].gamma.grad is not None
+    assert model.roi_head.bbox_head[2].shared_convs[0].conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("with_mask", [True, False], ids=["mask", "box"])
+def test_a_convnext_cascade_predicts_the_same_on_both_paths_and_exports(with_mask, tmp_path):
+    pytest.importorskip("onnxruntime")
+    scene = drawn_scene(150, 200, seed=4)
+    model = spread_random_weights(convnext_model(with_mask), scene)
+    fast = model.predict(scene)[0]
+    model.exact = True
+    exact = model.predict(scene)[0]
+    model.exact = False
+    assert len(exact) > 5
+    same = agreement(exact, fast, min_iou=0.99)
+    assert same.matched == len(exact) == len(fast) and same.max_score_diff <= 1e-4
+    runtime = cascade_rcnn.OnnxDetector(cascade_rcnn.export_onnx(model, tmp_path / "convnext.onnx"))
+    theirs = runtime.predict(scene)[0]
+    exported = agreement(fast, theirs, min_iou=0.99)
+    assert exported.matched == len(fast) == len(theirs) and exported.max_score_diff <= 1e-3
+
+
+def test_giou_loss_is_one_minus_generalized_iou():
+    from cascade_rcnn.ops.giou import giou_loss
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0]])
+    targets = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 0.0, 15.0, 10.0], [20.0, 0.0, 30.0, 10.0]])
+    # identical: 0; half overlap: IoU 1/3, enclosure = union: 2/3; disjoint: IoU 0, enclosure 300 vs union 200
+    torch.testing.assert_close(giou_loss(boxes, targets), torch.tensor([0.0, 2 / 3, 1 + 100 / 300]))
+
+
+def test_convnext_layer_wise_lr_decay_follows_mmdetection():
+    from cascade_rcnn.engine.param_groups import convnext_layer_id, parameter_groups
+    assert convnext_layer_id("backbone.downsample_layers.0.0.weight") == 0
+    assert convnext_layer_id("backbone.stages.0.2.gamma") == 1
+    assert convnext_layer_id("backbone.downsample_layers.1.1.weight") == 2
+    assert convnext_layer_id("backbone.stages.2.7.pointwise_conv1.weight") == 3 + 7 // 3
+    assert convnext_layer_id("backbone.stages.3.0.norm.weight") == 6
+    assert convnext_layer_id("backbone.norm3.weight") == 7 and convnext_layer_id("neck.fpn_convs.0.conv.weight") == 7
+    groups = parameter_groups(convnext_model(), weight_decay=0.05)
+    scales = {round(g["lr_scale"], 6) for g in groups}
+    assert scales == {round(0.7 ** k, 6) for k in range(8)}
+    assert all(g["weight_decay"] == 0.0 for g in groups if all(p.dim() == 1 for p in g["params"]))
+    model = convnext_model()
+    assert sum(len(g["params"]) for g in groups) == len([p for p in model.parameters() if p.requires_grad])
+
+
+def test_imagenet_weights_of_an_mmpretrain_classifier_load_into_the_convnext(tmp_path):
+    from cascade_rcnn.weights.backbone_weights import load_backbone_weights
+    source = ConvNeXtConfig("tiny").build()
+    # What mmpretrain's classifier file holds: backbone.* (here without norm0..2) and head.fc.*.
+    state = {f"backbone.{k}": v for k, v in source.state_dict().items() if not k.startswith(("norm0", "norm1", "norm2"))}
+    state.update({"head.fc.weight": torch.zeros(1000, 768), "head.fc.bias": torch.zeros(1000)})
+    path = tmp_path / "convnext-tiny_in1k.pth"
+    torch.save({"state_dict": state}, path)
+    target = ConvNeXtConfig("tiny").build()
+    report = load_backbone_weights(target, path)
+    assert torch.equal(target.stages[2][5].pointwise_conv1.weight, source.stages[2][5].pointwise_conv1.weight)
+    assert set(report.dropped) == {"head.fc.weight", "head.fc.bias"}
+    assert {k.split(".")[0] for k in report.kept} == {"norm0", "norm1", "norm2"}
+    assert torch.equal(target.norm0.weight, torch.ones(96))  # kept as initialised, as MMDetection
+    del state["backbone.stages.1.0.gamma"]
+    torch.save(state, path)
+    with pytest.raises(cascade_rcnn.CheckpointError, match="not ImageNet weights of a ConvNeXt-T"):
+        load_backbone_weights(ConvNeXtConfig("tiny").build(), path)
