@@ -14,7 +14,7 @@ score difference, lowest mask IoU).
 step saves), in interleaved rounds in one process, median wall and process CPU seconds per
 image, with the 1-minute load average beside each figure.
 
-    python benchmarks/fast_path_agreement.py [--models NAME ...] [--seeds 0 1 2]
+    python benchmarks/fast_path_agreement.py [--models NAME ...] [--seeds 0 1 2] [--image PNG]
     python benchmarks/fast_path_agreement.py --speed [--models NAME ...] [--repeats 5] [--threads 2]
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ import statistics
 import time
 from dataclasses import asdict, fields, replace
 
+import cv2
 import numpy as np
 import torch
 
@@ -56,9 +57,8 @@ def calibrated_model(name: str, seed: int, image: np.ndarray) -> cascade_rcnn.Ca
     return spread_random_weights(cascade_rcnn.build_model(name), image, seed=seed)
 
 
-def noise(name: str, seed: int, threads: int) -> None:
+def noise(name: str, seed: int, threads: int, image: np.ndarray) -> None:
     """Print the exact path's distance to itself on one thread, and to every path of ``noise_paths``."""
-    image = drawn_scene(427, 640)
     model = calibrated_model(name, seed, image)
     model.path = EXACT
     reference = model.predict(image)[0]
@@ -106,18 +106,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="of the calibrated weights")
+    parser.add_argument("--image", help="calibrate and compare on this picture instead of the drawn 427x640 scene")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--speed", action="store_true", help="time the paths instead of comparing them")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (--speed)")
     parser.add_argument("--score-thr", type=float, help="test score threshold (--speed; default: the zoo's 0.05)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    image = cv2.imread(args.image)[:, :, ::-1].copy() if args.image else drawn_scene(427, 640)  # RGB
     for name in args.models:
         if args.speed:
             speed(name, args.repeats, args.score_thr)
         else:
             for seed in args.seeds:
-                noise(name, seed, args.threads)
+                noise(name, seed, args.threads, image)
 
 
 if __name__ == "__main__":
