@@ -39,7 +39,7 @@ from cascade_rcnn.ops.compute_path import EXACT, FAST, ComputePath
 MODELS = ("cascade_rcnn_r50_fpn_1x_coco", "cascade_mask_rcnn_r50_fpn_1x_coco",
           "cascade_rcnn_r101_caffe_fpn_1x_coco", "cascade_mask_rcnn_r101_caffe_fpn_1x_coco",
           "cascade_rcnn_x101_32x4d_fpn_1x_coco", "cascade_mask_rcnn_x101_32x4d_fpn_1x_coco")
-STEPS = tuple(f.name for f in fields(ComputePath) if f.name != "exporting")
+STEPS = tuple(f.name for f in fields(ComputePath) if f.name not in ("exporting", "precision"))
 
 
 def noise_paths(with_mask: bool) -> dict[str, ComputePath]:

@@ -1,5 +1,6 @@
-"""Inference time per image: our Cascade (Mask) R-CNN R50-FPN (fast and exact paths) vs
-torchvision's Mask R-CNN R50-FPN, on the same image, in the same process.
+"""Inference time per image: our Cascade (Mask) R-CNN R50-FPN (fast and exact paths, and the fast
+path at bf16 / fp16 with ``--paths``) vs torchvision's Mask R-CNN R50-FPN (float32), on the same
+image, in the same process.
 
 Input as users have it: a natural-looking 480x640 picture (``drawn_scene``, or ``--image``),
 resized to the zoo's 800 short side. Ours runs with random weights whose detections spread like
@@ -8,11 +9,16 @@ runs on 100 detections. Prints one JSON object per model, with the ratio to the 
 median wall time and of the median process CPU time (steadier when other work shares the cores).
 
     python benchmarks/inference.py [--repeats 5] [--threads 2] [--image PHOTO] [--device cpu]
+        [--paths fast exact bf16 fp16]
+
+bf16 needs a CPU with bfloat16 instructions or a GPU, fp16 a GPU (``check_precision`` refuses the
+others in one line).
 """
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 import torch
 import torchvision
@@ -21,8 +27,10 @@ import cascade_rcnn
 from cascade_rcnn.benchmarking.benchmark import Timing, peak_memory_gb, time_calls
 from cascade_rcnn.benchmarking.synthetic import drawn_scene, spread_random_weights
 from cascade_rcnn.data.images import read_image
+from cascade_rcnn.ops.compute_path import EXACT, FAST, check_precision
 
 MODELS = ("cascade_rcnn_r50_fpn_1x_coco", "cascade_mask_rcnn_r50_fpn_1x_coco")
+PATHS = {"fast": FAST, "exact": EXACT, "bf16": replace(FAST, precision="bf16"), "fp16": replace(FAST, precision="fp16")}
 
 
 def main() -> None:
@@ -32,8 +40,10 @@ def main() -> None:
     parser.add_argument("--image", help="a photo (default: a drawn 480x640 scene)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--paths", nargs="+", default=["fast", "exact"], choices=["fast", "exact"])
+    parser.add_argument("--paths", nargs="+", default=["fast", "exact"], choices=list(PATHS))
     args = parser.parse_args()
+    for path in args.paths:
+        check_precision(PATHS[path].precision, args.device)
     torch.set_num_threads(args.threads)
     image = read_image(args.image) if args.image else drawn_scene(480, 640)
     height, width = image.shape[:2]
@@ -47,7 +57,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = spread_random_weights(cascade_rcnn.build_model(name, device=args.device), image)
         for path in args.paths:
-            runs[(name, path)] = _ours(model, image, exact=path == "exact")
+            runs[(name, path)] = _ours(model, image, PATHS[path])
     # Interleaved rounds (every model once per round), so that load from other processes hits all alike.
     detections = {key: run() for key, run in runs.items()}  # also the warm-up
     timings = {key: Timing([], []) for key in runs}
@@ -67,9 +77,9 @@ def main() -> None:
     print(json.dumps({"peak_memory_gb_whole_process": round(peak_memory_gb(args.device), 2)}))
 
 
-def _ours(model: cascade_rcnn.CascadeRCNN, image, exact: bool):
+def _ours(model: cascade_rcnn.CascadeRCNN, image, path):
     def run() -> int:
-        model.exact = exact
+        model.path = path
         return len(model.predict(image, score_thr=0.0)[0])
     return run
 

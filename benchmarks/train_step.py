@@ -1,13 +1,15 @@
-"""Training step time and peak memory: our Cascade Mask R-CNN R50-FPN vs torchvision's Mask R-CNN
-R50-FPN, 2 images of 1333x800 with 8 objects each, in the same process.
+"""Training step time and peak memory: our Cascade Mask R-CNN R50-FPN (at each of ``--precisions``:
+autocast with float32 master weights for bf16 / fp16) vs torchvision's Mask R-CNN R50-FPN
+(float32), 2 images of 1333x800 with 8 objects each, in the same process.
 
-    python benchmarks/train_step.py [--steps 3] [--threads 2] [--device cpu]
+    python benchmarks/train_step.py [--steps 3] [--threads 2] [--device cpu] [--precisions fp32 bf16]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import resource
+from dataclasses import replace
 
 import torch
 import torchvision
@@ -15,6 +17,7 @@ import torchvision
 import cascade_rcnn
 from cascade_rcnn.benchmarking.benchmark import synthetic_targets, time_calls
 from cascade_rcnn.data.transforms import pad_batch
+from cascade_rcnn.ops.compute_path import PRECISION_DTYPES, check_precision
 
 HEIGHT, WIDTH = 800, 1333
 
@@ -24,7 +27,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=list(PRECISION_DTYPES))
     args = parser.parse_args()
+    for precision in args.precisions:
+        check_precision(precision, args.device)
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(2, 3, HEIGHT, WIDTH, generator=generator)
@@ -56,10 +62,15 @@ def main() -> None:
         losses = model(batch, gts, torch.tensor([(HEIGHT, WIDTH)] * 2))
         loss = sum(v for k, v in losses.items() if not k.endswith("_acc"))
         optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
-    rows["cascade_mask_rcnn_r50_fpn_1x_coco"] = time_calls(our_step, args.steps, args.device).median
+    for precision in args.precisions:
+        model.path = replace(model.path, precision=precision)
+        scaler = torch.amp.GradScaler(torch.device(args.device).type, enabled=precision == "fp16")
+        name = "cascade_mask_rcnn_r50_fpn_1x_coco" + ("" if precision == "fp32" else f" {precision}")
+        rows[name] = time_calls(our_step, args.steps, args.device).median
     peak = (torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda")
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     for name, seconds in rows.items():

@@ -57,6 +57,14 @@ def assert_detections_equal(first, second) -> None:
 
 
 @pytest.fixture
+def pretend_cpu_has_bf16(monkeypatch) -> None:
+    """Let ``precision="bf16"`` run on this CPU although it may lack bfloat16 instructions (the
+    library refuses it there as slow): oneDNN emulates bf16 correctly, slowly, which tiny models
+    can afford."""
+    monkeypatch.setattr("cascade_rcnn.ops.compute_path.cpu_has_bf16_instructions", lambda: True)
+
+
+@pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 

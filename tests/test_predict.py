@@ -1,6 +1,8 @@
 """``CascadeRCNN.predict``: original-image coordinates, batching, inputs of every kind, COCO output."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 import cascade_rcnn
+from cascade_rcnn.benchmarking.agreement import agreement
 from cascade_rcnn.benchmarking.synthetic import drawn_scene, spread_random_weights
 from cascade_rcnn.data.transforms import fit_size, resize
 from cascade_rcnn.models.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
@@ -305,23 +308,6 @@ def test_a_single_stage_model_is_a_mask_rcnn():
     assert result.masks.shape[1:] == (40, 60)
 
 
-def test_autocast_inference_is_close_to_float32():
-    scene = drawn_scene(128, 192, seed=3)
-    model = spread_random_weights(tiny_model(True), scene)
-    full = model.predict(scene)[0]
-    half = model.predict(scene, amp="bf16")[0]
-    assert half.boxes.dtype == half.scores.dtype == torch.float32 and half.masks.dtype == torch.bool
-    assert len(full) >= 3 and len(half) >= 3
-    # The best detections survive bf16: same class, nearly the same box and score.
-    overlap = torchvision.ops.box_iou(full.boxes[:3], half.boxes)
-    overlap[full.labels[:3, None] != half.labels[None, :]] = 0
-    best, match = overlap.max(dim=1)
-    assert best.min() > 0.9
-    assert (full.scores[:3] - half.scores[match]).abs().max() < 0.05
-    with pytest.raises(ValueError, match="amp must be"):
-        model.predict(scene, amp="fp8")
-
-
 def test_agreement_matches_by_label_and_overlap():
     from cascade_rcnn.benchmarking.agreement import agreement
     from cascade_rcnn.outputs.detections import Detections
@@ -344,8 +330,9 @@ def test_cuda_inference_equals_cpu_up_to_float_noise_and_runs_under_fp16():
     model = spread_random_weights(tiny_model(True), scene)
     cpu = model.predict(scene)[0]
     model.to("cuda")
-    for amp, min_iou, score_diff in ((None, 0.99, 1e-3), ("fp16", 0.9, 0.05)):
-        gpu = model.predict(scene, amp=amp)[0]
+    for precision, min_iou, score_diff in (("fp32", 0.99, 1e-3), ("fp16", 0.9, 0.05), ("bf16", 0.9, 0.05)):
+        model.path = dataclasses.replace(model.path, precision=precision)
+        gpu = model.predict(scene)[0]
         assert gpu.boxes.device.type == "cpu" and gpu.masks.shape == cpu.masks.shape
-        match = cascade_rcnn.results.agreement(cpu, gpu, min_iou=min_iou)
+        match = agreement(cpu, gpu, min_iou=min_iou)
         assert match.matched >= min(5, len(cpu)) and match.max_score_diff <= score_diff

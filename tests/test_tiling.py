@@ -51,7 +51,7 @@ def test_one_tile_over_the_whole_image_equals_a_plain_call(with_mask, rng, full_
 
 # --- the merge, with a stand-in network ----------------------------------------------------------
 
-def visible_objects(prepared, settings, stage=None, amp=None, batch_size=1):
+def visible_objects(prepared, settings, stage=None, batch_size=1):
     """Stand-in for ``CascadeRCNN.detect_unpasted``: every white blob of each (resized) tile is
     detected with its exact box (original tile pixels) and its exact 28x28 mask, class 1."""
     results = []
@@ -109,6 +109,21 @@ def test_an_object_cut_by_a_tile_border_is_found_once_with_its_whole_box(stand_i
     pieces = ImageDetections(torch.tensor([[58.0, 20, 64, 32], [58, 20, 70, 32], [64, 20, 70, 32]]),
                              torch.tensor([0.9, 0.8, 0.7]), torch.ones(3, dtype=torch.long), None, True)
     assert len(merging.class_nms(pieces, 0.5, 100).scores) == 3
+
+
+def test_a_piece_is_kept_when_the_tile_that_holds_the_object_misses_it(monkeypatch):
+    model = tiny_model(True)
+    calls = []
+
+    def blind_middle_tile(prepared, settings, *args, **kwargs):
+        calls.append(len(calls))
+        found = visible_objects(prepared, settings)
+        return [merging.select(f, torch.zeros(0, dtype=torch.long)) for f in found] if len(calls) == 2 else found
+
+    monkeypatch.setattr(model, "detect_unpasted", blind_middle_tile)
+    result = model.predict(scene(64, 128, (58, 20, 70, 32)), tile=64, tile_overlap=0.5)[0]
+    assert len(calls) == 3
+    assert sorted(result.boxes.round().int().tolist()) == [[58, 20, 64, 32], [64, 20, 70, 32]]
 
 
 def test_an_object_larger_than_the_overlap_is_stitched_from_its_pieces(stand_in):

@@ -164,11 +164,18 @@ def test_evaluation_every_epoch_is_logged(shapes, tmp_path):
     assert 0 <= evaluations[0]["eval"]["bbox"]["AP90"] <= 1
 
 
-def test_bf16_autocast_trains(shapes, tmp_path):
+def test_bf16_autocast_trains_with_float32_master_weights(shapes, tmp_path, pretend_cpu_has_bf16):
     out = tmp_path / "run"
-    train(train_config(), run_config(shapes, out, epochs=1, amp="bf16", log_every=1))
+    final = train(train_config(), run_config(shapes, out, epochs=1, precision="bf16", log_every=1))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    assert rows and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows if "loss" in r)
+    state = checkpoint.state_dict_of(checkpoint.read(final), final)
+    assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float32}
+
+
+def test_training_refuses_a_precision_the_device_cannot_run(shapes, tmp_path):
+    with pytest.raises(ValueError, match="fp16 runs on CUDA only"):
+        train(train_config(), run_config(shapes, tmp_path / "run", epochs=1, precision="fp16"))
 
 
 def test_a_tiny_model_overfits_a_few_images(shapes, tmp_path):

@@ -72,7 +72,7 @@ def test_views_are_merged_by_class_nms_with_the_scores_their_view_gave(monkeypat
     model = tiny_model(True)
     probs = torch.rand(3, 28, 28)
 
-    def two_views(prepared, settings, stage=None, amp=None, batch_size=1):
+    def two_views(prepared, settings, stage=None, batch_size=1):
         assert [p[0].size for p in prepared] == [(64, 96), (64, 96)]
         plain = ImageDetections(torch.tensor([[10.0, 10, 40, 40], [50, 10, 60, 20]]), torch.tensor([0.9, 0.3]),
                                 torch.tensor([0, 1]), probs[:2], True)

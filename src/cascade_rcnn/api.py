@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -9,6 +10,7 @@ import torch
 from .inference.predictor import CascadeRCNN
 from .models.config import ModelConfig
 from .models.settings import apply_settings
+from .ops.compute_path import EXACT, FAST, check_precision
 from .weights import checkpoint
 from .weights.zoo import get_config, published_url
 
@@ -16,7 +18,7 @@ from .weights.zoo import get_config, published_url
 def build_model(model: str | ModelConfig, weights: str | os.PathLike | None = None,
                 device: str | torch.device = "cpu", class_names: list[str] | None = None,
                 reinit_class_layers: bool = False, exact: bool = False,
-                settings: dict[str, Any] | None = None) -> CascadeRCNN:
+                settings: dict[str, Any] | None = None, precision: str = "fp32") -> CascadeRCNN:
     """Build a zoo model (``"cascade_mask_rcnn_r50_fpn_1x_coco"``) or a custom ``ModelConfig``.
 
     ``weights``: None (the default: random weights, as torchvision's ``weights=None``), a local
@@ -31,7 +33,12 @@ def build_model(model: str | ModelConfig, weights: str | os.PathLike | None = No
     The model is returned in eval mode on ``device``. ``exact=True`` runs inference as
     MMDetection does, bit for bit; the default fast path (BatchNorm folded into the convs,
     channels-last activations, class-only mask logits) equals it up to float rounding.
+    ``precision="bf16"`` (CPUs with bfloat16 instructions, CUDA) or ``"fp16"`` (CUDA) runs the fast
+    path's network in that dtype, weights cast once (``models/low_precision.py``); combinations a
+    device would run slowly or not at all are refused (``ops.compute_path.check_precision``).
     """
+    check_precision(precision, device)
+    compute = replace(EXACT if exact else FAST, precision=precision)
     config = get_config(model) if isinstance(model, str) else model
     if weights == "zoo":
         weights = published_url(config)
@@ -51,5 +58,5 @@ def build_model(model: str | ModelConfig, weights: str | os.PathLike | None = No
     if loaded is not None:
         checkpoint.load_into(detector, loaded, path, reinit_class_layers=reinit_class_layers)
     detector = detector.to(device).eval()
-    detector.exact = exact
+    detector.path = compute
     return detector

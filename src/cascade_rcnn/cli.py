@@ -14,6 +14,7 @@ from .deploy.export import MissingPackageError
 from .engine.schedule import SCHEDULES
 from .engine.train import TrainingStopped
 from .models.settings import SETTABLE, apply_settings, parse_settings
+from .ops.compute_path import PRECISION_DTYPES
 from .weights.checkpoint import CheckpointError
 from .weights.zoo import (
     MODEL_ZOO,
@@ -53,9 +54,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     context = distributed.start(args.device)  # several ranks under torchrun: the images are sharded
     try:
         if args.onnx:
-            if args.model or args.weights or args.set or args.exact:
+            if args.model or args.weights or args.set or args.exact or args.precision != "fp32":
                 raise ValueError("--onnx takes the model and its settings from the file; "
-                                 "drop --model/--weights/--set/--exact")
+                                 "drop --model/--weights/--set/--exact/--precision")
             if args.device != "cpu":
                 raise ValueError("--onnx runs on onnxruntime's CPU provider; drop --device")
             from .deploy.onnx_runtime import OnnxDetector
@@ -66,7 +67,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         else:
             settings = parse_settings(args.set)
             model = build_model(args.model, weights=model_weights(args, note=context.is_main),
-                                device=context.device, exact=args.exact, settings=settings)
+                                device=context.device, exact=args.exact, settings=settings,
+                                precision=args.precision)
         report = predict_files(model, args.inputs, args.out, score_thr=args.score_thr,
                                batch_size=args.batch_size, draw_pictures=not args.no_draw,
                                resume=args.resume, read_workers=args.read_workers, every=args.every,
@@ -150,7 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         lr_steps=tuple(args.lr_steps) if args.lr_steps else None, lr=args.lr,
         optimizer=args.optimizer, weight_decay=args.weight_decay, batch_size=args.batch_size,
         workers=args.workers, warmup_iters=args.warmup_iters,
-        amp=args.amp, clip_grad=args.clip_grad, seed=args.seed, eval_every=args.eval_every,
+        precision=args.precision, clip_grad=args.clip_grad, seed=args.seed, eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every, filter_empty_gt=not args.keep_empty,
         min_size=args.min_size, max_failed_fraction=args.max_failed_fraction, device=args.device,
         resume=args.resume)
@@ -175,8 +177,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not gt_json:
         raise ValueError("give --gt-json, or --coco-root")
     if args.predictions:
-        if args.per_stage or args.set:
-            raise ValueError("--per-stage and --set need a model (--model/--weights/--images), not --predictions")
+        if args.per_stage or args.set or args.precision != "fp32":
+            raise ValueError("--per-stage, --set and --precision need a model (--model/--weights/--images), "
+                             "not --predictions")
         metrics = evaluate_coco(gt_json, args.predictions)
         print(format_table(metrics))
     else:
@@ -188,7 +191,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         check_device(args.device)
         settings = parse_settings(args.set)
-        model = build_model(args.model, weights=model_weights(args), device=args.device, settings=settings)
+        model = build_model(args.model, weights=model_weights(args), device=args.device, settings=settings,
+                            precision=args.precision)
         dataset = CocoDataset(gt_json, images, class_names=list(model.class_names), with_masks=False)
         dataset.require_every_image()  # a left-out image's objects would count as misses
         metrics = evaluate_dataset(model, dataset, gt_json, per_stage=args.per_stage)
@@ -242,7 +246,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             raise ValueError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
     result = run_benchmark(args.model, weights=args.weights, device=args.device, exact=args.exact,
                            image_dir=args.image_dir, num_images=args.images, size=_size(args.size),
-                           batch_size=args.batch_size, amp=args.amp, threads=args.threads, train=args.train,
+                           batch_size=args.batch_size, precision=args.precision, threads=args.threads,
+                           train=args.train,
                            train_batch_size=args.train_batch_size, iterations=args.iterations)
     print(json.dumps(result) if args.json else benchmark_text(result))
     return 0
@@ -267,9 +272,9 @@ def cmd_shapes(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .engine.demo import run_demo
+    from .engine.demo import DemoSettings, run_demo
 
-    run_demo(Path(args.out))
+    run_demo(Path(args.out), DemoSettings(precision=args.precision))
     return 0
 
 
@@ -302,6 +307,7 @@ def parser() -> argparse.ArgumentParser:
                          help="videos: run the model on every Nth frame (default 1: every frame)")
     predict.add_argument("--exact", action="store_true",
                          help="MMDetection's ops bit for bit (slower); default: the fast path, equal up to float noise")
+    add_precision_option(predict)
     predict.add_argument("--resume", action="store_true",
                          help="skip the images and video frames already in OUT/predictions*.jsonl and finish "
                          "the rest (annotated videos are rebuilt from the start)")
@@ -349,7 +355,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=2, help="images per process")
     train.add_argument("--workers", type=int, default=2, help="data loader processes")
     train.add_argument("--warmup-iters", type=int, default=500)
-    train.add_argument("--amp", choices=["bf16", "fp16"])
+    add_precision_option(train)
     train.add_argument("--clip-grad", type=float, help="max gradient norm")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--eval-every", type=int, default=1, help="epochs between evaluations (0: never)")
@@ -376,6 +382,7 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="write the metrics as JSON")
     add_set_option(evaluate)
     evaluate.add_argument("--device", default="cpu")
+    add_precision_option(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
 
     export = commands.add_parser("export", help="write an ONNX file that onnxruntime (or predict --onnx) runs")
@@ -405,7 +412,7 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--size", default="480x640", help="HEIGHTxWIDTH of the drawn scenes (before the "
                        "model's resize)")
     bench.add_argument("--batch-size", type=int, default=1)
-    bench.add_argument("--amp", choices=["fp16", "bf16"], help="autocast (inference and --train)")
+    add_precision_option(bench)
     bench.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     bench.add_argument("--exact", action="store_true", help="time MMDetection's bit-exact path")
     bench.add_argument("--train", action="store_true", help="also time training steps at the zoo's batch")
@@ -423,8 +430,15 @@ def parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="offline demo: shapes -> train -> evaluate -> pictures")
     demo.add_argument("--out", default="demo_output")
+    add_precision_option(demo)
     demo.set_defaults(run=cmd_demo)
     return root
+
+
+def add_precision_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--precision", choices=list(PRECISION_DTYPES), default="fp32",
+                         help="dtype of the network's work: fp32 (default), bf16 (CPUs with bfloat16 "
+                              "instructions, CUDA), fp16 (CUDA); see the README's 'Precision'")
 
 
 def add_set_option(command: argparse.ArgumentParser) -> None:

@@ -32,7 +32,6 @@ from ..api import build_model
 from ..data.images import list_images, read_image
 from ..data.transforms import pad_batch
 from ..inference.predictor import CascadeRCNN
-from ..ops.compute_path import AMP_DTYPES
 from ..weights.zoo import reported_figure
 from .synthetic import drawn_scene, spread_random_weights
 
@@ -140,15 +139,16 @@ class InferenceResult:
 
 
 def benchmark_inference(model: CascadeRCNN, images: list[np.ndarray], batch_size: int = 1,
-                        amp: str | None = None, warmup: int = 2, score_thr: float | None = None) -> InferenceResult:
-    """Time ``model.predict`` over ``images`` (RGB uint8 arrays), ``batch_size`` per call."""
+                        warmup: int = 2, score_thr: float | None = None) -> InferenceResult:
+    """Time ``model.predict`` over ``images`` (RGB uint8 arrays), ``batch_size`` per call, at the
+    model's precision."""
     batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
     calls = iter(range(10**9))
     detections: list[int] = []
 
     def run() -> None:
         batch = batches[next(calls) % len(batches)]
-        detections.extend(len(d) for d in model.predict(batch, score_thr=score_thr, batch_size=batch_size, amp=amp))
+        detections.extend(len(d) for d in model.predict(batch, score_thr=score_thr, batch_size=batch_size))
 
     for _ in range(warmup):
         run()
@@ -169,9 +169,9 @@ class TrainingResult:
 
 
 def benchmark_training(model: CascadeRCNN, iterations: int = 3, batch_size: int = 2,
-                       image_size: tuple[int, int] = (800, 1333), amp: str | None = None,
-                       seed: int = 0) -> TrainingResult:
-    """Seconds per SGD step and peak memory on random images of ``image_size`` (h, w), 8 boxes each."""
+                       image_size: tuple[int, int] = (800, 1333), seed: int = 0) -> TrainingResult:
+    """Seconds per SGD step and peak memory on random images of ``image_size`` (h, w), 8 boxes
+    each, at the model's precision (autocast; a gradient scaler for fp16)."""
     device = model.device
     generator = torch.Generator().manual_seed(seed)
     height, width = image_size
@@ -180,11 +180,10 @@ def benchmark_training(model: CascadeRCNN, iterations: int = 3, batch_size: int 
                for _ in range(batch_size)]
     model.train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=model.path.precision == "fp16")
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=AMP_DTYPES.get(amp or ""), enabled=amp is not None):
-            losses = model(images, targets, torch.tensor([image_size] * batch_size))
+        losses = model(images, targets, torch.tensor([image_size] * batch_size))
         loss = sum(value for key, value in losses.items() if not key.endswith("_acc"))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -217,7 +216,7 @@ def synthetic_targets(height: int, width: int, num_classes: int, with_mask: bool
 
 def run_benchmark(model_name: str, weights: str | None = None, device: str = "cpu", exact: bool = False,
                   image_dir: str | None = None, num_images: int | None = None, size: tuple[int, int] = (480, 640),
-                  batch_size: int = 1, amp: str | None = None, threads: int | None = None, train: bool = False,
+                  batch_size: int = 1, precision: str = "fp32", threads: int | None = None, train: bool = False,
                   train_batch_size: int = 2, iterations: int = 3) -> dict:
     """The ``benchmark`` command: ``model_name`` (without ``weights``: random weights spread like a
     trained model's) timed on the first ``num_images`` of ``image_dir``, or on ``num_images`` (default
@@ -232,10 +231,10 @@ def run_benchmark(model_name: str, weights: str | None = None, device: str = "cp
         images = [read_image(path) for path in paths]
     else:
         images = [drawn_scene(*size, seed=i) for i in range(num_images or 10)]
-    model = build_model(model_name, weights=weights, device=device, exact=exact)
+    model = build_model(model_name, weights=weights, device=device, exact=exact, precision=precision)
     config = model.config
     result = {"model": config.name, "device": str(model.device), "threads": torch.get_num_threads(),
-              "amp": amp, "path": "exact" if exact else "fast",
+              "precision": precision, "path": "exact" if exact else "fast",
               "weights": weights or "random (spread like a trained model's)",
               "reported_fps_v100": config.reported_fps, "reported_mem_gb": config.reported_mem_gb}
     if weights is None:
@@ -243,12 +242,12 @@ def run_benchmark(model_name: str, weights: str | None = None, device: str = "cp
         spread_random_weights(model, images[0])
     _note(f"inference: {len(images)} image(s) of {images[0].shape[0]}x{images[0].shape[1]}, "
           f"batch {batch_size}, after 2 warm-up calls")
-    result["inference"] = asdict(benchmark_inference(model, images, batch_size=batch_size, amp=amp))
+    result["inference"] = asdict(benchmark_inference(model, images, batch_size=batch_size))
     if train:
         long_side, short_side = config.image_scale
         _note(f"training: {iterations} step(s) of {train_batch_size} x {short_side}x{long_side}")
         result["training"] = asdict(benchmark_training(model, iterations=iterations, batch_size=train_batch_size,
-                                                       image_size=(short_side, long_side), amp=amp))
+                                                       image_size=(short_side, long_side)))
     return result
 
 
@@ -256,7 +255,7 @@ def benchmark_text(result: dict) -> str:
     """``run_benchmark``'s record for a person: our figures beside the zoo's (measured on a V100)."""
     inference, training = result["inference"], result.get("training")
     lines = [f"{result['model']} on {result['device']} ({result['threads']} threads, {result['path']} path, "
-             f"amp {result['amp'] or 'off'}, weights: {result['weights']})",
+             f"{result['precision']}, weights: {result['weights']})",
              f"  inference: {inference['images_per_s']:.3f} img/s  median {inference['median_latency_s']:.3f} s  "
              f"p90 {inference['p90_latency_s']:.3f} s  peak memory {inference['peak_memory_gb']:.2f} GB  "
              f"{inference['detections_per_image']:.1f} detections/img   "

@@ -34,6 +34,7 @@ class DemoSettings:
     warmup_iters: int = 100
     clip_grad: float = 10.0
     workers: int = 1
+    precision: str = "fp32"  # training and inference (``--precision``)
 
 
 def generate_demo_data(data: Path, settings: DemoSettings) -> None:
@@ -50,7 +51,7 @@ def demo_train_config(data: Path, out_dir: Path, settings: DemoSettings, eval_ev
         out_dir=str(out_dir), epochs=settings.epochs, lr_steps=settings.lr_steps, lr=settings.lr,
         optimizer=settings.optimizer, weight_decay=settings.weight_decay, batch_size=settings.batch_size,
         warmup_iters=settings.warmup_iters, workers=settings.workers, clip_grad=settings.clip_grad,
-        eval_every=eval_every)
+        eval_every=eval_every, precision=settings.precision)
 
 
 def run_demo(out: Path, settings: DemoSettings = DemoSettings()) -> dict:
@@ -63,7 +64,7 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings()) -> dict:
     print(f"demo: training {DEMO_MODEL} from scratch for {settings.epochs} epochs on "
           f"{settings.train_images} images (CPU)")
     final = train(config, demo_train_config(data, out / "train", settings, eval_every=1))
-    model = build_model(config, weights=final)
+    model = build_model(config, weights=final, precision=settings.precision)
     val_json = data / "val" / "annotations.json"
     per_stage = evaluate_dataset(model, CocoDataset(val_json, data / "val" / "images"), val_json, per_stage=True)
     write_metrics(out / "metrics.json", per_stage["ensemble"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +17,7 @@ from ..data.loader import AugmentedDataset, batches_per_epoch, epoch_loader
 from ..inference.predictor import CascadeRCNN
 from ..models.config import ModelConfig
 from ..models.settings import settings_text
-from ..ops.compute_path import AMP_DTYPES
+from ..ops.compute_path import check_precision
 from ..weights import checkpoint
 from ..weights.backbone_weights import backbone_weights_source, load_backbone_weights
 from ..weights.zoo import published_url
@@ -79,7 +79,9 @@ class TrainConfig:
     optimizer: str = "sgd"  # "sgd" (MMDetection's recipe) or "adamw"; see OPTIMIZERS
     momentum: float = 0.9  # SGD only
     weight_decay: float | None = None  # default: the optimizer's (OPTIMIZERS)
-    amp: str | None = None  # "bf16" or "fp16"
+    # "fp32", "bf16" (CPUs with bfloat16 instructions, CUDA) or "fp16" (CUDA, with a gradient
+    # scaler): autocast in the loss, master weights and loss terms in float32 (low_precision.py).
+    precision: str = "fp32"
     clip_grad: float | None = None
     seed: int = 0
     eval_every: int = 1  # epochs; 0 = never
@@ -153,6 +155,7 @@ def _setup(model_config: ModelConfig, config: TrainConfig, context: distributed.
     optimiser; with ``config.resume``, continue from OUT/latest.pth when there is one."""
     if config.optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    check_precision(config.precision, context.device)
     log = TrainLog(Path(config.out_dir), enabled=context.is_main)
     dataset, val_set = _datasets(model_config, config, log)
     model_config = model_config.with_classes(dataset.class_names, dataset.category_ids)
@@ -163,7 +166,7 @@ def _setup(model_config: ModelConfig, config: TrainConfig, context: distributed.
                           config.decay_epochs, config.warmup_iters)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = _make_optimizer(config, model, schedule.base_lr)
-    scaler = torch.amp.GradScaler(context.device.type, enabled=config.amp == "fp16")
+    scaler = torch.amp.GradScaler(context.device.type, enabled=config.precision == "fp16")
     layout = {"num_items": len(dataset), "world_size": context.world_size, "batch_size": config.batch_size,
               "seed": config.seed, "optimizer": config.optimizer,
               **{f"{SETTING}{k}": v for k, v in settings_text(model_config).items()}}
@@ -214,6 +217,7 @@ def _initial_model(model_config: ModelConfig, config: TrainConfig, context: dist
     elif backbone_source:
         log.message(load_backbone_weights(model.backbone, backbone_source).summary())
     model.to(context.device).train()
+    model.path = replace(model.path, precision=config.precision)
     return model
 
 
@@ -275,9 +279,7 @@ def _step(run: _Run, batch) -> tuple[float, float, dict[str, float]]:
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)  # checkpoints from before the groups have none
     batch = batch.to(context.device)
-    autocast_dtype = AMP_DTYPES.get(config.amp or "")
-    with torch.autocast(context.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        losses = run.network(batch.images, batch.targets, batch.sizes)
+    losses = run.network(batch.images, batch.targets, batch.sizes)
     total = sum(v for k, v in losses.items() if not k.endswith("_acc"))
     if not distributed.all_true(bool(torch.isfinite(total)), context):
         raise TrainingDiverged(

@@ -15,7 +15,6 @@ from ..data.images import ImageInput, to_rgb_uint8
 from ..data.transforms import ResizedImage, pad_batch, padded_size, prepare_image
 from ..models.cascade import DetectionSettings
 from ..models.detector import CascadeNetwork, ImageDetections
-from ..ops.compute_path import AMP_DTYPES
 from ..outputs.detections import Detections
 from ..outputs.postprocess import to_original_pixels, unpasted_in_original_pixels
 from .tiling import check_tiling, predict_tiled
@@ -32,33 +31,31 @@ class CascadeRCNN(CascadeNetwork):
 
     @torch.no_grad()
     def detect(self, resized: list[ResizedImage], tensors: list[torch.Tensor], settings: DetectionSettings,
-               stage: int | None = None, amp: str | None = None) -> list[Detections]:
+               stage: int | None = None) -> list[Detections]:
         """Detections of preprocessed images, mapped back to the original images' pixels.
 
         ``stage=k`` scores the detections with cascade stage k alone (for per-stage evaluation).
-        ``amp="fp16"|"bf16"`` runs the network under autocast (boxes, scores and NMS stay float32).
         """
-        raw = self.detect_raw(resized, tensors, settings, stage, amp)
+        raw = self.detect_raw(resized, tensors, settings, stage)
         return [to_original_pixels(image, record, self.class_names) for image, record in zip(raw, resized)]
 
     @torch.no_grad()
     def detect_unpasted(self, prepared: Sequence[tuple[ResizedImage, torch.Tensor]], settings: DetectionSettings,
-                        stage: int | None = None, amp: str | None = None, batch_size: int = 1
-                        ) -> list[ImageDetections]:
+                        stage: int | None = None, batch_size: int = 1) -> list[ImageDetections]:
         """``detect`` without the mask paste, batched by padded size: per preprocessed image, boxes
         in its original pixels and masks still (N, 28, 28) probabilities, on the CPU. What tiling
         and test-time augmentation merge before pasting once (``inference/merging.py``)."""
         results: list[ImageDetections | None] = [None] * len(prepared)
         for group in batches_by_size([p[0].size for p in prepared], batch_size):
             raw = self.detect_raw([prepared[i][0] for i in group], [prepared[i][1] for i in group], settings,
-                                  stage, amp)
+                                  stage)
             for i, image in zip(group, raw):
                 results[i] = unpasted_in_original_pixels(image, prepared[i][0])
         return results
 
     @torch.no_grad()
     def detect_raw(self, resized: list[ResizedImage], tensors: list[torch.Tensor], settings: DetectionSettings,
-                   stage: int | None = None, amp: str | None = None) -> list[ImageDetections]:
+                   stage: int | None = None) -> list[ImageDetections]:
         """The network's raw detections of preprocessed images (padded into one batch): boxes in
         resized pixels (box-only models: already in original pixels, ``boxes_in_original``) and
         (N, 28, 28) mask probabilities."""
@@ -69,12 +66,11 @@ class CascadeRCNN(CascadeNetwork):
         # models AFTER NMS and the mask heads (divide by s): MMDetection's two paths.
         box_scales = None if self.config.with_mask else torch.tensor(
             [[1 / s for s in r.scale_factor] * 2 for r in resized], device=device)
-        with torch.autocast(device.type, dtype=AMP_DTYPES.get(amp or ""), enabled=amp is not None):
-            return self.detect_resized(batch, sizes, settings, stage, box_scales)
+        return self.detect_resized(batch, sizes, settings, stage, box_scales)
 
     def predict(self, images: ImageInput | Sequence[ImageInput], score_thr: float | None = None,
                 nms_iou: float | None = None, max_per_image: int | None = None,
-                batch_size: int = 1, stage: int | None = None, amp: str | None = None, tile: int | None = None,
+                batch_size: int = 1, stage: int | None = None, tile: int | None = None,
                 tile_overlap: float = 0.2, tile_full_image: bool = False,
                 tta: str | TestTimeAugmentation | None = None) -> list[Detections]:
         """Detect objects in images: paths, PIL images, numpy (H, W, 3) RGB uint8, or torch
@@ -83,9 +79,9 @@ class CascadeRCNN(CascadeNetwork):
         ``score_thr``, ``nms_iou`` and ``max_per_image`` override the test settings (0.05, 0.5,
         100) for this call. Images are batched only with images of the same padded size, so a
         batch gives the same detections as one image at a time (up to float noise). ``stage=k``
-        (0-based) uses cascade stage k alone instead of the ensemble of all stages.
-        ``amp="fp16"|"bf16"`` runs the network under autocast (meant for CUDA; detections close to
-        float32's, not equal).
+        (0-based) uses cascade stage k alone instead of the ensemble of all stages. The network
+        runs at ``self.path.precision`` (``build_model(..., precision="bf16")``; bf16/fp16 give
+        detections close to float32's, not equal: BENCHMARKS.md measures how close).
 
         ``tile=T`` cuts each image into overlapping T x T tiles (``tile_overlap``: the fraction of T
         that neighbours share), runs them in batches and merges their detections
@@ -94,8 +90,6 @@ class CascadeRCNN(CascadeNetwork):
         as MMDetection 3's ``DetTTAModel`` does (``inference/tta.py``). Neither changes what a
         plain call computes.
         """
-        if amp is not None and amp not in AMP_DTYPES:
-            raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)} or None, got {amp!r}")
         if max_per_image is not None and max_per_image < 1:
             raise ValueError(f"max_per_image must be at least 1, got {max_per_image}")
         if batch_size < 1:
@@ -103,7 +97,7 @@ class CascadeRCNN(CascadeNetwork):
         settings = replace(self.test_detections, **{k: v for k, v in dict(
             score_thr=score_thr, nms_iou=nms_iou, max_per_image=max_per_image).items() if v is not None})
         if tile is not None or tta is not None:
-            return self._predict_merged(images, settings, batch_size, stage, amp, tile, tile_overlap,
+            return self._predict_merged(images, settings, batch_size, stage, tile, tile_overlap,
                                         tile_full_image, tta)
         if tile_full_image:
             raise ValueError("tile_full_image needs tile")
@@ -114,7 +108,7 @@ class CascadeRCNN(CascadeNetwork):
             results: list[Detections | None] = [None] * len(prepared)
             for group in batches_by_size([p[0].size for p in prepared], batch_size):
                 detections = self.detect([prepared[i][0] for i in group], [prepared[i][1] for i in group],
-                                         settings, stage, amp)
+                                         settings, stage)
                 for i, detection in zip(group, detections):
                     results[i] = detection
         finally:
@@ -122,7 +116,7 @@ class CascadeRCNN(CascadeNetwork):
         return results
 
     def _predict_merged(self, images: ImageInput | Sequence[ImageInput], settings: DetectionSettings,
-                        batch_size: int, stage: int | None, amp: str | None, tile: int | None,
+                        batch_size: int, stage: int | None, tile: int | None,
                         tile_overlap: float, tile_full_image: bool,
                         tta: str | TestTimeAugmentation | None) -> list[Detections]:
         """``predict`` with tiling or test-time augmentation: one image at a time, decoded once."""
@@ -145,9 +139,9 @@ class CascadeRCNN(CascadeNetwork):
                 pixels = to_rgb_uint8(image, name)
                 if tile is not None:
                     results.append(predict_tiled(self, pixels, name, settings, tile, tile_overlap, tile_full_image,
-                                                 stage, amp, batch_size))
+                                                 stage, batch_size))
                 else:
-                    results.append(predict_tta(self, pixels, tta, settings, stage, amp, batch_size))
+                    results.append(predict_tta(self, pixels, tta, settings, stage, batch_size))
         finally:
             self.train(was_training)
         return results

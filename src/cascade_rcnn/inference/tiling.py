@@ -7,16 +7,19 @@ image to the model: the config's resize (as in training), so a tile of the confi
 (800 for the COCO configs, 256 for the shapes configs) runs at 1:1, a smaller one is enlarged and
 a larger one shrunk. Detections come back in tile pixels, are moved to image pixels and merged:
 
-1. Border rule (``border_rule``). A detection that touches one of its tile's inner borders
-   (within ``BORDER_MARGIN`` network pixels; image edges do not count) may be an object cut by
-   that border. It is dropped when the neighbouring tile across that border holds its whole box
-   clear of the neighbour's own inner borders: the object continues into the overlap, and that
-   neighbour sees all of it that this tile sees, and more. Otherwise (the object is larger than the
-   overlap, so no tile holds it whole) it is kept, marked as cut.
+1. Border rule (``border_rule``, ``found_by_holder``). A detection that touches one of its tile's
+   inner borders (within ``BORDER_MARGIN`` network pixels; image edges do not count) may be an
+   object cut by that border. It is dropped when the neighbouring tile across that border holds
+   its whole box clear of the neighbour's own inner borders and has found it too (a detection of
+   the same class there covers at least ``HOLDER_COVER`` of its box): the object continues into
+   the overlap, and that neighbour sees all of it that this tile sees, and more. If the neighbour
+   missed it, it is kept: a piece is better than nothing. Detections touching a border are marked
+   as cut.
 2. Stitching (``stitch``). A cut detection and a detection of the same class from another tile
    are the same object when their boxes, clipped to the part of the image both tiles cover, have
-   IoU >= ``STITCH_IOU``: they become one detection with the union box, the higher score and the
-   maximum of both masks (each resampled into the union box).
+   IoU >= ``STITCH_IOU`` (an object larger than the overlap, cut in each tile; or a piece whose
+   neighbour was not clear of its borders): they become one detection with the union box, the
+   higher score and the maximum of both masks (each resampled into the union box).
 3. Class-wise NMS (``merging.class_nms``) over all tiles and, with ``full_image``, one pass over
    the whole image at the config's resize (for objects too large for a tile), at the test NMS
    IoU; the best ``max_per_image`` are kept. Score threshold, NMS and ``max_per_image`` also
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
 
 MIN_TILE = SIZE_DIVISOR  # the network pads to multiples of 32: a smaller tile is mostly padding
 BORDER_MARGIN = 4.0  # network pixels (one cell of the finest feature map): "touches a border"
+HOLDER_COVER = 0.5  # fraction of a cut box that a neighbour's detection must cover to replace it
 STITCH_IOU = 0.5  # clipped-box IoU above which pieces from two tiles are one object
 MAX_PASTED_MASK_BYTES = 4 * 2**30  # (N, H, W) bool masks of a tiled image, N = max_per_image
 _PAIR_CHUNK = 16  # cut detections compared with all others at a time (bounds the pair matrices)
@@ -101,27 +105,53 @@ def tile_grid(image_size: tuple[int, int], tile: int, overlap: float) -> TileGri
                     min(tile, width), min(tile, height), (height, width))
 
 
-def border_rule(boxes: torch.Tensor, rect: tuple[int, int, int, int], grid: TileGrid,
+def border_rule(boxes: torch.Tensor, tile_index: int, grid: TileGrid,
                 margin: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(keep, cut) bool (N,) for (N, 4) image-pixel boxes found in tile ``rect`` (rule 1 of the
-    module docstring); ``margin`` (x, y) in image pixels."""
-    keep = torch.ones(boxes.shape[0], dtype=torch.bool)
+    """Where (N, 4) image-pixel boxes found in tile ``tile_index`` (of ``grid.rects()``) touch
+    its inner borders, within ``margin`` (x, y) image pixels.
+
+    Returns ``cut`` (N,) bool, True where a box touches an inner border, and ``holders`` (N, 4)
+    long: per side (left, top, right, bottom) that a box touches, the index of the neighbouring
+    tile across it when that tile holds the whole box clear of its own inner borders, else -1.
+    """
     cut = torch.zeros(boxes.shape[0], dtype=torch.bool)
+    holders = torch.full((boxes.shape[0], 4), -1, dtype=torch.long)
     height, width = grid.image_size
-    for axis, starts, size, length in ((0, grid.xs, grid.width, width), (1, grid.ys, grid.height, height)):
+    row, column = divmod(tile_index, len(grid.xs))
+    for axis, starts, size, length, position in ((0, grid.xs, grid.width, width, column),
+                                                 (1, grid.ys, grid.height, height, row)):
         lo, hi, m = boxes[:, axis], boxes[:, axis + 2], margin[axis]
-        start = rect[axis]
-        position = starts.index(start)
+        start = starts[position]
         for side, neighbour in ((0, position - 1), (1, position + 1)):
             if not 0 <= neighbour < len(starts):
                 continue  # this side is the image's edge: nothing is cut there
             touches = lo <= start + m if side == 0 else hi >= start + size - m
             n0, n1 = starts[neighbour], starts[neighbour] + size
-            inside = (lo > n0 + m) | (n0 == 0)
-            inside &= (hi < n1 - m) | (n1 == length)
+            clear = ((lo > n0 + m) | (n0 == 0)) & ((hi < n1 - m) | (n1 == length))
             cut |= touches
-            keep &= ~(touches & inside)
-    return keep, cut
+            holders[touches & clear, 2 * side + axis] = (row * len(grid.xs) + neighbour if axis == 0
+                                                          else neighbour * len(grid.xs) + column)
+    return cut, holders
+
+
+def found_by_holder(found: ImageDetections, tile_of: torch.Tensor, holders: torch.Tensor) -> torch.Tensor:
+    """Rule 1 of the module docstring: (N,) bool, True for a detection that a tile in its
+    ``holders`` has found too: a detection of the same class there covers at least
+    ``HOLDER_COVER`` of its box. A detection whose own tile holds that other one back in the same
+    way does not count (else two views of one object in the overlap could drop each other)."""
+    drop = torch.zeros(found.boxes.shape[0], dtype=torch.bool)
+    candidates = torch.nonzero((holders >= 0).any(dim=1)).squeeze(1)
+    boxes, labels = found.boxes, found.labels
+    for start in range(0, candidates.shape[0], _PAIR_CHUNK):
+        d = candidates[start:start + _PAIR_CHUNK]
+        inter = _area(torch.cat([torch.maximum(boxes[d, None, :2], boxes[None, :, :2]),
+                                 torch.minimum(boxes[d, None, 2:], boxes[None, :, 2:])], dim=2))
+        covers = inter >= HOLDER_COVER * _area(boxes[d])[:, None].clamp(min=1e-6)
+        in_holder = (tile_of[None, :, None] == holders[d, None, :]).any(dim=2)
+        holds_back = (holders[None, :, :] == tile_of[d, None, None]).any(dim=2)
+        same = labels[d, None] == labels[None, :]
+        drop[d] = (same & in_holder & covers & ~holds_back).any(dim=1)
+    return drop
 
 
 def stitch(found: ImageDetections, cut: torch.Tensor, tile_rects: torch.Tensor) -> ImageDetections:
@@ -204,11 +234,11 @@ def check_mask_budget(image_size: tuple[int, int], max_per_image: int, name: str
 
 
 def predict_tiled(model: CascadeRCNN, image: np.ndarray, name: str, settings: DetectionSettings, tile: int,
-                  overlap: float = 0.2, full_image: bool = False, stage: int | None = None, amp: str | None = None,
+                  overlap: float = 0.2, full_image: bool = False, stage: int | None = None,
                   batch_size: int = 1) -> Detections:
     """Detections of one RGB uint8 (H, W, 3) image from ``tile`` x ``tile`` tiles (module docstring).
 
-    ``batch_size`` tiles run per forward pass; ``stage``/``amp`` as in ``CascadeRCNN.predict``.
+    ``batch_size`` tiles run per forward pass; ``stage`` as in ``CascadeRCNN.predict``.
     """
     check_tiling(tile, overlap, full_image)
     image_size = image.shape[:2]
@@ -217,20 +247,24 @@ def predict_tiled(model: CascadeRCNN, image: np.ndarray, name: str, settings: De
         check_mask_budget(image_size, settings.max_per_image, name)
     grid = tile_grid(image_size, tile, overlap)
     rects = grid.rects()
-    pieces, cut, tile_rects = [], [], []
+    pieces, cut, holders, tile_of = [], [], [], []
     for start in range(0, len(rects), batch_size):
         chunk = rects[start:start + batch_size]
         prepared = [model.preprocess(image[y0:y1, x0:x1], f"{name} tile at ({x0}, {y0})") for x0, y0, x1, y1 in chunk]
         scale_x, scale_y = prepared[0][0].scale_factor
         margin = (BORDER_MARGIN / scale_x, BORDER_MARGIN / scale_y)
-        for rect, found in zip(chunk, model.detect_unpasted(prepared, settings, stage, amp, batch_size)):
-            found.boxes = found.boxes + found.boxes.new_tensor(rect[:2]).repeat(2)
-            keep, touches = border_rule(found.boxes, rect, grid, margin)
-            pieces.append(select(found, keep))
-            cut.append(touches[keep])
-            tile_rects.append(torch.tensor(rect, dtype=torch.float32).expand(int(keep.sum()), 4))
-    passes = [stitch(concatenate(pieces, with_mask), torch.cat(cut), torch.cat(tile_rects))]
+        for index, found in enumerate(model.detect_unpasted(prepared, settings, stage, batch_size), start):
+            found.boxes = found.boxes + found.boxes.new_tensor(rects[index][:2]).repeat(2)
+            touches, held = border_rule(found.boxes, index, grid, margin)
+            pieces.append(found)
+            cut.append(touches)
+            holders.append(held)
+            tile_of.append(torch.full((touches.shape[0],), index, dtype=torch.long))
+    found, tile_of = concatenate(pieces, with_mask), torch.cat(tile_of)
+    keep = ~found_by_holder(found, tile_of, torch.cat(holders))
+    tile_rects = torch.tensor(rects, dtype=torch.float32)[tile_of[keep]]
+    passes = [stitch(select(found, keep), torch.cat(cut)[keep], tile_rects)]
     if full_image:
-        passes += model.detect_unpasted([model.preprocess(image, name)], settings, stage, amp)
+        passes += model.detect_unpasted([model.preprocess(image, name)], settings, stage)
     merged = class_nms(concatenate(passes, with_mask), settings.nms_iou, settings.max_per_image)
     return to_detections(merged, image_size, model.class_names)

@@ -115,7 +115,7 @@ def flip_back(detections: ImageDetections, width: int) -> ImageDetections:
 
 
 def predict_tta(model: CascadeRCNN, image: np.ndarray, tta: TestTimeAugmentation, settings: DetectionSettings,
-                stage: int | None = None, amp: str | None = None, batch_size: int = 1) -> Detections:
+                stage: int | None = None, batch_size: int = 1) -> Detections:
     """Detections of one RGB uint8 (H, W, 3) image from all views of ``tta``, merged (module docstring).
 
     Each view runs with ``settings`` (and ``stage``: cascade stage k alone); views of one size are
@@ -125,7 +125,7 @@ def predict_tta(model: CascadeRCNN, image: np.ndarray, tta: TestTimeAugmentation
     views = tta.views
     prepared = [prepare_view(image, view_scale(config.image_scale, scale), flip, config.pixel_mean,
                              config.pixel_std, config.bgr_input) for scale, flip in views]
-    passes = model.detect_unpasted(prepared, settings, stage, amp, batch_size)
+    passes = model.detect_unpasted(prepared, settings, stage, batch_size)
     width = image.shape[1]
     passes = [flip_back(found, width) if flip else found for found, (_, flip) in zip(passes, views)]
     merged = class_nms(concatenate(passes, config.with_mask), settings.nms_iou, settings.max_per_image)

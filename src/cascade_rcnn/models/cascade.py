@@ -85,21 +85,22 @@ class CascadeRoIHead(nn.Module):
                       path: ComputePath, stage: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run the stages on (P_i, 4) proposals of each image; image_sizes (B, 2) unpadded (h, w).
 
+        ``proposals`` may also be (K, 5) RoIs (image index, box), as the batched ONNX graph has them.
         Returns boxes (K, 4) - or (K, num_classes, 4) for a head with one box per class -, class
         probabilities (K, num_classes + 1) and the (K,) image index of each row, in resized-image
         pixels. ``stage=None`` is the cascade's output (scores of all stages, boxes of the last);
         ``stage=k`` is stage k alone (its scores, its boxes). A head with one box per class passes
         the box of each RoI's best class (by its own logits) to the next stage, as MMDetection.
         """
-        rois = rois_from_boxes(proposals)
+        rois = proposals if isinstance(proposals, torch.Tensor) else rois_from_boxes(proposals)
         image_index = rois[:, 0].long()
         max_shapes = image_sizes.to(rois.dtype)[image_index]
         last = len(self.coders) - 1 if stage is None else stage
         stage_logits = []
         for index, coder in enumerate(self.coders[:last + 1]):
             logits, deltas = self.forward_stage(index, features, rois, path)
+            logits, deltas = logits.float(), deltas.float()  # float32 at bf16/fp16 too
             stage_logits.append(logits)
-            deltas = deltas.float()  # float32 under autocast too
             if deltas.shape[1] == 4:
                 boxes = coder.decode(rois[:, 1:], deltas, max_shapes)
             elif index == last:  # every class's box: (K, C, 4)
@@ -201,17 +202,20 @@ class CascadeRoIHead(nn.Module):
     def predict_masks(self, features: list[torch.Tensor], boxes: list[torch.Tensor], labels: list[torch.Tensor],
                       path: ComputePath, stage: int | None = None) -> list[torch.Tensor]:
         """(N_i, 28, 28) probabilities of each detection's class: mean of the stages' sigmoids
-        (or stage ``stage``'s alone)."""
-        rois = rois_from_boxes(boxes)
-        labels = torch.cat(labels)
+        (or stage ``stage``'s alone). Given (K, 5) RoIs (image index, box) and (K,) labels, as the
+        batched ONNX graph has them, one (K, 28, 28) tensor."""
+        flat = isinstance(boxes, torch.Tensor)
+        rois, labels = (boxes, labels) if flat else (rois_from_boxes(boxes), torch.cat(labels))
         roi_features = self.mask_roi_align(features, rois, path)
         heads = self.mask_head if stage is None else [self.mask_head[stage]]
         if path.class_mask_logits:
             label_probs = _class_mask_probs(heads, roi_features, rois, labels, group_rois=not path.exporting)
         else:
             # MMDetection's order of work: every class's logits, sigmoid, mean, then pick the class.
-            probs = torch.stack([head(roi_features).sigmoid() for head in heads]).mean(dim=0)
+            probs = torch.stack([head(roi_features).float().sigmoid() for head in heads]).mean(dim=0)
             label_probs = probs[torch.arange(rois.shape[0], device=rois.device), labels]
+        if flat:
+            return label_probs
         return [label_probs] if len(boxes) == 1 else list(label_probs.split([b.shape[0] for b in boxes]))
 
 
@@ -232,7 +236,7 @@ def _class_mask_probs(heads: list[MaskHead], roi_features: torch.Tensor, rois: t
             first.scatter_reduce_(0, inverse, torch.arange(rois.shape[0], device=rois.device), "amin")
             roi_features, rows = roi_features[first], inverse
     roi_features = roi_features.contiguous(memory_format=torch.channels_last)
-    return torch.stack([head.class_logits(roi_features, labels, rows).sigmoid() for head in heads]).mean(dim=0)
+    return torch.stack([head.class_logits(roi_features, labels, rows).float().sigmoid() for head in heads]).mean(dim=0)
 
 
 def crop_mask_targets(masks: torch.Tensor, gt_index: torch.Tensor, boxes: torch.Tensor,

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.compute_path import ComputePath
+from .low_precision import float32_master
 
 
 def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, path: ComputePath,
@@ -41,16 +42,22 @@ def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, path: ComputeP
 
 
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """The folded (weight, bias), computed from the current parameters (differentiable)."""
-    scale = bn.running_var.add(bn.eps).rsqrt()
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -bn.running_mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
-    if conv.bias is not None:
-        shift = shift + conv.bias * scale
-    return conv.weight * scale.reshape(-1, 1, 1, 1), shift
+    """The folded (weight, bias), computed from the current parameters (differentiable); for
+    bf16/fp16 copies (``low_precision.py``) from their float32 masters, rounded once to the
+    conv's dtype."""
+    weight, conv_bias, running_mean, running_var, bn_weight, bn_bias = (
+        None if t is None else float32_master(t)
+        for t in (conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias))
+    scale = running_var.add(bn.eps).rsqrt()
+    if bn_weight is not None:
+        scale = scale * bn_weight
+    shift = -running_mean * scale
+    if bn_bias is not None:
+        shift = shift + bn_bias
+    if conv_bias is not None:
+        shift = shift + conv_bias * scale
+    dtype = conv.weight.dtype
+    return (weight * scale.reshape(-1, 1, 1, 1)).to(dtype), shift.to(dtype)
 
 
 def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,6 +18,7 @@ from ..ops.compute_path import EXACT, FAST, ComputePath
 from .cascade import CascadeRoIHead, DetectionSettings, select_detections
 from .config import ModelConfig
 from .fpn import FPN
+from .low_precision import at_precision
 from .rpn import ProposalSettings, RPNHead, propose, rpn_loss
 
 FPN_STRIDES = (4, 8, 16, 32)  # of the backbone's maps C2..C5 (P6 is a subsampled P5)
@@ -106,13 +107,15 @@ class CascadeNetwork(nn.Module):
         """
         path = self.path
         image_sizes = image_sizes.to(batch.device)
-        features = self.features(batch.contiguous(memory_format=self.memory_format), path)
-        logits, deltas = self.rpn_head(features)
-        anchors = self.rpn_head.anchors(features)
-        losses = rpn_loss(logits, deltas, anchors, targets, image_sizes, self.rpn_sampler)
-        proposals = self.proposals(logits, deltas, anchors, image_sizes, self.train_proposals, path)
-        features = self.roi_head.box_roi_align.readable(features, path)
-        losses.update(self.roi_head.loss(features, proposals, targets, image_sizes, tuple(batch.shape[-2:]), path))
+        with at_precision(self, path):
+            features = self.features(batch.contiguous(memory_format=self.memory_format), path)
+            logits, deltas = self.rpn_head(features)
+            anchors = self.rpn_head.anchors(features)
+            losses = rpn_loss(logits, deltas, anchors, targets, image_sizes, self.rpn_sampler)
+            proposals = self.proposals(logits, deltas, anchors, image_sizes, self.train_proposals, path)
+            features = self.roi_head.box_roi_align.readable(features, path)
+            losses.update(self.roi_head.loss(features, proposals, targets, image_sizes, tuple(batch.shape[-2:]),
+                                             path))
         return losses
 
     def forward(self, batch: torch.Tensor, targets: list[dict], image_sizes: torch.Tensor
@@ -128,9 +131,15 @@ class CascadeNetwork(nn.Module):
 
         Boxes are in resized-image pixels, or multiplied by ``box_scales`` (B, 4) before the NMS.
         ``stage=k`` scores with cascade stage k alone. ``path`` defaults to ``self.path``; the
-        ONNX export traces this very function with ``exporting`` set.
+        ONNX export traces this very function with ``exporting`` set. At bf16/fp16 the network
+        runs in that dtype and the detections come back in float32 (``low_precision.py``).
         """
         path = path or self.path
+        with at_precision(self, path):
+            return self._detect(batch.to(path.dtype), image_sizes, settings, stage, box_scales, path)
+
+    def _detect(self, batch: torch.Tensor, image_sizes: torch.Tensor, settings: DetectionSettings,
+                stage: int | None, box_scales: torch.Tensor | None, path: ComputePath) -> list[ImageDetections]:
         features = self.features(batch, path)
         logits, deltas = self.rpn_head(features)
         proposals = self.proposals([level.float() for level in logits], [level.float() for level in deltas],

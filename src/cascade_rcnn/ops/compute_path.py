@@ -6,6 +6,8 @@ are faster on the CPU and equal to the exact path up to float rounding; each can
 alone (``dataclasses.replace(FAST, fold_batchnorm=False)``), which is how BENCHMARKS.md measures
 each step's share of the noise. ``exporting`` is set only while ``deploy.export`` traces the
 model: the graph-friendly forms of ``ops/onnx_forms.py`` then replace data-dependent Python.
+``precision`` (``"fp32"``, ``"bf16"``, ``"fp16"``) is the dtype of the network's matrix work; the
+exact path is float32 only (``check_precision`` says which combinations run at all).
 
 Where each switch is read (one place each):
 
@@ -16,14 +18,18 @@ Where each switch is read (one place each):
 | gathered_roi_align   | ops/roi_align.py ``roi_align_kernel``     | CPU inference RoIAlign as weighted gathers|
 | best_candidate_nms   | ops/nms.py ``multiclass_nms``             | NMS over the best-scored candidates only  |
 | class_mask_logits    | models/cascade.py ``predict_masks``       | the detected class's mask logits only     |
-| exporting            | ops/onnx_forms.py (and the two model-level| ONNX-traceable forms                      |
-|                      | branches it lists)                        |                                           |
+| exporting            | ops/onnx_forms.py (and the model-level    | ONNX-traceable forms                      |
+|                      | branch it lists)                          |                                           |
+| precision            | models/low_precision.py ``at_precision``  | bf16/fp16 weights and activations         |
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 
 import torch
+
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -36,17 +42,51 @@ class ComputePath:
     best_candidate_nms: bool = True
     class_mask_logits: bool = True
     exporting: bool = False
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISION_DTYPES:
+            raise ValueError(f"precision must be one of {', '.join(PRECISION_DTYPES)}, got {self.precision!r}")
+        if self.precision != "fp32" and not any(getattr(self, f.name) for f in fields(self)
+                                                if f.name not in ("exporting", "precision")):
+            raise ValueError(f"the exact path runs in fp32 only (MMDetection's numbers); "
+                             f"precision {self.precision} needs the fast path")
 
     @property
     def exact(self) -> bool:
         """True when no fast step is on: MMDetection's computation, bit for bit."""
-        return not any(getattr(self, f.name) for f in fields(self) if f.name != "exporting")
+        return self.precision == "fp32" and not any(
+            getattr(self, f.name) for f in fields(self) if f.name not in ("exporting", "precision"))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return PRECISION_DTYPES[self.precision]
 
 
 EXACT = ComputePath(fold_batchnorm=False, channels_last=False, gathered_roi_align=False, best_candidate_nms=False,
                     class_mask_logits=False)
 FAST = ComputePath()
 
-# Autocast dtypes of ``amp=`` (predict, train, benchmark): the network's matmuls and convolutions
-# in half precision; boxes, scores and NMS stay float32.
-AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+@functools.cache
+def cpu_has_bf16_instructions() -> bool:
+    """True where the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX tiles, as PyTorch's
+    CPU feature probe reports them). Without them oneDNN emulates bf16 through fp32 and a
+    convolution runs several times slower than in fp32 (measured: 7.5x on an AVX2 CPU)."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
+
+
+def check_precision(precision: str, device: torch.device | str) -> None:
+    """Refuse, in one line, a precision that ``device`` would run slowly or not at all."""
+    if precision not in PRECISION_DTYPES:
+        raise ValueError(f"precision must be one of {', '.join(PRECISION_DTYPES)}, got {precision!r}")
+    device_type = torch.device(device).type
+    if precision == "fp16" and device_type != "cuda":
+        raise ValueError(f"precision fp16 runs on CUDA only ({device_type} has no fast float16 kernels): "
+                         "use fp32, or bf16 on a CPU with bfloat16 instructions")
+    if precision == "bf16" and device_type == "cpu" and not cpu_has_bf16_instructions():
+        raise ValueError("precision bf16 needs a CPU with bfloat16 instructions (AVX512-BF16 or AMX); this "
+                         "one has neither and would run bf16 several times slower than fp32: use fp32")
+    if precision == "bf16" and device_type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("precision bf16: this CUDA device has no bfloat16 support: use fp16 or fp32")

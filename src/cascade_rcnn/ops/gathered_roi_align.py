@@ -28,19 +28,20 @@ def gathered_multilevel_roi_align(features: list[torch.Tensor], rois: torch.Tens
                                   output_size: int, strides: tuple[int, ...]) -> torch.Tensor:
     """(K, 5) RoIs (image index, x1, y1, x2, y2) and their (K,) pyramid levels -> (K, C, P, P)
     features, a channels-last tensor (what the mask convs want; ``flatten`` copies it for the box
-    head), in the maps' dtype (sampled in float32 at least). RoIs with non-finite coordinates or no
-    samples give zeros. No gradients."""
+    head), in the maps' dtype: bf16/fp16 maps are read as they are, with sample positions and
+    weights computed from the float32 RoIs (then rounded to the maps' dtype, as the values they
+    weigh). RoIs with non-finite coordinates or no samples give zeros. No gradients."""
     channels = features[0].shape[1]
-    dtype = torch.promote_types(features[0].dtype, torch.float32)  # half maps (autocast) sample in float32
-    out = features[0].new_empty(rois.shape[0], output_size, output_size, channels, dtype=dtype)
+    out = features[0].new_empty(rois.shape[0], output_size, output_size, channels)
     finite = torch.isfinite(rois).all(dim=1)
     if not bool(finite.all()):
         out[~finite] = 0
     for level, (feature, stride) in enumerate(zip(features, strides)):
         index = torch.nonzero((levels == level) & finite).squeeze(1)
         if index.numel():
-            _align_level(feature.to(dtype), rois[index].to(dtype), index, 1.0 / stride, out)
-    return out.permute(0, 3, 1, 2).to(features[0].dtype)
+            _align_level(feature, rois[index].to(torch.promote_types(rois.dtype, torch.float32)), index,
+                         1.0 / stride, out)
+    return out.permute(0, 3, 1, 2)
 
 
 def _align_level(feature: torch.Tensor, rois: torch.Tensor, rows: torch.Tensor, scale: float,
@@ -60,8 +61,9 @@ def _align_level(feature: torch.Tensor, rois: torch.Tensor, rows: torch.Tensor, 
             out.index_fill_(0, rows[members], 0)
             continue
         if gy * gx > MAX_SAMPLES_PER_BIN:
-            pooled = roi_align(feature.contiguous(), rois[members], size, scale, sampling_ratio=0, aligned=True)
-            out.index_copy_(0, rows[members], pooled.permute(0, 2, 3, 1))
+            pooled = roi_align(feature.contiguous().to(rois.dtype), rois[members], size, scale, sampling_ratio=0,
+                               aligned=True)  # torchvision's CPU kernel reads float32 maps only
+            out.index_copy_(0, rows[members], pooled.permute(0, 2, 3, 1).to(out.dtype))
             continue
         y_low, y_high, y_low_weight, y_high_weight = axis_samples(
             starts[members, 1], lengths[members, 1], size, height, gy)
@@ -75,6 +77,6 @@ def _align_level(feature: torch.Tensor, rois: torch.Tensor, rows: torch.Tensor, 
                  + x_index[:, None, :, None, None, :, :])
         weight = y_weight[:, :, None, :, :, None, None] * x_weight[:, None, :, None, None, :, :]
         taps = gy * gx * 4
-        pooled = F.embedding_bag(index.reshape(-1, taps), table, per_sample_weights=weight.reshape(-1, taps),
-                                 mode="sum")
+        pooled = F.embedding_bag(index.reshape(-1, taps), table,
+                                 per_sample_weights=weight.reshape(-1, taps).to(table.dtype), mode="sum")
         out.index_copy_(0, rows[members], pooled.view(members.shape[0], size, size, channels))

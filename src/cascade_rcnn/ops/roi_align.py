@@ -104,8 +104,8 @@ def _align_level(kernel: Kernel, feature: torch.Tensor, rois: torch.Tensor, outp
                  ) -> torch.Tensor:
     if kernel is Kernel.SEPARABLE:
         return separable_roi_align(feature, rois, output_size, scale)
+    # bf16/fp16 maps (autocast training, low-precision inference) are sampled in the RoIs' float32:
+    # torchvision's kernels take maps of the RoIs' dtype only.
     if kernel is Kernel.THREADED:
-        # Under autocast the maps may be half precision: RoIAlign samples in the RoIs' float32
-        # (torchvision's autocast rule does this on CUDA, not on the CPU).
         return threaded_roi_align(feature.to(rois.dtype), rois, output_size, scale)
-    return roi_align(feature, rois, output_size, scale, sampling_ratio=0, aligned=True)
+    return roi_align(feature.to(rois.dtype), rois, output_size, scale, sampling_ratio=0, aligned=True)

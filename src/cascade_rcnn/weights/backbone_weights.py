@@ -20,6 +20,13 @@ file was downloaded to check):
   loads it with ``prefix='backbone.'``, and output norms the classifier lacks keep their
   initialisation (LayerNorm: 1 and 0).
 
+- official Swin ``swin_tiny/small/base_patch4_window7_224.pth`` (SwinTransformer/storage v1.0.0,
+  the Swin rows): ``{"model": ...}`` of the ImageNet classifier in the official layout (our Swin's
+  names), plus ``head.*``, its final ``norm.*`` and the ``attn_mask`` buffers of the shifted blocks
+  (fixed for 224 px); the official detection code loads it with ``strict=False``, so those are
+  dropped and the per-output norms keep their initialisation. A file in MMDetection's Swin layout
+  is converted on reading (``swin_layout.py``).
+
 mmengine loads all of them with ``strict=False`` after unwrapping ``state_dict`` and stripping
 ``module.`` (or taking the ``backbone.`` prefix of a classifier), renaming nothing else; so
 nothing needs renaming here either. We load strictly:
@@ -43,10 +50,11 @@ from .checkpoint import CheckpointError, few
 IMAGENET = "imagenet"
 NONE = "none"
 # Keys of an ImageNet file that the detection backbone has no slot for (MMDetection drops them too).
-UNUSED_KEYS = ("fc.weight", "fc.bias", "conv1.bias")
+UNUSED_KEYS = ("fc.weight", "fc.bias", "conv1.bias", "norm.weight", "norm.bias")  # norm.*: a Swin classifier's
+UNUSED_SUFFIXES = (".attn_mask",)  # a Swin classifier's fixed shifted-window masks
 DETECTOR_PREFIXES = ("neck.", "rpn_head.", "roi_head.")
 CLASSIFIER_PREFIX, CLASSIFIER_HEAD = "backbone.", "head."  # an mmpretrain classifier's keys
-OUTPUT_NORMS = ("norm0.", "norm1.", "norm2.", "norm3.")  # a ConvNeXt's per-output norms
+OUTPUT_NORMS = ("norm0.", "norm1.", "norm2.", "norm3.")  # a ConvNeXt's / Swin's per-output norms
 
 
 @dataclass(frozen=True)
@@ -103,10 +111,12 @@ def load_backbone_weights(backbone: nn.Module, source: str | os.PathLike) -> Bac
     if classifier:
         state = {key[len(CLASSIFIER_PREFIX):] if key.startswith(CLASSIFIER_PREFIX) else key: value
                  for key, value in state.items()}
+    has_head = classifier or any(key.startswith(CLASSIFIER_HEAD) for key in state)  # a classifier's file
     own = backbone.state_dict()
-    dropped = tuple(key for key in state if key not in own and (key in UNUSED_KEYS or key.startswith(CLASSIFIER_HEAD)))
+    dropped = tuple(key for key in state if key not in own and (
+        key in UNUSED_KEYS or key.startswith(CLASSIFIER_HEAD) or key.endswith(UNUSED_SUFFIXES)))
     kept = tuple(key for key in own if key not in state and (
-        key.endswith("num_batches_tracked") or (classifier and key.startswith(OUTPUT_NORMS))))
+        key.endswith("num_batches_tracked") or (has_head and key.startswith(OUTPUT_NORMS))))
     missing = [key for key in own if key not in state and key not in kept]
     unexpected = [key for key in state if key not in own and key not in dropped]
     what = _describe(backbone)

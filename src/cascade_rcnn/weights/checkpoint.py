@@ -19,7 +19,7 @@ from torch import nn
 
 from ..models.config import ModelConfig
 from ..models.settings import apply_settings, parse_settings, settings_text
-from . import download, hub, safetensors_file, zoo
+from . import download, hub, safetensors_file, swin_layout, zoo
 from .download import HASH_IN_NAME, cache_dir  # noqa: F401  (their home before download.py)
 from .errors import CheckpointError
 
@@ -84,14 +84,17 @@ def _weights_only_load(path: Path) -> Any:
 
 
 def state_dict_of(checkpoint: dict[str, Any], path: str | os.PathLike = "checkpoint") -> dict[str, torch.Tensor]:
-    """The tensors of an MMDetection (``state_dict`` + ``meta``) or bare state dict."""
+    """The tensors of an MMDetection (``state_dict`` + ``meta``), official Swin ImageNet (``model``)
+    or bare state dict, a Swin backbone in MMDetection's layout turned into ours (swin_layout.py)."""
     state = checkpoint.get("state_dict", checkpoint)
+    if "state_dict" not in checkpoint and isinstance(checkpoint.get("model"), dict):
+        state = checkpoint["model"]
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: no state dict of tensors found (keys: {few(list(checkpoint))})")
     # Checkpoints saved from DistributedDataParallel prefix every key with "module.".
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
-    return state
+    return swin_layout.to_official(state)
 
 
 def meta_of(checkpoint: dict[str, Any]) -> dict[str, Any]:

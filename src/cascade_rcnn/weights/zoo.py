@@ -1,9 +1,11 @@
 """The model zoo: MMDetection's Cascade (Mask) R-CNN configs with published checkpoints (the 20 of the
-v2 page and the 7 multi-scale 3x rows), plus small project configs."""
+v2 page, the 7 multi-scale 3x rows, 2 ConvNeXt rows), the official Swin repository's 3 Swin
+Cascade Mask R-CNN rows, plus small project configs."""
 from __future__ import annotations
 
 from ..models.backbones.convnext import ConvNeXtConfig
 from ..models.backbones.resnet import ResNetConfig
+from ..models.backbones.swin import SwinConfig
 from ..models.config import ModelConfig
 from ..models.heads.box_head import ConvFCBoxHeadConfig
 from ..models.input_norm import InputNorm
@@ -108,6 +110,20 @@ _PUBLISHED_CONVNEXT = [
 ]
 _CONVNEXT_URL = "https://download.openmmlab.com/mmdetection/v2.0/convnext"
 
+# The Swin Cascade Mask R-CNN 3x rows of the official Swin detection repository
+# (SwinTransformer/Swin-Transformer-Object-Detection README; configs
+# cascade_mask_rcnn_swin_{tiny,small,base}_patch4_window7_mstrain_480-800_giou_4conv1f_adamw_3x_coco.py):
+# the official Swin key layout, the same 4-conv box heads and ms-crop training as the ConvNeXt
+# rows, AdamW (lr 1e-4, weight decay 0.05, none on norms and position-bias tables), ImageNet-1K
+# initialisation from the official classification files. No memory or fps reported; the GitHub
+# release files carry no hash in their names. (arch, stochastic depth, box AP, mask AP, file stem)
+_SWIN_URL = "https://github.com/SwinTransformer/storage/releases/download"
+_PUBLISHED_SWIN = [
+    ("tiny", 0.2, 50.4, 43.7, "cascade_mask_rcnn_swin_tiny_patch4_window7"),
+    ("small", 0.2, 51.9, 45.0, "cascade_mask_rcnn_swin_small_patch4_window7"),
+    ("base", 0.3, 51.9, 45.0, "cascade_mask_rcnn_swin_base_patch4_window7"),
+]
+
 
 def _published_configs() -> dict[str, ModelConfig]:
     configs = {}
@@ -130,6 +146,12 @@ def _published_configs() -> dict[str, ModelConfig]:
             box_head=ConvFCBoxHeadConfig(), schedule="3x", train_resize_crop=True,
             reported_box_ap=box_ap, reported_mask_ap=mask_ap,
             reported_mem_gb=mem, url=f"{_CONVNEXT_URL}/{name}/{filename}")
+    for arch, drop_path, box_ap, mask_ap, name in _PUBLISHED_SWIN:
+        backbone = SwinConfig.arch(arch, drop_path_rate=drop_path,
+                                   imagenet_url=f"{_SWIN_URL}/v1.0.0/swin_{arch}_patch4_window7_224.pth")
+        configs[name] = ModelConfig(
+            name=name, backbone=backbone, box_head=ConvFCBoxHeadConfig(), schedule="3x", train_resize_crop=True,
+            reported_box_ap=box_ap, reported_mask_ap=mask_ap, url=f"{_SWIN_URL}/v1.0.2/{name}.pth")
     return configs
 
 
@@ -154,7 +176,8 @@ MODEL_ZOO: dict[str, ModelConfig] = {**_published_configs(), **_PROJECT}
 
 def is_published(url: str) -> bool:
     """Whether ``url`` is one of the zoo's files (a detector or an ImageNet backbone): their names
-    end in the first hex digits of their SHA-256, which every download of them is checked against."""
+    end in the first hex digits of their SHA-256, which every download of them is checked against
+    (except the Swin rows' GitHub release files, whose names carry no hash)."""
     return any(url in (config.url, imagenet_url(config)) for config in MODEL_ZOO.values())
 
 
