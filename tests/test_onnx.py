@@ -1,19 +1,21 @@
 """ONNX export: the graph traced from the PyTorch path, run by onnxruntime, gives the same
-detections; bad files and options fail with one clear line."""
+detections, one image at a time or in batches; bad files and options fail with one clear line."""
 from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CLASSES, tiny_model
+from conftest import TINY_CLASSES, tiny_config, tiny_model
 
 import cascade_rcnn
 from cascade_rcnn.benchmarking.agreement import agreement
 from cascade_rcnn.benchmarking.synthetic import drawn_scene, spread_random_weights
 from cascade_rcnn.cli import main
+from cascade_rcnn.deploy.export import FORMAT
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -60,6 +62,107 @@ def test_images_larger_than_the_traced_example_keep_parity(tmp_path):
     assert_same_detections(ours, theirs)
 
 
+def batch_images() -> list[np.ndarray]:
+    """Three scenes of one padded size (one batch) and one of another (a batch of its own)."""
+    return [drawn_scene(150, 200, seed=11), drawn_scene(140, 190, seed=12), drawn_scene(150, 200, seed=13),
+            drawn_scene(97, 301, seed=14)]
+
+
+def assert_same_up_to_noise(first, second, box_tol: float = 1e-2, score_tol: float = 1e-5,
+                            min_mask_iou: float = 0.98) -> None:
+    """Each detection of ``first`` has its own in ``second`` (greedily, by score): same label,
+    every box coordinate within ``box_tol`` pixels, score within ``score_tol``, pasted masks of
+    IoU >= ``min_mask_iou``. Unlike a box-IoU match, this also pairs boxes of zero width or height
+    (a clipped box can be one), whose IoU is undefined."""
+    assert len(first) == len(second)
+    if not len(first):
+        return
+    distance = (first.boxes[:, None, :] - second.boxes[None, :, :]).abs().amax(dim=2)
+    distance[first.labels[:, None] != second.labels[None, :]] = float("inf")
+    distance[(first.scores[:, None] - second.scores[None, :]).abs() > score_tol] = float("inf")
+    for row in range(len(first)):
+        column = int(distance[row].argmin())
+        assert distance[row, column] <= box_tol, f"detection {row} has no partner"
+        distance[:, column] = float("inf")
+        if first.masks is not None:
+            mine, theirs = first.masks[row], second.masks[column]
+            union = int((mine | theirs).sum())
+            assert union == 0 or int((mine & theirs).sum()) / union >= min_mask_iou
+
+
+def test_a_batch_gives_each_image_its_batch_1_and_pytorch_detections(exported, monkeypatch):
+    model, runtime, _ = exported
+    images = batch_images()
+    one_at_a_time = runtime.predict(images)
+    batch_sizes = []
+    run_batch = runtime.run_batch
+    monkeypatch.setattr(runtime, "run_batch", lambda tensors, sizes: batch_sizes.append(len(tensors)) or
+                        run_batch(tensors, sizes))
+    for batch_size, expected in ((4, [3, 1]), (2, [2, 1, 1])):
+        batch_sizes.clear()
+        batched = runtime.predict(images, batch_size=batch_size)
+        assert batch_sizes == expected  # the images of one padded size really ran together
+        for single, together, pytorch in zip(one_at_a_time, batched, model.predict(images, batch_size=batch_size)):
+            assert len(single) > 5 and together.image_size == single.image_size
+            assert_same_up_to_noise(single, together)
+            assert_same_up_to_noise(pytorch, together, box_tol=0.05, score_tol=1e-3)
+
+
+def test_the_graph_keeps_each_images_detections_apart(exported):
+    """The graph itself, fed by hand: an image's rows in a batch of three (itself, a blank image,
+    another scene) are its rows alone, in the same order; batch_index names their image."""
+    model, runtime, _ = exported
+    records, tensors = zip(*(model.preprocess(image) for image in batch_images()[:3]))
+    blank = torch.zeros_like(tensors[1])
+    alone = runtime.run_batch([tensors[0]], [records[0].size])[0]
+    together = runtime.run_batch([tensors[0], blank, tensors[2]], [records[0].size, records[1].size,
+                                                                  records[2].size])
+    assert len(alone.scores) > 5
+    torch.testing.assert_close(together[0].boxes, alone.boxes, atol=1e-3, rtol=0)
+    torch.testing.assert_close(together[0].scores, alone.scores, atol=1e-5, rtol=0)
+    assert torch.equal(together[0].labels, alone.labels)
+    assert bool((together[0].scores[:-1] >= together[0].scores[1:]).all())
+    third = runtime.run_batch([tensors[2]], [records[2].size])[0]
+    torch.testing.assert_close(together[2].scores, third.scores, atol=1e-5, rtol=0)
+    assert len(together[0].scores) <= model.test_detections.max_per_image
+
+
+def test_class_specific_boxes_batch_and_keep_parity(tmp_path):
+    """A head with one box per class (the ConvNeXt rows' head): its NMS batches (image, class)
+    pairs (box-only: the mask step is the class-agnostic one's)."""
+    from cascade_rcnn.models.heads.box_head import ConvFCBoxHeadConfig
+
+    torch.manual_seed(0)
+    model = cascade_rcnn.CascadeRCNN(tiny_config(False, box_head=ConvFCBoxHeadConfig(conv_channels=8))).eval()
+    images = batch_images()[:3]  # one padded size: one batch
+    spread_random_weights(model, images[0])
+    runtime = cascade_rcnn.OnnxDetector(cascade_rcnn.export_onnx(model, tmp_path / "per_class.onnx"))
+    one_at_a_time, batched = runtime.predict(images), runtime.predict(images, batch_size=3)
+    for single, together, pytorch in zip(one_at_a_time, batched, model.predict(images)):
+        assert len(single) > 5
+        assert_same_up_to_noise(single, together)
+        assert_same_up_to_noise(pytorch, together, box_tol=0.05, score_tol=1e-3)
+
+
+def test_cli_predict_onnx_batch_size_writes_the_batch_1_files(exported, tmp_path):
+    import cv2
+
+    _, _, path = exported
+    images = tmp_path / "images"
+    images.mkdir()
+    for index, image in enumerate(batch_images()):
+        cv2.imwrite(str(images / f"{index}.png"), image[:, :, ::-1])
+    for batch_size in (1, 3):
+        assert main(["predict", str(images), "--onnx", str(path), "--batch-size", str(batch_size), "--score-thr",
+                     "0.1", "--no-draw", "--out", str(tmp_path / f"b{batch_size}")]) == 0
+    one, three = (json.loads((tmp_path / f"b{n}" / "predictions.json").read_text()) for n in (1, 3))
+    assert len(one) == len(three) > 0
+    for a, b in zip(one, three):
+        assert (a["file_name"], a["category_id"]) == (b["file_name"], b["category_id"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+        assert a["bbox"] == pytest.approx(b["bbox"], abs=1e-2)
+
+
 def test_an_image_without_detections_gives_empty_outputs(exported, tmp_path):
     model, _, _ = exported
     with torch.no_grad():
@@ -67,12 +170,12 @@ def test_an_image_without_detections_gives_empty_outputs(exported, tmp_path):
             head.fc_cls.bias[-1] += 100.0
     try:
         path = cascade_rcnn.export_onnx(model, tmp_path / "empty.onnx")
-        result = cascade_rcnn.OnnxDetector(path).predict(np.zeros((40, 60, 3), np.uint8))[0]
+        result, *batch = cascade_rcnn.OnnxDetector(path).predict([np.zeros((40, 60, 3), np.uint8)] * 3, batch_size=2)
     finally:
         with torch.no_grad():
             for head in model.roi_head.bbox_head:
                 head.fc_cls.bias[-1] -= 100.0
-    assert len(result) == 0 and result.boxes.shape == (0, 4)
+    assert len(result) == 0 and result.boxes.shape == (0, 4) and all(len(found) == 0 for found in batch)
     assert result.masks is None or result.masks.shape == (0, 40, 60)
 
 
@@ -84,15 +187,18 @@ def test_metadata_tells_a_consumer_how_to_feed_the_graph(exported):
     assert json.loads(meta["mean"]) == list(model.config.pixel_mean) and meta["channel_order"] == "RGB"
     assert json.loads(meta["image_scale"]) == [96, 64] and meta["size_divisor"] == "32"
     assert float(meta["score_thr"]) == 0.05 and meta["config_name"] == "tiny"
-    inputs = [(i.name, i.shape) for i in runtime.session.get_inputs()]
-    assert inputs[0][0] == "image" and inputs[0][1][:2] == [1, 3] and isinstance(inputs[0][1][2], str)
-    assert inputs[1] == ("image_size", [2])
-    outputs = [o.name for o in runtime.session.get_outputs()]
-    assert outputs == ["boxes", "scores", "labels"] + (["mask_probs"] if model.config.with_mask else [])
+    assert meta["format"] == FORMAT == "cascade_rcnn-onnx-2"
+    inputs = {i.name: (i.shape, i.type) for i in runtime.session.get_inputs()}
+    assert inputs == {"image": (["batch", 3, "height", "width"], "tensor(float)"),
+                      "image_sizes": (["batch", 2], "tensor(int64)")}
+    outputs = [(o.name, o.shape) for o in runtime.session.get_outputs()]
+    assert outputs == [("boxes", ["detections", 4]), ("scores", ["detections"]), ("labels", ["detections"]),
+                       ("batch_index", ["detections"])] + (
+        [("mask_probs", ["detections", 28, 28])] if model.config.with_mask else [])
 
 
 def test_bad_files_and_options_are_one_line_errors(exported, tmp_path):
-    model, runtime, path = exported
+    model, runtime, _ = exported
     with pytest.raises(ValueError, match="exported with score_thr=0.05"):
         runtime.predict(np.zeros((40, 60, 3), np.uint8), score_thr=0.01)
     garbage = tmp_path / "garbage.onnx"
@@ -109,6 +215,27 @@ def test_bad_files_and_options_are_one_line_errors(exported, tmp_path):
         cascade_rcnn.OnnxDetector(foreign)
     with pytest.raises(ValueError, match="opset 15"):
         cascade_rcnn.export_onnx(model, tmp_path / "old.onnx", opset=15)
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        runtime.predict(np.zeros((40, 60, 3), np.uint8), batch_size=0)
+    low = tiny_model(False)
+    low.path = replace(low.path, precision="bf16")
+    with pytest.raises(ValueError, match="ONNX export runs at fp32"):
+        cascade_rcnn.export_onnx(low, tmp_path / "bf16.onnx")
+
+
+def test_a_file_of_the_batch_1_format_is_refused_with_what_to_do(exported, tmp_path):
+    import onnx
+
+    _, _, path = exported
+    graph = onnx.load(path)
+    for prop in graph.metadata_props:
+        if prop.key == "format":
+            prop.value = "cascade_rcnn-onnx-1"
+    old = tmp_path / "old_format.onnx"
+    onnx.save(graph, old)
+    with pytest.raises(ValueError, match=r"old_format.onnx: .*format cascade_rcnn-onnx-1.* export it again") as error:
+        cascade_rcnn.OnnxDetector(old)
+    assert "\n" not in str(error.value)
 
 
 def test_a_missing_onnx_package_is_named(monkeypatch, tmp_path):

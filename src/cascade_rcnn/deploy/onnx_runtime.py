@@ -1,5 +1,5 @@
-"""Run an exported detector with onnxruntime, with the PyTorch path's preprocessing and
-post-processing (so ``predict --onnx`` writes the same files)."""
+"""Run an exported detector with onnxruntime, with the PyTorch path's preprocessing, batching
+and post-processing (so ``predict --onnx`` writes the same files)."""
 from __future__ import annotations
 
 import json
@@ -12,20 +12,20 @@ import torch
 
 from ..data.images import ImageInput
 from ..data.transforms import pad_batch, prepare_image
-from ..inference.predictor import named_inputs
+from ..inference.predictor import batches_by_size, named_inputs
 from ..models.config import ModelConfig
 from ..models.detector import ImageDetections
 from ..models.input_norm import InputNorm
 from ..outputs.detections import Detections
 from ..outputs.postprocess import to_original_pixels
-from .export import FORMAT, require_package
+from .export import FORMAT, INPUTS, output_names, require_package
 
 REQUIRED_METADATA = ("format", "config_name", "with_mask", "class_names", "category_ids", "channel_order", "mean",
                      "std", "image_scale", "score_thr")
 
 
 class OnnxDetector:
-    """An exported ``.onnx`` file behind the same ``predict`` as ``CascadeRCNN`` (batch size 1).
+    """An exported ``.onnx`` file behind the same ``predict`` as ``CascadeRCNN``, batched the same way.
 
     ``config`` holds what the file's metadata says: name, classes, category ids, mask or box
     only, image scale, channel order (the architecture itself is in the graph).
@@ -45,8 +45,12 @@ class OnnxDetector:
         except Exception as error:  # onnxruntime raises its own exception types for unreadable files
             raise ValueError(f"{self.path}: not a readable ONNX model ({str(error).splitlines()[0]})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
+        found = meta.get("format", "")
+        if found.startswith(FORMAT.rsplit("-", 1)[0] + "-") and found != FORMAT:
+            raise ValueError(f"{self.path}: ONNX format {found} of another cascade_rcnn version (this one reads "
+                             f"{FORMAT}, the batched graph): export it again with `cascade-rcnn export`")
         missing = [key for key in REQUIRED_METADATA if key not in meta]
-        if missing or meta.get("format") != FORMAT:
+        if missing or found != FORMAT:
             raise ValueError(f"{self.path}: not exported by cascade_rcnn (metadata {', '.join(missing) or 'format'} "
                              "missing or different); export it with `cascade-rcnn export`")
         self.metadata = meta
@@ -69,19 +73,34 @@ class OnnxDetector:
 
     def predict(self, images: ImageInput | Sequence[ImageInput], score_thr: float | None = None,
                 batch_size: int = 1) -> list[Detections]:
-        """As ``CascadeRCNN.predict``; images run one at a time (the graph's batch is 1).
-        ``score_thr`` can only raise the threshold the file was exported with."""
+        """As ``CascadeRCNN.predict``: images of equal padded size run in batches of up to
+        ``batch_size`` (``batches_by_size``), so a batch gives each image's batch-1 detections up
+        to float noise. ``score_thr`` can only raise the threshold the file was exported with."""
         if score_thr is not None and score_thr < self.score_thr:
             raise ValueError(f"{self.path} was exported with score_thr={self.score_thr}; it cannot return "
                              f"detections scoring {score_thr} or less (export again with --score-thr)")
-        results = []
-        for image, name in named_inputs(images):
-            record, tensor = prepare_image(image, name, self.config.image_scale, self.config.pixel_mean,
-                                           self.config.pixel_std, self.config.bgr_input)
-            padded = pad_batch([tensor]).numpy()
-            outputs = self.session.run(None, {"image": padded, "image_size": np.array(record.size, np.int64)})
-            raw = ImageDetections(*(torch.from_numpy(np.ascontiguousarray(o)) for o in outputs[:3]),
-                                  mask_probs=torch.from_numpy(outputs[3]) if self.config.with_mask else None)
-            detections = to_original_pixels(raw, record, self.class_names)
-            results.append(detections if score_thr is None else detections.above(score_thr))
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        prepared = [prepare_image(image, name, self.config.image_scale, self.config.pixel_mean,
+                                  self.config.pixel_std, self.config.bgr_input) for image, name in named_inputs(images)]
+        results: list[Detections | None] = [None] * len(prepared)
+        for group in batches_by_size([record.size for record, _ in prepared], batch_size):
+            for index, raw in zip(group, self.run_batch([prepared[i][1] for i in group],
+                                                        [prepared[i][0].size for i in group])):
+                detections = to_original_pixels(raw, prepared[index][0], self.class_names)
+                results[index] = detections if score_thr is None else detections.above(score_thr)
         return results
+
+    def run_batch(self, tensors: list[torch.Tensor], sizes: list[tuple[int, int]]) -> list[ImageDetections]:
+        """The graph on normalised (3, h, w) images of one padded size, with their (h, w): each
+        image's raw detections (boxes in resized pixels, (N, 28, 28) mask probabilities)."""
+        outputs = self.session.run(list(output_names(self.config.with_mask)),
+                                   dict(zip(INPUTS, (pad_batch(tensors).numpy(), np.array(sizes, np.int64)))))
+        found = dict(zip(output_names(self.config.with_mask), (torch.from_numpy(np.ascontiguousarray(o))
+                                                               for o in outputs)))
+        images = []
+        for index in range(len(tensors)):
+            mine = torch.nonzero(found["batch_index"] == index).squeeze(1)
+            images.append(ImageDetections(found["boxes"][mine], found["scores"][mine], found["labels"][mine],
+                                          mask_probs=found["mask_probs"][mine] if self.config.with_mask else None))
+        return images

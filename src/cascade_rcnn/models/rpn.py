@@ -71,8 +71,8 @@ def propose(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: lis
     for level, (level_logits, level_deltas, level_anchors) in enumerate(zip(logits, deltas, anchors)):
         scores = level_logits.sigmoid()
         # MMDetection leaves a level shorter than pre_nms_per_level unsorted (that order decides
-        # NMS ties); the exported graph always sorts and slices, as its image size is dynamic.
-        if 0 < settings.pre_nms_per_level and (path.exporting or settings.pre_nms_per_level < scores.shape[0]):
+        # NMS ties); the exported graph (onnx_forms.exported_proposals) always sorts and slices.
+        if 0 < settings.pre_nms_per_level < scores.shape[0]:
             scores, order = scores.sort(descending=True)
             scores, order = scores[:settings.pre_nms_per_level], order[:settings.pre_nms_per_level]
             level_deltas, level_anchors = level_deltas[order], level_anchors[order]

@@ -3,15 +3,16 @@ chooses between them.
 
 | caller               | case (first that applies)  | kernel                       | vs MMDetection             |
 |----------------------|----------------------------|------------------------------|----------------------------|
-| RPN, per level       | ``path.exporting``         | onnx_forms.exported_batched_nms | one NonMaxSuppression node |
-| (``level_nms``)      | otherwise                  | ``batched_nms``              | same boxes, same order     |
-| detections, per class| ``path.exporting``         | onnx_forms.exported_multiclass_nms | ties may differ      |
-| (``multiclass_nms``) | ``path.best_candidate_nms``| ``best_batched_nms`` over the best 10 x max_per_image candidates | same detections unless scores tie |
-|                      | otherwise (exact)          | ``batched_nms``              | same detections, same order|
+| RPN, per level       | always                     | ``batched_nms``              | same boxes, same order     |
+| (``level_nms``)      |                            |                              |                            |
+| detections, per class| ``path.best_candidate_nms``| ``best_batched_nms`` over the best 10 x max_per_image candidates | same detections unless scores tie |
+| (``multiclass_nms``) | otherwise (exact)          | ``batched_nms``              | same detections, same order|
 
 mmcv sorts scores with the unstable ``at::sort`` before its NMS and shifts each group's boxes by
 ``group * (largest coordinate + 1)`` so that one NMS suppresses within groups only; above 10000
 boxes it loops over the groups instead. ``batched_nms`` does the same on the same numbers.
+The ONNX graph has its own forms of both, for a whole batch at once (``onnx_forms.exported_proposals``
+and ``onnx_forms.exported_multiclass_nms``, called by ``deploy/export.py``).
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import torch
 from torchvision.ops import nms
 
 from .compute_path import ComputePath
-from .onnx_forms import exported_batched_nms, exported_multiclass_nms
 
 # mmcv switches to a per-group loop above this many boxes; one NMS over 80 classes x 1000 boxes
 # would be quadratic in the total.
@@ -89,8 +89,6 @@ def _nms_in_mmcv_order(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold:
 def level_nms(boxes: torch.Tensor, scores: torch.Tensor, levels: torch.Tensor, iou_threshold: float,
               path: ComputePath) -> torch.Tensor:
     """The RPN's NMS within each pyramid level: kept indices by descending score."""
-    if path.exporting:
-        return exported_batched_nms(boxes, scores, levels, iou_threshold)
     return batched_nms(boxes, scores, levels, iou_threshold)
 
 
@@ -102,8 +100,6 @@ def multiclass_nms(boxes: torch.Tensor, class_scores: torch.Tensor, score_thr: f
     boxes (K, 4) shared by all classes (class-agnostic regression) or (K, C, 4), one per class;
     class_scores (K, C). Returns the box index (N,), class (N,) and score (N,) of each detection.
     """
-    if path.exporting:
-        return exported_multiclass_nms(boxes, class_scores, score_thr, iou_threshold, max_detections)
     num_classes = class_scores.shape[1]
     scores = class_scores.reshape(-1)
     candidates = torch.nonzero(scores > score_thr).squeeze(1)

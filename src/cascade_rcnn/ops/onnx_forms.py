@@ -1,73 +1,141 @@
 """Every export-only form, in one file: what the ONNX graph computes where eager PyTorch does
-something else. They run only while ``deploy.export`` traces (``ComputePath.exporting``).
+something else. They run only while ``deploy.export`` traces the model (``ComputePath.exporting``).
 
-An eager forward decides sizes from the data (how many RoIs per level, how many candidates); a
-traced graph must not, so these forms keep every shape symbolic:
+An eager forward decides sizes from the data (how many RoIs per level, how many candidates) and
+loops over the images of a batch; a traced graph must do neither, as its batch size and image
+size are dynamic. These forms keep every shape symbolic and handle a whole batch at once:
 
-- ``exported_batched_nms``: the RPN's per-level NMS as one NonMaxSuppression node.
-- ``exported_multiclass_nms``: the final per-class NMS as one NonMaxSuppression node over the K
-  boxes with C score rows (no K x C candidate boxes, no loop).
+- ``exported_proposals``: ``rpn.propose`` for every image of the batch together; the per-level
+  NMS of all images is one NonMaxSuppression node (its batch axis is the images).
+- ``exported_multiclass_nms``: the final per-class NMS of every image as one NonMaxSuppression
+  node over the (image, class) score rows, then the best ``max_detections`` of each image.
 - ``exported_multilevel_roi_align``: RoiAlign per level, reassembled by a gather.
 
-Two model-level branches read ``exporting`` as well: ``models/rpn.py`` ``propose`` always sorts
-and slices each level (the image size is dynamic), and ``models/cascade.py`` ``predict_masks``
-skips grouping detections by distinct box (data-dependent).
+Between them the batch is laid out in slots: an image's candidates occupy positions 0, 1, ... of
+its row in a (B, P) table (P: the most any image of the batch has), the empty slots scored -1,
+which no runtime keeps. The RoI heads run only on the filled slots (flat (R, 5) RoIs, as in
+eager PyTorch). ``models/cascade.py`` ``predict_masks`` reads ``exporting`` as well: it skips
+grouping detections by distinct box (data-dependent).
 """
 from __future__ import annotations
 
 import torch
-from torchvision.ops import batched_nms, nms, roi_align
+from torchvision.ops import batched_nms, roi_align
+
+from .box_coder import BoxCoder
+
+EMPTY = -1.0  # the score of an empty slot: below every sigmoid or softmax score
+KEEP_ABOVE = -0.5  # scores above this are filled slots
 
 
-def exported_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_threshold: float
-                         ) -> torch.Tensor:
-    """Indices kept by NMS within each group, by descending score (``nms.batched_nms``'s
-    exported form). Groups are shifted apart by ``group * (largest coordinate + 1)``; a 0
-    appended to the coordinates keeps the maximum defined for zero boxes (boxes are clipped >= 0)."""
-    largest = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
-    shifted = boxes + (groups.to(boxes) * (largest + 1))[:, None]
-    order = scores.sort(descending=True).indices
-    return order[nms(shifted[order], scores[order], iou_threshold)]
+def exported_proposals(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
+                       image_sizes: torch.Tensor, coder: BoxCoder, pre_nms_per_level: int, nms_iou: float,
+                       max_proposals: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rpn.propose`` for a batch of images of one padded size, from per-level (B, N_l) logits,
+    (B, N_l, 4) deltas, the shared (N_l, 4) anchors and the (B, 2) unpadded (h, w).
+
+    Returns (B, P, 4) proposals and (B, P) scores, each image's by descending score, empty slots
+    scored -1. The same steps on the same numbers as ``propose``: the top ``pre_nms_per_level``
+    of each level (always sorted: the image size is dynamic), decoded and clipped to each image,
+    boxes of zero width or height out, NMS within each level (levels shifted apart by
+    ``level * (largest coordinate of the image + 1)``, as ``nms.batched_nms``), the best
+    ``max_proposals``.
+    """
+    level_boxes, level_scores, level_ids = [], [], []
+    for level, (level_logits, level_deltas, level_anchors) in enumerate(zip(logits, deltas, anchors)):
+        scores = level_logits.sigmoid()
+        if pre_nms_per_level > 0:
+            scores, order = scores.sort(dim=1, descending=True)
+            scores, order = scores[:, :pre_nms_per_level], order[:, :pre_nms_per_level]
+            level_deltas = level_deltas.gather(1, order[..., None].expand(-1, -1, 4))
+            level_anchors = level_anchors[order]
+        else:
+            level_anchors = level_anchors.expand_as(level_deltas)
+        sizes = image_sizes[:, None, :].expand_as(level_deltas[..., :2])
+        level_boxes.append(coder.decode(level_anchors.reshape(-1, 4), level_deltas.reshape(-1, 4),
+                                        sizes.reshape(-1, 2)).reshape_as(level_deltas))
+        level_scores.append(scores)
+        level_ids.append(torch.full_like(scores, level))
+    boxes, scores, levels = torch.cat(level_boxes, dim=1), torch.cat(level_scores, dim=1), torch.cat(level_ids, dim=1)
+    valid = (boxes[..., 2] - boxes[..., 0] > 0) & (boxes[..., 3] - boxes[..., 1] > 0)
+    scores = torch.where(valid, scores, torch.full_like(scores, EMPTY))
+    # Coordinates are clipped to >= 0, so the 0 of the dropped boxes never exceeds the largest kept one.
+    largest = torch.where(valid[..., None], boxes, torch.zeros_like(boxes)).amax(dim=(1, 2))
+    shifted = boxes + (levels * (largest[:, None] + 1))[..., None]
+    selected = _NonMaxSuppression.apply(shifted, scores[:, None, :], nms_iou, KEEP_ABOVE)
+    image, box = selected[:, 0], selected[:, 2]
+    kept = torch.full_like(scores, EMPTY).index_put((image, box), scores[image, box])
+    kept, order = kept.sort(dim=1, descending=True)
+    kept, order = kept[:, :max_proposals], order[:, :max_proposals]
+    return boxes.gather(1, order[..., None].expand(-1, -1, 4)), kept
 
 
-def exported_multiclass_nms(boxes: torch.Tensor, class_scores: torch.Tensor, score_thr: float,
-                            iou_threshold: float, max_detections: int
-                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``nms.multiclass_nms``'s exported form: (box index, class, score) of the kept detections.
-    boxes (K, 4) are shared by the C score rows; (K, C, 4) boxes (one per class) go in as C
-    batches of one class each. Ties and IoUs right at the threshold may resolve differently from
-    torchvision's NMS."""
+def filled_slots(slot_scores: torch.Tensor) -> torch.Tensor:
+    """(R, 2) (image, position) of the filled slots of a (B, P) table, image by image in order."""
+    return torch.nonzero(slot_scores > KEEP_ABOVE)
+
+
+def exported_multiclass_nms(boxes: torch.Tensor, class_scores: torch.Tensor, slots: torch.Tensor,
+                            slot_scores: torch.Tensor, score_thr: float, iou_threshold: float, max_detections: int
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``nms.multiclass_nms`` of every image of a batch at once.
+
+    Rows r = 0..R-1 are the RoIs at ``slots`` (R, 2) (image, position) of the (B, P)
+    ``slot_scores`` table: boxes (R, 4) shared by the C score rows, or (R, C, 4), one per class;
+    class_scores (R, C). Returns (image, row, class, score) of the kept detections, image by
+    image, by descending score within each (at most ``max_detections`` per image). Ties and IoUs
+    right at the threshold may resolve differently from torchvision's NMS.
+    """
+    num_classes = class_scores.shape[1]
+    image, position = slots[:, 0], slots[:, 1]
     # Pairs at or below the threshold get a score the operator always drops, whichever of > or >=
-    # a runtime applies to its own score_threshold.
-    scores = torch.where(class_scores > score_thr, class_scores, torch.full_like(class_scores, -1.0))
-    if boxes.dim() == 2:
-        selected = _NonMaxSuppression.apply(boxes[None], scores.t()[None].contiguous(), iou_threshold, score_thr)
-        box_index, labels = selected[:, 2], selected[:, 1]
-    else:
-        selected = _NonMaxSuppression.apply(boxes.transpose(0, 1).contiguous(), scores.t()[:, None].contiguous(),
+    # a runtime applies to its own score_threshold; so do the empty slots.
+    scores = torch.where(class_scores > score_thr, class_scores, torch.full_like(class_scores, EMPTY))
+    table = torch.full_like(slot_scores, EMPTY)[..., None].repeat(1, 1, num_classes).index_put((image, position),
+                                                                                               scores)
+    rows = torch.zeros_like(slot_scores, dtype=torch.long).index_put(
+        (image, position), torch.arange(slots.shape[0], device=slots.device))
+    if boxes.dim() == 2:  # one NMS batch per image, one NMS class per class
+        laid_out = torch.zeros_like(slot_scores)[..., None].repeat(1, 1, 4).index_put((image, position), boxes)
+        selected = _NonMaxSuppression.apply(laid_out, table.transpose(1, 2).contiguous(), iou_threshold, score_thr)
+        kept_image, labels = selected[:, 0], selected[:, 1]
+    else:  # one NMS batch per (image, class), each with its own boxes
+        laid_out = torch.zeros_like(slot_scores)[..., None, None].repeat(1, 1, num_classes, 4).index_put(
+            (image, position), boxes)
+        selected = _NonMaxSuppression.apply(laid_out.transpose(1, 2).flatten(0, 1),
+                                            table.transpose(1, 2).flatten(0, 1)[:, None, :].contiguous(),
                                             iou_threshold, score_thr)
-        box_index, labels = selected[:, 2], selected[:, 0]
-    picked = scores[box_index, labels]
-    order = picked.sort(descending=True).indices[:max_detections]
-    return box_index[order], labels[order], picked[order]
+        kept_image, labels = selected[:, 0] // num_classes, selected[:, 0] % num_classes
+    kept_position = selected[:, 2]
+    picked = table[kept_image, kept_position, labels]
+    # Each image's best max_detections: its kept pairs scattered into one row, sorted.
+    ranked = torch.full_like(table, EMPTY).index_put((kept_image, kept_position, labels), picked).flatten(1)
+    ranked, order = ranked.sort(dim=1, descending=True)
+    ranked, order = ranked[:, :max_detections], order[:, :max_detections]
+    detection = filled_slots(ranked)
+    image, rank = detection[:, 0], detection[:, 1]
+    pair = order[image, rank]
+    return image, rows[image, pair // num_classes], pair % num_classes, ranked[image, rank]
 
 
 class _NonMaxSuppression(torch.autograd.Function):
     """ONNX's NonMaxSuppression: boxes (B, N, 4), scores (B, C, N) -> (M, 3) [batch, class, box]
-    of the boxes kept by NMS per batch and class. The eager body only gives the tracer example values."""
+    of the boxes kept by NMS per batch and class, among those scoring above ``score_thr``. The
+    eager body only gives the tracer example values."""
 
     @staticmethod
     def forward(ctx, boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, score_thr: float
                 ) -> torch.Tensor:
         selected = []
-        for batch, (batch_boxes, batch_scores) in enumerate(zip(boxes, scores)):
+        for batch in range(boxes.shape[0]):  # (indexing, not iterating: no tracer warning)
+            batch_boxes, batch_scores = boxes[batch], scores[batch]
             num_classes = batch_scores.shape[0]
             flat = batch_scores.t().reshape(-1)
             candidates = torch.nonzero(flat > score_thr).squeeze(1)
             box_index, labels = candidates // num_classes, candidates % num_classes
             keep = batched_nms(batch_boxes[box_index], flat[candidates], labels, iou_threshold)
             selected.append(torch.stack([torch.full_like(keep, batch), labels[keep], box_index[keep]], dim=1))
-        return torch.cat(selected)
+        return torch.cat(selected) if selected else torch.zeros(0, 3, dtype=torch.long, device=boxes.device)
 
     @staticmethod
     def symbolic(g, boxes, scores, iou_threshold: float, score_thr: float):
