@@ -97,3 +97,22 @@ def load_key_shapes(keys_dir: Path, name: str) -> dict[str, list[int]]:
     shapes = {key: list(shape) for key, shape in pairs}
     assert len(shapes) == len(pairs), f"{name}.json lists a key twice"
     return shapes
+
+
+def assert_paths_agree_and_export(model: cascade_rcnn.CascadeRCNN, scene: np.ndarray, onnx_path: Path):
+    """The fast path equals the exact one up to float noise on ``scene``, and the model exports to
+    ``onnx_path`` with onnxruntime's detections equal to PyTorch's. Returns the OnnxDetector."""
+    from cascade_rcnn.benchmarking.agreement import agreement
+
+    fast = model.predict(scene)[0]
+    model.exact = True
+    exact = model.predict(scene)[0]
+    model.exact = False
+    assert len(exact) > 5
+    same = agreement(exact, fast, min_iou=0.99)
+    assert same.matched == len(exact) == len(fast) and same.max_score_diff <= 1e-4
+    runtime = cascade_rcnn.OnnxDetector(cascade_rcnn.export_onnx(model, onnx_path))
+    theirs = runtime.predict(scene)[0]
+    exported = agreement(fast, theirs, min_iou=0.99)
+    assert exported.matched == len(fast) == len(theirs) and exported.max_score_diff <= 1e-3
+    return runtime

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import assert_paths_agree_and_export, tiny_config
 
 import cascade_rcnn
-from cascade_rcnn.benchmarking.agreement import agreement
 from cascade_rcnn.benchmarking.synthetic import drawn_scene, spread_random_weights
 from cascade_rcnn.models.backbones.convnext import ConvNeXtConfig
 from cascade_rcnn.models.heads.box_head import ConvFCBoxHeadConfig
@@ -49,18 +48,8 @@ def test_a_convnext_cascade_trains_a_step_with_class_specific_boxes():
 def test_a_convnext_cascade_predicts_the_same_on_both_paths_and_exports(with_mask, tmp_path):
     pytest.importorskip("onnxruntime")
     scene = drawn_scene(150, 200, seed=4)
-    model = spread_random_weights(convnext_model(with_mask), scene)
-    fast = model.predict(scene)[0]
-    model.exact = True
-    exact = model.predict(scene)[0]
-    model.exact = False
-    assert len(exact) > 5
-    same = agreement(exact, fast, min_iou=0.99)
-    assert same.matched == len(exact) == len(fast) and same.max_score_diff <= 1e-4
-    runtime = cascade_rcnn.OnnxDetector(cascade_rcnn.export_onnx(model, tmp_path / "convnext.onnx"))
-    theirs = runtime.predict(scene)[0]
-    exported = agreement(fast, theirs, min_iou=0.99)
-    assert exported.matched == len(fast) == len(theirs) and exported.max_score_diff <= 1e-3
+    assert_paths_agree_and_export(spread_random_weights(convnext_model(with_mask), scene), scene,
+                                  tmp_path / "convnext.onnx")
 
 
 def test_giou_loss_is_one_minus_generalized_iou():

@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import MODERN_KEYS_DIR, tiny_config
+from conftest import MODERN_KEYS_DIR, assert_paths_agree_and_export, tiny_config
 
 import cascade_rcnn
 from cascade_rcnn.benchmarking.agreement import agreement
@@ -404,17 +404,7 @@ def test_a_swin_cascade_predicts_the_same_on_both_paths_and_exports(with_mask, t
     pytest.importorskip("onnxruntime")
     scene = drawn_scene(150, 200, seed=4)
     model = spread_random_weights(swin_model(with_mask), scene)
-    fast = model.predict(scene)[0]
-    model.exact = True
-    exact = model.predict(scene)[0]
-    model.exact = False
-    assert len(exact) > 5
-    same = agreement(exact, fast, min_iou=0.99)
-    assert same.matched == len(exact) == len(fast) and same.max_score_diff <= 1e-4
-    runtime = cascade_rcnn.OnnxDetector(cascade_rcnn.export_onnx(model, tmp_path / "swin.onnx"))
-    theirs = runtime.predict(scene)[0]
-    exported = agreement(fast, theirs, min_iou=0.99)
-    assert exported.matched == len(fast) == len(theirs) and exported.max_score_diff <= 1e-3
+    runtime = assert_paths_agree_and_export(model, scene, tmp_path / "swin.onnx")
     other = drawn_scene(200, 120, seed=5)  # another padded size (96 x 64): the graph's windows follow it
     ours, theirs = model.predict(other)[0], runtime.predict(other)[0]
     match = agreement(ours, theirs, min_iou=0.99)
