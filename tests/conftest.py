@@ -116,3 +116,14 @@ def assert_paths_agree_and_export(model: cascade_rcnn.CascadeRCNN, scene: np.nda
     exported = agreement(fast, theirs, min_iou=0.99)
     assert exported.matched == len(fast) == len(theirs) and exported.max_score_diff <= 1e-3
     return runtime
+
+
+def two_image_training_batch() -> tuple[torch.Tensor, list[dict], torch.Tensor]:
+    """Two 64x96 images with 2 and 1 objects (boxes, labels, masks): (images, targets, sizes)."""
+    images = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    masks = torch.zeros(2, 64, 96, dtype=torch.uint8)
+    masks[0, 8:40, 10:50] = masks[1, 20:60, 40:90] = 1
+    boxes = torch.tensor([[10.0, 8.0, 50.0, 40.0], [40.0, 20.0, 90.0, 60.0]])
+    targets = [{"boxes": boxes, "labels": torch.tensor([0, 2]), "masks": masks},
+               {"boxes": boxes[1:], "labels": torch.tensor([1]), "masks": masks[1:]}]
+    return images, targets, torch.tensor([[64, 96], [64, 96]])

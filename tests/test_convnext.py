@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_paths_agree_and_export, tiny_config
+from conftest import assert_paths_agree_and_export, tiny_config, two_image_training_batch
 
 import cascade_rcnn
 from cascade_rcnn.benchmarking.synthetic import drawn_scene, spread_random_weights
@@ -30,13 +30,7 @@ def test_class_specific_box_heads_regress_one_box_per_class():
 
 def test_a_convnext_cascade_trains_a_step_with_class_specific_boxes():
     model = convnext_model().train()
-    images = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
-    masks = torch.zeros(2, 64, 96, dtype=torch.uint8)
-    masks[0, 8:40, 10:50] = masks[1, 20:60, 40:90] = 1
-    boxes = torch.tensor([[10.0, 8.0, 50.0, 40.0], [40.0, 20.0, 90.0, 60.0]])
-    targets = [{"boxes": boxes, "labels": torch.tensor([0, 2]), "masks": masks},
-               {"boxes": boxes[1:], "labels": torch.tensor([1]), "masks": masks[1:]}]
-    losses = model.loss(images, targets, torch.tensor([[64, 96], [64, 96]]))
+    losses = model.loss(*two_image_training_batch())
     total = sum(value for name, value in losses.items() if not name.endswith("_acc"))
     assert torch.isfinite(total) and losses["s0_box"] > 0
     total.backward()

@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import MODERN_KEYS_DIR, assert_paths_agree_and_export, tiny_config
+from conftest import MODERN_KEYS_DIR, assert_paths_agree_and_export, tiny_config, two_image_training_batch
 
 import cascade_rcnn
 from cascade_rcnn.benchmarking.agreement import agreement
@@ -375,13 +375,7 @@ def swin_model(with_mask: bool = True) -> cascade_rcnn.CascadeRCNN:
 
 def test_a_swin_cascade_trains_a_step_and_reloads_its_state_strictly(tmp_path):
     model = swin_model().train()
-    images = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
-    masks = torch.zeros(2, 64, 96, dtype=torch.uint8)
-    masks[0, 8:40, 10:50] = masks[1, 20:60, 40:90] = 1
-    boxes = torch.tensor([[10.0, 8.0, 50.0, 40.0], [40.0, 20.0, 90.0, 60.0]])
-    targets = [{"boxes": boxes, "labels": torch.tensor([0, 2]), "masks": masks},
-               {"boxes": boxes[1:], "labels": torch.tensor([1]), "masks": masks[1:]}]
-    losses = model.loss(images, targets, torch.tensor([[64, 96], [64, 96]]))
+    losses = model.loss(*two_image_training_batch())
     total = sum(value for name, value in losses.items() if not name.endswith("_acc"))
     assert torch.isfinite(total) and losses["s0_box"] > 0
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)

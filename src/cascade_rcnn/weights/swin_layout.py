@@ -59,44 +59,40 @@ def official_to_unfold(tensor: torch.Tensor) -> torch.Tensor:
     return by_offset.reshape(*lead, features).contiguous()
 
 
+_MERGING = (".downsample.reduction.weight", ".downsample.norm.weight", ".downsample.norm.bias")
+_OFFICIAL_STAGE = re.compile(r"^((?:backbone\.)?)layers\.(\d+)\.(.+)$")
+_OFFICIAL_PATCH_EMBED = re.compile(r"^((?:backbone\.)?)patch_embed\.proj\.(.+)$")
+
+
 def mmdet_to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``state`` (a detector's ``backbone.*`` keys, or a bare backbone's) with MMDetection's Swin
     names and patch-merging order turned into the official ones; other keys unchanged."""
-    converted = {}
-    for key, value in state.items():
-        stage, embed = _STAGE.match(key), _PATCH_EMBED.match(key)
-        if embed:
-            key = f"{embed.group(1)}patch_embed.proj.{embed.group(2)}"
-        elif stage:
-            prefix, index, rest = stage.groups()
-            rest = "." + rest
-            for old, new in _RENAMES:
-                rest = rest.replace(old, new)
-            if rest in (".downsample.reduction.weight", ".downsample.norm.weight", ".downsample.norm.bias"):
-                value = unfold_to_official(value)
-            key = f"{prefix}layers.{index}{rest}"
-        converted[key] = value
-    return converted
+    return _convert(state, to_official=True)
 
 
 def official_to_mmdet(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The opposite conversion (what MMDetection's ``swin_converter`` does to an official file's
     backbone), for writing files MMDetection 3.x reads and for tests."""
+    return _convert(state, to_official=False)
+
+
+def _convert(state: dict[str, torch.Tensor], to_official: bool) -> dict[str, torch.Tensor]:
+    stage_key, embed_key = (_STAGE, _PATCH_EMBED) if to_official else (_OFFICIAL_STAGE, _OFFICIAL_PATCH_EMBED)
+    stages, embed_name = ("layers", "proj") if to_official else ("stages", "projection")
+    reorder = unfold_to_official if to_official else official_to_unfold
     converted = {}
-    stage_key = re.compile(r"^((?:backbone\.)?)layers\.(\d+)\.(.+)$")
-    embed_key = re.compile(r"^((?:backbone\.)?)patch_embed\.proj\.(.+)$")
     for key, value in state.items():
         stage, embed = stage_key.match(key), embed_key.match(key)
         if embed:
-            key = f"{embed.group(1)}patch_embed.projection.{embed.group(2)}"
+            key = f"{embed.group(1)}patch_embed.{embed_name}.{embed.group(2)}"
         elif stage:
             prefix, index, rest = stage.groups()
             rest = "." + rest
-            for old, new in _RENAMES:
-                rest = rest.replace(new, old)
-            if rest in (".downsample.reduction.weight", ".downsample.norm.weight", ".downsample.norm.bias"):
-                value = official_to_unfold(value)
-            key = f"{prefix}stages.{index}{rest}"
+            for mmdet, official in _RENAMES:
+                rest = rest.replace(mmdet, official) if to_official else rest.replace(official, mmdet)
+            if rest in _MERGING:
+                value = reorder(value)
+            key = f"{prefix}{stages}.{index}{rest}"
         converted[key] = value
     return converted
 
