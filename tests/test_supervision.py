@@ -1,11 +1,15 @@
 """Detections to and from supervision.Detections, with the real package (optional extra)."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from conftest import assert_detections_equal, make_confident, tiny_model
 
+import cascade_rcnn
 from cascade_rcnn.outputs.detections import Detections
 from cascade_rcnn.outputs.supervision_adapter import from_supervision, to_supervision
 
@@ -81,3 +85,15 @@ def test_annotations_without_scores_and_errors():
     named = sv.Detections(xyxy=boxes, class_id=np.array([1, 0]), data={"class_name": np.array(["dog", "bird"])})
     with pytest.raises(ValueError, match="detection 1: class_id 0 is 'cat' in class_names but data"):
         from_supervision(named, ("cat", "dog"), (50, 60))
+
+
+def test_the_adapters_are_importable_from_the_package_without_loading_their_packages():
+    """``cascade_rcnn.to_supervision`` and friends are re-exported, and importing the package does
+    not import supervision or fiftyone (each imports its package when called)."""
+    code = ("import sys, cascade_rcnn; from cascade_rcnn.outputs import supervision_adapter as adapter; "
+            "assert cascade_rcnn.to_supervision is adapter.to_supervision; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('supervision', 'fiftyone')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+    for name in ("from_supervision", "to_supervision", "fiftyone_model", "to_fiftyone"):
+        assert name in cascade_rcnn.__all__ and callable(getattr(cascade_rcnn, name))

@@ -13,11 +13,13 @@ from .models.backbones.resnet import ResNetConfig
 from .models.config import ModelConfig
 from .ops.compute_path import EXACT, FAST, ComputePath
 from .outputs.detections import Detections
+from .outputs.fiftyone_adapter import fiftyone_model, to_fiftyone
+from .outputs.supervision_adapter import from_supervision, to_supervision
 from .weights import checkpoint
 from .weights.checkpoint import CheckpointError
 from .weights.zoo import MODEL_ZOO, get_config
 
 __all__ = ["build_model", "CascadeRCNN", "CheckpointError", "ComputePath", "Detections", "EXACT", "FAST",
            "ImageError", "MODEL_ZOO", "ModelConfig", "OnnxDetector", "ResNetConfig", "checkpoint", "export_onnx",
-           "get_config"]
+           "fiftyone_model", "from_supervision", "get_config", "to_fiftyone", "to_supervision"]
 __version__ = "0.1.0"
