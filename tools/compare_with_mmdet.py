@@ -28,9 +28,26 @@ import torch
 import cascade_rcnn
 from cascade_rcnn.benchmarking.agreement import agreement
 from cascade_rcnn.benchmarking.synthetic import drawn_scene, spread_random_weights
+from cascade_rcnn.models.backbones.swin import SwinConfig
 from cascade_rcnn.outputs.detections import Detections
+from cascade_rcnn.weights.swin_layout import official_to_mmdet
 
-INDEX = Path(__file__).resolve().parents[2] / "shared" / "spec" / "mmdet_keys" / "index.json"
+SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec"
+INDEXES = (SPEC / "mmdet_keys" / "index.json", SPEC / "mmdet_keys_modern" / "index.json")
+OUR_CONFIGS = Path(__file__).with_name("mmdet_configs")  # rows MMDetection has no config of its own for
+
+
+def mmdet_config(name: str) -> str:
+    """The MMDetection config that builds zoo row ``name``: its own (from the key indexes of
+    ../shared/spec) or, for the official Swin rows, ours in tools/mmdet_configs."""
+    ours = OUR_CONFIGS / f"{name}.py"
+    if ours.is_file():
+        return str(ours)
+    for index in INDEXES:
+        for entry in json.loads(index.read_text())["models"]:
+            if entry["name"] == name:
+                return entry["v3_config"]
+    raise SystemExit(f"no MMDetection config known for {name}")
 
 
 def synthetic_checkpoint(name: str, path: Path, image: np.ndarray, seed: int = 0) -> None:
@@ -42,8 +59,10 @@ def synthetic_checkpoint(name: str, path: Path, image: np.ndarray, seed: int = 0
     understates how far float rounding moves a trained model's detections (BENCHMARKS.md)."""
     torch.manual_seed(seed)
     model = spread_random_weights(cascade_rcnn.build_model(name), image, seed=seed)
-    torch.save({"state_dict": model.state_dict(), "meta": {"mmdet_version": "2.0.0", "CLASSES": model.class_names}},
-               path)
+    state = model.state_dict()
+    if isinstance(model.config.backbone, SwinConfig):  # our Swin speaks the official layout
+        state = official_to_mmdet(state)
+    torch.save({"state_dict": state, "meta": {"mmdet_version": "2.0.0", "CLASSES": model.class_names}}, path)
 
 
 def reference_detections(name: str, checkpoint: Path, image: Path, reference: str, score_thr: float,
@@ -52,11 +71,12 @@ def reference_detections(name: str, checkpoint: Path, image: Path, reference: st
     reproduces MMDetection's bit for bit (the table in BENCHMARKS.md) and needs no MMDetection."""
     if reference == "exact":
         return cascade_rcnn.build_model(name, weights=checkpoint, exact=True).predict(str(image), score_thr=score_thr)[0]
-    entry = next(m for m in json.loads(INDEX.read_text())["models"] if m["name"] == name)
     reference_path = work / f"{name}_mmdet.pt"
-    subprocess.run([mmdet_python, str(Path(__file__).with_name("mmdet_reference.py")), entry["v3_config"],
-                    str(checkpoint), str(image), str(reference_path), "--score-thr", str(score_thr)],
-                   check=True, capture_output=True)
+    run = subprocess.run([mmdet_python, str(Path(__file__).with_name("mmdet_reference.py")), mmdet_config(name),
+                          str(checkpoint), str(image), str(reference_path), "--score-thr", str(score_thr)],
+                         capture_output=True, text=True)
+    if run.returncode:
+        raise SystemExit(f"MMDetection failed on {name}:\n{run.stderr[-3000:]}")
     result = torch.load(reference_path, weights_only=True)
     masks = result.get("masks")
     return Detections(result["boxes"], result["scores"], result["labels"], (), tuple(cv2.imread(str(image)).shape[:2]),

@@ -1,7 +1,10 @@
 """Run MMDetection 3.x itself on one image (executed by compare_with_mmdet.py in a Python
 environment that has mmdet/mmcv installed; this project never imports mmdet).
 
-    python mmdet_reference.py CONFIG_NAME CHECKPOINT IMAGE OUT.pt [--score-thr 0.05]
+    python mmdet_reference.py CONFIG CHECKPOINT IMAGE OUT.pt [--score-thr 0.05]
+
+CONFIG is a config inside mmdet/.mim (``configs/cascade_rcnn/x.py``) or a config file of ours
+(``tools/mmdet_configs/*.py``, which build on MMDetection's own with ``_base_ = "mmdet::..."``).
 """
 import argparse
 import json
@@ -13,14 +16,17 @@ from mmdet.apis import inference_detector, init_detector
 from mmengine.config import Config
 
 parser = argparse.ArgumentParser()
-parser.add_argument("v3_config", help="path of the config inside mmdet/.mim, e.g. configs/cascade_rcnn/x.py")
+parser.add_argument("config", help="configs/... inside mmdet/.mim, or a config file")
 parser.add_argument("checkpoint")
 parser.add_argument("image")
 parser.add_argument("out")
 parser.add_argument("--score-thr", type=float, default=0.05)
 args = parser.parse_args()
 
-config = Config.fromfile(str(Path(mmdet.__file__).parent / ".mim" / args.v3_config))
+config_path = Path(args.config)
+if not config_path.is_file():
+    config_path = Path(mmdet.__file__).parent / ".mim" / args.config
+config = Config.fromfile(str(config_path))
 config.model.test_cfg.rcnn.score_thr = args.score_thr
 model = init_detector(config, args.checkpoint, device="cpu")
 with torch.no_grad():

@@ -49,11 +49,15 @@ class ConvNeXtConfig:
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a (B, C, H, W) map (mmpretrain's LN2d)."""
+    """LayerNorm over the channels of a (B, C, H, W) map (mmpretrain's LN2d), returned in the
+    input's memory format: contiguous for a contiguous map (as mmpretrain's, so that the next
+    convolution runs the same kernel: the exact path), channels-last for a channels-last one (the
+    fast path; no copy)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
-                            self.eps).permute(0, 3, 1, 2)
+                            self.eps).permute(0, 3, 1, 2).contiguous(memory_format=layout)
 
 
 class ConvNeXtBlock(nn.Module):

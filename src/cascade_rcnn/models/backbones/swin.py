@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...ops.compute_path import ComputePath
+from ...weights.swin_layout import official_to_unfold
 from ..input_norm import PYTORCH_NORM, InputNorm
 
 # The official detection configs: (embed_dim, depths, num_heads).
@@ -231,8 +232,12 @@ class SwinBlock(nn.Module):
 
 class PatchMerging(nn.Module):
     """(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 2C): pad odd sizes (zeros, bottom / right), put
-    each 2x2 neighbourhood's 4 tokens side by side in the order (0,0), (1,0), (0,1), (1,1) of
-    (row, column) offset, LayerNorm over the 4C, Linear to 2C without bias."""
+    each 2x2 neighbourhood's 4 tokens side by side, LayerNorm over the 4C, Linear to 2C without bias.
+
+    The weights are kept in the official order - the 4 tokens concatenated as (0,0), (1,0), (0,1),
+    (1,1) of (row, column) offset - but the features are laid out, and the weights permuted to
+    match, in MMDetection's ``nn.Unfold`` order (feature ``c * 4 + 2 * dy + dx``): the same
+    function, summed in MMDetection's order, so its outputs are MMDetection's bit for bit."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -243,9 +248,11 @@ class PatchMerging(nn.Module):
         b, height, width, c = x.shape
         x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
         half_height, half_width = x.shape[1] // 2, x.shape[2] // 2
-        # (B, H/2, dy, W/2, dx, C) -> (B, H/2, W/2, dx, dy, C): the column offset is the slower one
-        x = x.reshape(b, half_height, 2, half_width, 2, c).permute(0, 1, 3, 4, 2, 5)
-        return self.reduction(self.norm(x.reshape(b, half_height, half_width, 4 * c)))
+        # (B, H/2, dy, W/2, dx, C) -> (B, H/2, W/2, C, dy, dx)
+        x = x.reshape(b, half_height, 2, half_width, 2, c).permute(0, 1, 3, 5, 2, 4)
+        x = F.layer_norm(x.reshape(b, half_height, half_width, 4 * c), self.norm.normalized_shape,
+                         official_to_unfold(self.norm.weight), official_to_unfold(self.norm.bias), self.norm.eps)
+        return F.linear(x, official_to_unfold(self.reduction.weight))
 
 
 class SwinStage(nn.Module):
