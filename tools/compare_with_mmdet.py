@@ -50,15 +50,19 @@ def mmdet_config(name: str) -> str:
     raise SystemExit(f"no MMDetection config known for {name}")
 
 
-def synthetic_checkpoint(name: str, path: Path, image: np.ndarray, seed: int = 0) -> None:
+def synthetic_checkpoint(name: str, path: Path, image: np.ndarray | None, seed: int = 0) -> None:
     """Seeded random weights with MMDetection's keys, calibrated on ``image`` (RGB) as
     ../shared/golden's checkpoint was (``synthetic.spread_random_weights``): BatchNorm statistics
     measured on the image, prediction layers rescaled so that detections spread like a trained
     model's. Statistics drawn at random instead grow the activations layer by layer, which
     saturates the scores of the deeper and caffe-style models (or leaves no detection) and
-    understates how far float rounding moves a trained model's detections (BENCHMARKS.md)."""
+    understates how far float rounding moves a trained model's detections (BENCHMARKS.md).
+    ``image=None``: the plain seeded initialisation (``torch.manual_seed(seed)``, then
+    ``build_model(name)``), which a test can rebuild without this tool."""
     torch.manual_seed(seed)
-    model = spread_random_weights(cascade_rcnn.build_model(name), image, seed=seed)
+    model = cascade_rcnn.build_model(name)
+    if image is not None:
+        model = spread_random_weights(model, image, seed=seed)
     state = model.state_dict()
     if isinstance(model.config.backbone, SwinConfig):  # our Swin speaks the official layout
         state = official_to_mmdet(state)

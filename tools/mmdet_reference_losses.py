@@ -1,0 +1,62 @@
+"""Run MMDetection 3.x's ``model.loss`` on a fixed batch (executed by compare_losses_with_mmdet.py
+in a Python environment that has mmdet/mmcv/mmpretrain installed; this project never imports mmdet).
+
+    python mmdet_reference_losses.py CONFIG CHECKPOINT BATCH.pt OUT.pt
+
+CONFIG as for mmdet_reference.py. BATCH.pt: ``inputs`` (B, 3, H, W) normalised and padded,
+``image_sizes`` (B, 2) unpadded (h, w), ``targets`` (per image ``boxes`` xyxy, ``labels`` 0-based,
+``masks`` (N, h, w) uint8 at the unpadded size). Every candidate is sampled (sampler ``num`` =
+10**9, no random choice), stochastic depth is off, the model is in training mode; the masks are
+padded to the batch as MMDetection's data preprocessor does (``pad_mask=True``). OUT.pt: the
+losses under MMDetection's names (RPN terms summed over the FPN levels, ``acc`` in percent).
+"""
+import argparse
+import json
+from pathlib import Path
+
+import mmdet
+import torch
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+from mmdet.structures.mask import BitmapMasks
+from mmdet.utils import register_all_modules
+from mmengine.config import Config
+from mmengine.runner import load_checkpoint
+from mmengine.structures import InstanceData
+
+parser = argparse.ArgumentParser()
+parser.add_argument("config", help="configs/... inside mmdet/.mim, or a config file")
+parser.add_argument("checkpoint")
+parser.add_argument("batch")
+parser.add_argument("out")
+args = parser.parse_args()
+
+config_path = Path(args.config)
+if not config_path.is_file():
+    config_path = Path(mmdet.__file__).parent / ".mim" / args.config
+config = Config.fromfile(str(config_path))
+config.model.backbone.drop_path_rate = 0.0
+config.model.train_cfg.rpn.sampler.num = 10**9
+for stage in config.model.train_cfg.rcnn:
+    stage.sampler.num = 10**9
+register_all_modules()
+model = MODELS.build(config.model)
+load_checkpoint(model, args.checkpoint, map_location="cpu", strict=True)
+model.train()
+
+batch = torch.load(args.batch, weights_only=True)
+inputs = batch["inputs"]
+padded = tuple(inputs.shape[-2:])
+samples = []
+for size, target in zip(batch["image_sizes"].tolist(), batch["targets"]):
+    sample = DetDataSample(metainfo={"img_shape": tuple(size), "ori_shape": tuple(size), "pad_shape": padded,
+                                     "batch_input_shape": padded, "scale_factor": (1.0, 1.0)})
+    masks = BitmapMasks(target["masks"].numpy(), *size).pad(padded, pad_val=0)
+    sample.gt_instances = InstanceData(bboxes=target["boxes"].float(), labels=target["labels"].long(), masks=masks)
+    sample.ignored_instances = InstanceData(bboxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long))
+    samples.append(sample)
+torch.manual_seed(0)
+losses = model.loss(inputs, samples)
+out = {name: float(sum(value) if isinstance(value, (list, tuple)) else value) for name, value in losses.items()}
+torch.save(out, args.out)
+print(json.dumps(out))
