@@ -17,7 +17,9 @@ from torch import nn
 from ...ops.compute_path import ComputePath
 from ..input_norm import PYTORCH_NORM, InputNorm
 
-ARCHS = {"tiny": ((3, 3, 9, 3), (96, 192, 384, 768)), "small": ((3, 3, 27, 3), (96, 192, 384, 768))}
+# mmpretrain's archs: (blocks per stage, channels per stage); "atto" (3.7M parameters) for small experiments.
+ARCHS = {"atto": ((2, 2, 6, 2), (40, 80, 160, 320)), "tiny": ((3, 3, 9, 3), (96, 192, 384, 768)),
+         "small": ((3, 3, 27, 3), (96, 192, 384, 768))}
 LAYER_NORM_EPS = 1e-6
 
 
