@@ -29,6 +29,8 @@ import re
 
 import torch
 
+from ..models.backbones.swin import official_to_unfold, unfold_to_official
+
 MMDET_MARK = ".attn.w_msa."
 _STAGE = re.compile(r"^((?:backbone\.)?)stages\.(\d+)\.(.+)$")
 _PATCH_EMBED = re.compile(r"^((?:backbone\.)?)patch_embed\.projection\.(.+)$")
@@ -38,25 +40,6 @@ _RENAMES = ((".attn.w_msa.", ".attn."), (".ffn.layers.0.0.", ".mlp.fc1."), (".ff
 def is_mmdet_swin(state: dict[str, torch.Tensor]) -> bool:
     """Whether ``state`` holds a Swin backbone in MMDetection's (or mmpretrain's) layout."""
     return any(MMDET_MARK in key for key in state)
-
-
-def unfold_to_official(tensor: torch.Tensor) -> torch.Tensor:
-    """Permute the last axis (4C features of a patch merging) from nn.Unfold's order to the
-    official concatenation order (see the module docstring)."""
-    *lead, features = tensor.shape
-    channels = features // 4
-    by_offset = tensor.reshape(*lead, channels, 2, 2)  # [..., c, dy, dx]
-    chunks = by_offset.transpose(-1, -2).reshape(*lead, channels, 4)  # [..., c, 2 * dx + dy]
-    return chunks.transpose(-1, -2).reshape(*lead, features).contiguous()
-
-
-def official_to_unfold(tensor: torch.Tensor) -> torch.Tensor:
-    """``unfold_to_official``'s inverse: the official order -> nn.Unfold's."""
-    *lead, features = tensor.shape
-    channels = features // 4
-    chunks = tensor.reshape(*lead, 2, 2, channels)  # [..., dx, dy, c]
-    by_offset = chunks.permute(*range(len(lead)), -1, -2, -3)  # [..., c, dy, dx]
-    return by_offset.reshape(*lead, features).contiguous()
 
 
 _MERGING = (".downsample.reduction.weight", ".downsample.norm.weight", ".downsample.norm.bias")

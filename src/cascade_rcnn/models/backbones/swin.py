@@ -37,7 +37,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...ops.compute_path import ComputePath
-from ...weights.swin_layout import official_to_unfold
 from ..input_norm import PYTORCH_NORM, InputNorm
 
 # The official detection configs: (embed_dim, depths, num_heads).
@@ -228,6 +227,25 @@ class SwinBlock(nn.Module):
         x = x[:, :height, :width]
         x = shortcut + drop_path(x, self.drop_path, self.training)
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
+
+
+def unfold_to_official(tensor: torch.Tensor) -> torch.Tensor:
+    """Permute the last axis (4C features of a patch merging) from nn.Unfold's order to the
+    official concatenation order (see ``weights/swin_layout.py``)."""
+    *lead, features = tensor.shape
+    channels = features // 4
+    by_offset = tensor.reshape(*lead, channels, 2, 2)  # [..., c, dy, dx]
+    chunks = by_offset.transpose(-1, -2).reshape(*lead, channels, 4)  # [..., c, 2 * dx + dy]
+    return chunks.transpose(-1, -2).reshape(*lead, features).contiguous()
+
+
+def official_to_unfold(tensor: torch.Tensor) -> torch.Tensor:
+    """``unfold_to_official``'s inverse: the official order -> nn.Unfold's."""
+    *lead, features = tensor.shape
+    channels = features // 4
+    chunks = tensor.reshape(*lead, 2, 2, channels)  # [..., dx, dy, c]
+    by_offset = chunks.permute(*range(len(lead)), -1, -2, -3)  # [..., c, dy, dx]
+    return by_offset.reshape(*lead, features).contiguous()
 
 
 class PatchMerging(nn.Module):
