@@ -31,6 +31,19 @@ def test_tiles_overlap_and_the_last_ones_end_at_the_image_edge():
     assert max(x1 for _, _, x1, _ in rects) == 1000 and max(y1 for _, _, _, y1 in rects) == 300
 
 
+def test_each_tile_pairs_only_with_the_tiles_that_meet_it():
+    """The merge rules compare a tile's detections with those of the tiles whose rectangles
+    overlap or touch it (``TileGrid.meeting``), which keeps merging linear in the tiles."""
+    grid = tile_grid((1200, 1200), 256, 0.2)  # starts 0, 205, 410, 615, 820, 944: 6 x 6 tiles
+    assert grid.xs == (0, 205, 410, 615, 820, 944) and len(grid) == 36
+    assert grid.meeting(0) == [0, 1, 6, 7]
+    assert grid.meeting(14) == [7, 8, 9, 13, 14, 15, 19, 20, 21]  # row 2, column 2: its 8 neighbours
+    assert grid.meeting(35) == [28, 29, 34, 35]  # the last tile (944..1200) meets 820..1076, not 615..871
+    touching = tile_grid((512, 768), 256, 0.0)  # 2 x 3 tiles sharing edges only
+    assert touching.meeting(0) == [0, 1, 3, 4] and touching.meeting(2) == [1, 2, 4, 5]
+    assert all(tile in grid.meeting(tile) for tile in range(len(grid)))
+
+
 def test_an_image_smaller_than_the_tile_is_one_tile_of_its_own_size():
     grid = tile_grid((100, 50), 256, 0.2)
     assert grid.rects() == [(0, 0, 50, 100)]
