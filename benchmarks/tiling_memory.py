@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=1024)
     parser.add_argument("--overlap", type=float, default=0.2)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-per-image", type=int, default=10000, help="box-only run")
+    parser.add_argument("--max-per-image", type=int, default=100, help="box-only run (per tile and in all)")
     parser.add_argument("--mask-max-per-image", type=int, default=8, help="mask run (0: skip)")
     args = parser.parse_args()
     picture, _ = render_image(np.random.default_rng([2, 0]), 256)
