@@ -15,6 +15,7 @@ Where each switch is read (one place each):
 |----------------------|-------------------------------------------|-------------------------------------------|
 | fold_batchnorm       | models/conv_bn.py ``conv_bn``             | frozen BatchNorm folded into its conv     |
 | channels_last        | models/detector.py ``memory_format``      | layout of the image batch (and all maps)  |
+|                      | (and heads/box_head.py ``BoxHead``)       | (and the RoIs of conv box heads)          |
 | gathered_roi_align   | ops/roi_align.py ``roi_align_kernel``     | CPU inference RoIAlign as weighted gathers|
 | best_candidate_nms   | ops/nms.py ``multiclass_nms``             | NMS over the best-scored candidates only  |
 | class_mask_logits    | models/cascade.py ``predict_masks``       | the detected class's mask logits only     |
