@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import cv2
-import mmdet
 import torch
 from mmdet.apis import inference_detector, init_detector
-from mmengine.config import Config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from mmdet_side import load_config  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("config", help="configs/... inside mmdet/.mim, or a config file")
@@ -23,10 +24,7 @@ parser.add_argument("image")
 parser.add_argument("--threads", type=int, default=2)
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
-config_path = Path(args.config)
-if not config_path.is_file():
-    config_path = Path(mmdet.__file__).parent / ".mim" / args.config
-config = Config.fromfile(str(config_path))
+config = load_config(args.config)
 config.model.test_cfg.rcnn.score_thr = 0.0  # every head runs on 100 detections, as on our side
 model = init_detector(config, args.checkpoint, device="cpu")
 image = cv2.imread(args.image)  # BGR, as MMDetection reads files; decoded once, outside the timing

@@ -8,12 +8,11 @@ CONFIG is a config inside mmdet/.mim (``configs/cascade_rcnn/x.py``) or a config
 """
 import argparse
 import json
-from pathlib import Path
 
-import mmdet
 import torch
 from mmdet.apis import inference_detector, init_detector
-from mmengine.config import Config
+
+from mmdet_side import load_config
 
 parser = argparse.ArgumentParser()
 parser.add_argument("config", help="configs/... inside mmdet/.mim, or a config file")
@@ -23,10 +22,7 @@ parser.add_argument("out")
 parser.add_argument("--score-thr", type=float, default=0.05)
 args = parser.parse_args()
 
-config_path = Path(args.config)
-if not config_path.is_file():
-    config_path = Path(mmdet.__file__).parent / ".mim" / args.config
-config = Config.fromfile(str(config_path))
+config = load_config(args.config)
 config.model.test_cfg.rcnn.score_thr = args.score_thr
 model = init_detector(config, args.checkpoint, device="cpu")
 with torch.no_grad():

@@ -12,17 +12,16 @@ losses under MMDetection's names (RPN terms summed over the FPN levels, ``acc`` 
 """
 import argparse
 import json
-from pathlib import Path
 
-import mmdet
 import torch
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.structures.mask import BitmapMasks
 from mmdet.utils import register_all_modules
-from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 from mmengine.structures import InstanceData
+
+from mmdet_side import load_config
 
 parser = argparse.ArgumentParser()
 parser.add_argument("config", help="configs/... inside mmdet/.mim, or a config file")
@@ -31,10 +30,7 @@ parser.add_argument("batch")
 parser.add_argument("out")
 args = parser.parse_args()
 
-config_path = Path(args.config)
-if not config_path.is_file():
-    config_path = Path(mmdet.__file__).parent / ".mim" / args.config
-config = Config.fromfile(str(config_path))
+config = load_config(args.config)
 config.model.backbone.drop_path_rate = 0.0
 config.model.train_cfg.rpn.sampler.num = 10**9
 for stage in config.model.train_cfg.rcnn:
