@@ -13,6 +13,7 @@ import torch
 import cascade_rcnn
 from cascade_rcnn.data.shapes import generate_shapes
 from cascade_rcnn.engine.train import TrainConfig, TrainingDiverged, train
+from cascade_rcnn.models.backbones.resnet import ResNet
 from cascade_rcnn.ops.assign_sample import IGNORED, NEGATIVE, AssignerSettings, assign
 from cascade_rcnn.weights import checkpoint
 
@@ -45,6 +46,26 @@ def run_config(shapes: Path, out: Path, **changes) -> TrainConfig:
 
 def final_weights(out: Path) -> dict[str, torch.Tensor]:
     return checkpoint.state_dict_of(checkpoint.read(out / "final.pth"))
+
+
+@pytest.mark.parametrize("capability, channels_last", [("AVX2", False), ("AVX512", True)])
+def test_the_trainer_uses_channels_last_only_where_it_trains_faster(shapes, tmp_path, monkeypatch, capability,
+                                                                     channels_last):
+    """On a CPU without AVX-512 channels-last convolutions train slower (BENCHMARKS.md): the
+    trainer feeds the backbone contiguous batches there, channels-last ones elsewhere."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    seen = []
+
+    def record_layout(module, args):
+        if isinstance(module, ResNet):
+            seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(record_layout)
+    try:
+        train(train_config(), run_config(shapes, tmp_path / "run", epochs=1))
+    finally:
+        hook.remove()
+    assert len(seen) == 2 and all(layout == channels_last for layout in seen)  # the epoch's 2 steps
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])

@@ -17,7 +17,7 @@ from ..data.loader import AugmentedDataset, batches_per_epoch, epoch_loader
 from ..inference.predictor import CascadeRCNN
 from ..models.config import ModelConfig
 from ..models.settings import settings_text
-from ..ops.compute_path import check_precision
+from ..ops.compute_path import channels_last_trains_faster, check_precision
 from ..weights import checkpoint
 from ..weights.backbone_weights import backbone_weights_source, load_backbone_weights
 from ..weights.zoo import published_url
@@ -217,7 +217,8 @@ def _initial_model(model_config: ModelConfig, config: TrainConfig, context: dist
     elif backbone_source:
         log.message(load_backbone_weights(model.backbone, backbone_source).summary())
     model.to(context.device).train()
-    model.path = replace(model.path, precision=config.precision)
+    model.path = replace(model.path, precision=config.precision,
+                         channels_last=model.path.channels_last and channels_last_trains_faster(context.device))
     return model
 
 

@@ -15,7 +15,9 @@ Where each switch is read (one place each):
 |----------------------|-------------------------------------------|-------------------------------------------|
 | fold_batchnorm       | models/conv_bn.py ``conv_bn``             | frozen BatchNorm folded into its conv     |
 | channels_last        | models/detector.py ``memory_format``      | layout of the image batch (and all maps)  |
-|                      | (and heads/box_head.py ``BoxHead``)       | (and the RoIs of conv box heads)          |
+|                      | (and heads/box_head.py ``BoxHead``; the   | (and the RoIs of conv box heads)          |
+|                      | trainer turns it off on AVX2-only CPUs:   |                                           |
+|                      | ``channels_last_trains_faster``)          |                                           |
 | gathered_roi_align   | ops/roi_align.py ``roi_align_kernel``     | CPU inference RoIAlign as weighted gathers|
 | best_candidate_nms   | ops/nms.py ``multiclass_nms``             | NMS over the best-scored candidates only  |
 | class_mask_logits    | models/cascade.py ``predict_masks``       | the detected class's mask logits only     |
@@ -76,6 +78,15 @@ def cpu_has_bf16_instructions() -> bool:
     convolution runs several times slower than in fp32 (measured: 7.5x on an AVX2 CPU)."""
     probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(probe() for probe in probes if probe is not None)
+
+
+def channels_last_trains_faster(device: torch.device | str) -> bool:
+    """Whether channels-last activations speed training up on ``device``: on CUDA and on CPUs with
+    AVX-512 they do (a CPU step 0.77x torchvision's), on an AVX2-only CPU torch's channels-last
+    convolution backward is the slower one (a step 1.35x the contiguous layout's; BENCHMARKS.md),
+    so the trainer turns the switch off there. Inference keeps channels-last everywhere."""
+    device = torch.device(device)
+    return device.type != "cpu" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def check_precision(precision: str, device: torch.device | str) -> None:
