@@ -97,7 +97,8 @@ def main() -> None:
                                   "s_per_img": round(seconds, 3), "cpu_s_per_img": round(cpu, 3),
                                   "ratio_to_mmdetection": round(seconds / base, 3),
                                   "cpu_ratio_to_mmdetection": round(cpu / base_cpu, 3),
-                                  "image": "480x640", "threads": args.threads, "repeats": args.repeats}), flush=True)
+                                  "image": "x".join(map(str, image.shape[:2])), "threads": args.threads,
+                                  "repeats": args.repeats}), flush=True)
 
 
 if __name__ == "__main__":

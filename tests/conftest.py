@@ -17,6 +17,21 @@ MODERN_KEYS_DIR = KEYS_DIR.with_name("mmdet_keys_modern")  # the rows MMDetectio
 
 TINY_CLASSES = ("a", "b", "c")
 
+# MMDetection's loss names -> ours. Both weight a stage's loss terms by its stage loss weight
+# (1, 0.5, 0.25) and leave its accuracy unweighted; MMDetection's accuracy is a percentage, ours
+# a fraction. MMDetection's RPN terms are summed over the FPN levels.
+MMDET_LOSS_NAMES = {"loss_rpn_cls": "rpn_cls", "loss_rpn_bbox": "rpn_box"}
+for _stage in range(3):
+    MMDET_LOSS_NAMES.update({f"s{_stage}.loss_cls": f"s{_stage}_cls", f"s{_stage}.acc": f"s{_stage}_acc",
+                             f"s{_stage}.loss_bbox": f"s{_stage}_box", f"s{_stage}.loss_mask": f"s{_stage}_mask"})
+
+
+def in_mmdet_units(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Our loss dict under MMDetection's names and units (accuracy in percent)."""
+    assert set(losses) == set(MMDET_LOSS_NAMES.values())
+    return {name: losses[ours].item() * (100.0 if name.endswith(".acc") else 1.0)
+            for name, ours in MMDET_LOSS_NAMES.items()}
+
 
 def tiny_config(with_mask: bool = True, **changes) -> cascade_rcnn.ModelConfig:
     """A ResNet-18 (width 8) Cascade (Mask) R-CNN with 3 classes at 96x64 input."""

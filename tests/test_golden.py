@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import in_mmdet_units
 
 import cascade_rcnn
 from cascade_rcnn.ops import assign_sample
@@ -34,13 +35,6 @@ pytestmark = pytest.mark.skipif(
 TRAIN_SETTINGS = {"rpn_samples_per_image": 10**9, "rois_per_image": 10**9, "train_proposals": 500}
 CASES = ("main", "negative")
 
-# MMDetection's loss names -> ours. Both weight a stage's loss terms by its stage loss weight
-# (1, 0.5, 0.25) and leave its accuracy unweighted; MMDetection's accuracy is a percentage, ours
-# a fraction. MMDetection's RPN terms in losses.pt are already summed over the FPN levels.
-LOSS_NAMES = {"loss_rpn_cls": "rpn_cls", "loss_rpn_bbox": "rpn_box"}
-for _stage in range(3):
-    LOSS_NAMES.update({f"s{_stage}.loss_cls": f"s{_stage}_cls", f"s{_stage}.acc": f"s{_stage}_acc",
-                       f"s{_stage}.loss_bbox": f"s{_stage}_box", f"s{_stage}.loss_mask": f"s{_stage}_mask"})
 
 # --- fast-path bounds -----------------------------------------------------------------------------
 # The fast path folds each frozen BatchNorm into its conv at inference and runs the convolutions
@@ -219,9 +213,7 @@ def training_losses(exact: bool, case: dict) -> dict[str, float]:
     torch.manual_seed(0)  # no sampler draws anything; seeded all the same
     sizes = torch.tensor(case["image_sizes"])  # (B, 2) unpadded (h, w): 320x416 and 290x403
     losses = model.loss(case["inputs"], case["targets"], sizes)  # with autograd on, as in training
-    assert set(losses) == set(LOSS_NAMES.values())
-    return {name: losses[ours].item() * (100.0 if name.endswith(".acc") else 1.0)
-            for name, ours in LOSS_NAMES.items()}
+    return in_mmdet_units(losses)
 
 
 def relative_errors(ours: dict[str, float], golden: dict[str, float]) -> dict[str, float]:

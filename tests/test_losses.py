@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import in_mmdet_units, tiny_model
 
 import cascade_rcnn
 from cascade_rcnn.models.cascade import crop_mask_targets
@@ -167,13 +167,9 @@ def test_convnext_and_swin_rows_give_mmdetections_losses(name, exact):
     model = cascade_rcnn.build_model(config, exact=exact,
                                      settings={"rpn_samples_per_image": 10**9, "rois_per_image": 10**9}).train()
     images, targets, sizes = golden_batch()
-    losses = model.loss(images, targets, sizes)
-    ours = {"loss_rpn_cls": losses["rpn_cls"], "loss_rpn_bbox": losses["rpn_box"]}
-    for stage in range(3):
-        ours.update({f"s{stage}.loss_cls": losses[f"s{stage}_cls"], f"s{stage}.acc": 100 * losses[f"s{stage}_acc"],
-                     f"s{stage}.loss_bbox": losses[f"s{stage}_box"], f"s{stage}.loss_mask": losses[f"s{stage}_mask"]})
+    ours = in_mmdet_units(model.loss(images, targets, sizes))
     for term, theirs in MMDETECTION_LOSSES[name].items():
         if term.endswith(".acc"):
-            assert float(ours[term]) == pytest.approx(theirs, abs=1e-4), term
+            assert ours[term] == pytest.approx(theirs, abs=1e-4), term
         else:
-            assert float(ours[term]) == pytest.approx(theirs, rel=1e-5), term
+            assert ours[term] == pytest.approx(theirs, rel=1e-5), term

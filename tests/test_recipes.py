@@ -77,4 +77,3 @@ def test_a_rows_recipe_trains_end_to_end_from_the_command_line(row, shapes, tmp_
     trained = cascade_rcnn.build_model(small, weights=out / "final.pth")  # loads strictly
     found = trained.predict(str(next((shapes / "images").iterdir())), score_thr=0.0)[0]
     assert found.masks is not None and len(found) > 0
-

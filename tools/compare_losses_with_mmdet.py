@@ -21,7 +21,6 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import torch
 from compare_with_mmdet import SPEC, mmdet_config, synthetic_checkpoint
 
@@ -66,7 +65,6 @@ def main() -> None:
         work = Path(work)
         torch.save(batch, work / "batch.pt")
         scene = drawn_scene(427, 640)  # what the checkpoint is calibrated on, as in compare_with_mmdet
-        cv2.imwrite(str(work / "scene.png"), scene[:, :, ::-1])
         for name in args.models:
             checkpoint = work / f"{name}.pth"
             synthetic_checkpoint(name, checkpoint, scene if args.init == "calibrated" else None, args.seed)

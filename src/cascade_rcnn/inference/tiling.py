@@ -168,12 +168,11 @@ def _neighbourhoods(query: torch.Tensor, tile_of: torch.Tensor, grid: TileGrid):
     from one tile, and every detection of the tiles that meet that tile. Detections of tiles that
     do not meet share no image region with them, so pairing stays linear in the number of tiles
     (a 20000^2 image has 625 tiles of 1024 px) instead of quadratic in the detections."""
-    order = torch.argsort(tile_of, stable=True)
-    by_tile = torch.split(order, torch.bincount(tile_of, minlength=len(grid)).tolist())
-    query_tiles = tile_of[query]
-    for tile in torch.unique(query_tiles).tolist():
+    by_tile = torch.split(torch.argsort(tile_of, stable=True), torch.bincount(tile_of, minlength=len(grid)).tolist())
+    query = query[torch.argsort(tile_of[query], stable=True)]
+    tiles, counts = torch.unique_consecutive(tile_of[query], return_counts=True)
+    for tile, mine in zip(tiles.tolist(), torch.split(query, counts.tolist())):
         others = torch.cat([by_tile[t] for t in grid.meeting(tile)])
-        mine = query[query_tiles == tile]
         for start in range(0, mine.shape[0], _PAIR_CHUNK):
             yield mine[start:start + _PAIR_CHUNK], others
 
