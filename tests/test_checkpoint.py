@@ -173,8 +173,10 @@ def test_class_count_mismatch_and_reinit_class_layers(tmp_path, with_mask):
     source = tiny_model(with_mask, seed=3)
     path = save_mmdet(tmp_path / "three.pth", source.state_dict())
     five = tiny_config(with_mask, class_names=("a", "b", "c", "d", "e"))
-    message = expect_error(path, "reinit_class_layers", config=five)
-    assert "3 classes" in message and "5" in message
+    message = expect_error(path, "reinit_class_layers=True", config=five)
+    assert "the checkpoint has 3 classes, the model 5" in message
+    assert "class_names=[...]" in message and "--class-names" in message and "cascade-rcnn train" in message
+    assert "--reinit-class-layers" not in message  # no command has that option
 
     model = cascade_rcnn.build_model(five, weights=path, reinit_class_layers=True)
     own, saved = model.state_dict(), source.state_dict()

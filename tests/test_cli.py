@@ -14,6 +14,7 @@ import cascade_rcnn
 from cascade_rcnn.cli import main
 from cascade_rcnn.data.shapes import SHAPE_CLASSES, generate_shapes
 from cascade_rcnn.engine.evaluate import METRIC_NAMES, PER_IOU
+from cascade_rcnn.errors import UserInputError
 from cascade_rcnn.weights import checkpoint
 
 SMALL = "cascade_mask_rcnn_r18w32_fpn_256"
@@ -27,7 +28,9 @@ def test_models_lists_the_zoo(capsys):
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len([r for r in rows if r["url"]]) == 32  # MMDetection's 29, the official Swin repository's 3
-    assert {r["backbone"] for r in rows} >= {"R-50", "X-101-32x8d", "X-101-64x4d"}
+    assert {r["backbone"] for r in rows} >= {"R-50", "R-50-caffe", "X-101-32x8d", "ConvNeXt-T", "Swin-T"}
+    assert set(rows[0]) == {"name", "backbone", "neck", "schedule", "box_ap", "mask_ap", "mem_gb", "fps", "url"}
+    assert {r["neck"] for r in rows} == {"FPN"}
 
 
 def test_python_dash_m_runs_the_cli():
@@ -235,3 +238,94 @@ def test_evaluate_refuses_a_missing_or_corrupt_image_naming_it(tmp_path, capsys)
     assert f"instances_val2017.json: images that cannot be used with {root / 'val2017'}: 1 files that are " \
            f"not readable images (header check): {victim.name} (" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+# --- what --weights none, --class-names and the error policy mean in every command ---------------
+
+@pytest.fixture
+def built(monkeypatch):
+    """The keyword arguments and result of every ``build_model`` call the commands make (the real
+    one still runs)."""
+    calls = []
+    real = cascade_rcnn.api.build_model
+
+    def spy(model, **kwargs):
+        calls.append((kwargs, real(model, **kwargs)))
+        return calls[-1][1]
+
+    monkeypatch.setattr("cascade_rcnn.api.build_model", spy)
+    return calls
+
+
+def test_weights_none_means_random_weights_in_every_command(tmp_path, monkeypatch, built, capsys):
+    generate_shapes(tmp_path / "data", num_images=2, size=96, seed=5)
+    images, gt = tmp_path / "data" / "images", tmp_path / "data" / "annotations.json"
+    assert main(["predict", str(images), "--model", SMALL, "--weights", "none", "--out", str(tmp_path / "p"),
+                 "--no-draw"]) == 0
+    assert "RANDOM" in capsys.readouterr().err
+    assert main(["evaluate", "--gt-json", str(gt), "--images", str(images), "--model", SMALL, "--weights", "none",
+                 "--class-names", ",".join(SHAPE_CLASSES)]) == 0
+    monkeypatch.setattr("cascade_rcnn.deploy.export.export_onnx", lambda model, out, **kwargs: out)
+    assert main(["export", "--model", SMALL, "--weights", "none", "--out", str(tmp_path / "m.onnx")]) == 0
+    assert [kwargs["weights"] for kwargs, _ in built] == [None, None, None]
+
+    seen = {}
+    monkeypatch.setattr("cascade_rcnn.engine.train.train", lambda model, config: seen.setdefault("train", config))
+    monkeypatch.setattr("cascade_rcnn.benchmarking.benchmark.run_benchmark",
+                        lambda model, **kwargs: seen.setdefault("benchmark", kwargs))
+    data = ["--train-json", str(gt), "--train-images", str(images)]
+    assert main(["train", "--model", SMALL, *data, "--weights", "none"]) == 0
+    assert seen.pop("train").weights is None  # as without --weights: the backbone's initialisation
+    assert main(["benchmark", "--model", SMALL, "--weights", "none", "--json"]) == 0
+    assert seen["benchmark"]["weights"] is None  # as without --weights: random, spread like trained ones
+    assert main(["train", "--model", SMALL, *data, "--weights", "zoo"]) == 2
+    assert capsys.readouterr().err.endswith(f"error: {SMALL} has no published weights (a project config): give "
+                                            "--weights PATH (e.g. a training run's final.pth), or --weights none "
+                                            "for random weights\n")
+
+
+def test_class_names_name_the_classes_of_a_checkpoint_without_them(tmp_path, built, capsys):
+    torch.manual_seed(0)
+    model = cascade_rcnn.CascadeRCNN(cascade_rcnn.get_config(SMALL).with_classes(("cat", "dog", "emu")))
+    bare = tmp_path / "bare.pth"
+    torch.save({"state_dict": model.state_dict()}, bare)  # as MMDetection's file of a custom data set
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.full((64, 64, 3), 127, np.uint8))
+    predict = ["predict", str(image), "--model", SMALL, "--weights", str(bare), "--out", str(tmp_path / "out"),
+               "--no-draw"]
+    assert main(predict) == 2  # the config's 80 COCO classes, the file's 3
+    assert "the checkpoint has 3 classes" in capsys.readouterr().err
+    assert main([*predict, "--class-names", "cat, dog,emu"]) == 0
+    kwargs, loaded = built[-1]
+    assert kwargs["class_names"] == ["cat", "dog", "emu"] and loaded.class_names == ("cat", "dog", "emu")
+    with pytest.raises(SystemExit):  # argparse's usage error
+        main([*predict, "--class-names", "cat,,emu"])
+    assert "expected distinct names" in capsys.readouterr().err
+    assert main(["predict", str(image), "--onnx", str(tmp_path / "m.onnx"), "--class-names", "cat"]) == 2
+    assert "drop --class-names" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bug", [TypeError("unsupported operand"), KeyError("stage"), ValueError("bad shape")])
+def test_a_programming_error_keeps_its_traceback(tmp_path, monkeypatch, capsys, bug):
+    def broken(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr("cascade_rcnn.data.shapes.generate_shapes", broken)
+    with pytest.raises(type(bug)) as raised:  # not turned into "error: ..." and status 2
+        main(["shapes", str(tmp_path)])
+    assert raised.value is bug and capsys.readouterr().err == ""
+
+
+def test_a_user_error_is_one_line_and_debug_shows_its_traceback(tmp_path, monkeypatch, capsys):
+    bad = ["shapes", str(tmp_path), "--size", "32"]
+    assert main(bad) == 2
+    assert capsys.readouterr().err == "error: size must be at least 64 px (objects are 8 px to size / 3), got 32\n"
+    for argv in (["--debug", *bad], [*bad, "--debug"]):
+        with pytest.raises(UserInputError, match="at least 64 px"):
+            main(argv)
+    monkeypatch.setenv("CASCADE_RCNN_DEBUG", "1")
+    with pytest.raises(UserInputError, match="at least 64 px"):
+        main(bad)
+    monkeypatch.setenv("CASCADE_RCNN_DEBUG", "0")
+    assert main(["predict", str(tmp_path), "--model", SMALL, "--weights", "none", "--device", "gpu"]) == 2
+    assert capsys.readouterr().err == "error: --device 'gpu': not a device; use cpu, cuda or cuda:N\n"

@@ -55,13 +55,14 @@ def test_giou_loss_is_one_minus_generalized_iou():
 
 
 def test_convnext_layer_wise_lr_decay_follows_mmdetection():
-    from cascade_rcnn.engine.param_groups import convnext_layer_id, parameter_groups
-    assert convnext_layer_id("backbone.downsample_layers.0.0.weight") == 0
-    assert convnext_layer_id("backbone.stages.0.2.gamma") == 1
-    assert convnext_layer_id("backbone.downsample_layers.1.1.weight") == 2
-    assert convnext_layer_id("backbone.stages.2.7.pointwise_conv1.weight") == 3 + 7 // 3
-    assert convnext_layer_id("backbone.stages.3.0.norm.weight") == 6
-    assert convnext_layer_id("backbone.norm3.weight") == 7 and convnext_layer_id("neck.fpn_convs.0.conv.weight") == 7
+    from cascade_rcnn.engine.param_groups import parameter_groups
+    from cascade_rcnn.models.backbones.convnext import layer_id
+    assert layer_id("backbone.downsample_layers.0.0.weight") == 0
+    assert layer_id("backbone.stages.0.2.gamma") == 1
+    assert layer_id("backbone.downsample_layers.1.1.weight") == 2
+    assert layer_id("backbone.stages.2.7.pointwise_conv1.weight") == 3 + 7 // 3
+    assert layer_id("backbone.stages.3.0.norm.weight") == 6
+    assert layer_id("backbone.norm3.weight") == 7 and layer_id("neck.fpn_convs.0.conv.weight") == 7
     groups = parameter_groups(convnext_model(), weight_decay=0.05)
     scales = {round(g["lr_scale"], 6) for g in groups}
     assert scales == {round(0.7 ** k, 6) for k in range(8)}

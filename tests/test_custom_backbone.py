@@ -98,5 +98,38 @@ def test_a_backbone_at_other_strides_is_refused_by_name():
         def build(self) -> StridedConvNet:
             return Coarse(self.width)
 
-    with pytest.raises(ValueError, match="strided_convnet: the backbone's maps have strides"):
+    with pytest.raises(ValueError, match="strided_convnet: the neck's levels have strides"):
         cascade_rcnn.CascadeRCNN(cascade_rcnn.ModelConfig(name="strided_convnet", backbone=CoarseConfig()))
+
+
+def test_a_spec_without_the_optional_hooks_gets_the_defaults(tmp_path):
+    """No ``lr_scale`` / ``weight_decays`` / ``to_own_layout`` / ``imagenet_keys`` on the spec
+    (``models/backbones/hooks.py``): one parameter group, checkpoints load as they are written,
+    and an ImageNet file may leave over only a classifier's ``head.*``."""
+    from cascade_rcnn.engine.param_groups import parameter_groups
+    from cascade_rcnn.models.backbones import hooks
+    from cascade_rcnn.weights import checkpoint
+    from cascade_rcnn.weights.backbone_weights import load_backbone_weights
+
+    torch.manual_seed(0)
+    model = cascade_rcnn.CascadeRCNN(custom_config())
+    groups = parameter_groups(model, weight_decay=1e-4)
+    assert [(g["lr_scale"], g["weight_decay"]) for g in groups] == [(1.0, 1e-4)]
+    assert len(groups[0]["params"]) == len([p for p in model.parameters() if p.requires_grad])
+    marked = {"backbone.stages.0.blocks.0.attn.w_msa.qkv.weight": torch.zeros(1)}  # MMDetection's Swin layout
+    assert hooks.to_own_layout(StridedConvNetConfig(), marked) is marked
+    assert hooks.imagenet_keys(StridedConvNetConfig()) == hooks.ImageNetKeys()
+
+    path = tmp_path / "custom.pth"
+    checkpoint.save(path, model)
+    other = cascade_rcnn.CascadeRCNN(custom_config())
+    assert checkpoint.load_into(other, checkpoint.read(path), path) == []
+    assert all(torch.equal(other.state_dict()[k], v) for k, v in model.state_dict().items())
+
+    backbone = model.backbone.state_dict()
+    torch.save({**backbone, "head.weight": torch.zeros(10, 64)}, tmp_path / "imagenet.pth")
+    report = load_backbone_weights(StridedConvNet(8), tmp_path / "imagenet.pth")
+    assert report.dropped == ("head.weight",) and report.kept == () and report.loaded == len(backbone)
+    torch.save({**backbone, "fc.weight": torch.zeros(10, 64)}, tmp_path / "imagenet.pth")
+    with pytest.raises(cascade_rcnn.CheckpointError, match=r"backbone of this kind: 0 keys missing .*fc\.weight"):
+        load_backbone_weights(StridedConvNet(8), tmp_path / "imagenet.pth")

@@ -9,8 +9,8 @@ import torch
 from conftest import in_mmdet_units, tiny_model
 
 import cascade_rcnn
-from cascade_rcnn.models.cascade import crop_mask_targets
-from cascade_rcnn.models.rpn import rpn_loss
+from cascade_rcnn.models.roi_heads.cascade import crop_mask_targets
+from cascade_rcnn.models.rpn import RPNHeadConfig, rpn_loss
 from cascade_rcnn.ops.assign_sample import SamplerSettings
 
 
@@ -25,7 +25,7 @@ def test_rpn_normaliser_counts_max_pos_1_plus_max_neg_1_per_image():
     def losses(targets):
         batch = len(targets)
         return rpn_loss([torch.zeros(batch, 20)], [torch.zeros(batch, 20, 4)], [anchors], targets,
-                        [(64, 64)] * batch, sampler)
+                        [(64, 64)] * batch, RPNHeadConfig().assigner, sampler)
 
     # No ground truth: 8 negatives, 0 positives -> 8 log 2 / (1 + 8).
     assert losses([empty])["rpn_cls"].item() == pytest.approx(8 * math.log(2) / 9, rel=1e-6)
@@ -43,13 +43,13 @@ def test_mask_targets_see_the_padding_at_the_bottom_right_edge():
     repeating the last row and column."""
     full = torch.ones(1, 20, 20, dtype=torch.uint8)
     corner = torch.tensor([[15.0, 15.0, 20.0, 20.0]])
-    padded = crop_mask_targets(full, torch.tensor([0]), corner, padded_size=(32, 32))[0]
-    unpadded = crop_mask_targets(full, torch.tensor([0]), corner, padded_size=(20, 20))[0]
+    padded = crop_mask_targets(full, torch.tensor([0]), corner, padded_size=(32, 32), size=28)[0]
+    unpadded = crop_mask_targets(full, torch.tensor([0]), corner, padded_size=(20, 20), size=28)[0]
     assert unpadded.all()
     assert not padded[-1, -1] and padded[:-1, :-1].all()
     inside = torch.tensor([[2.0, 3.0, 12.0, 17.0]])  # boxes away from the edge are unaffected
-    assert torch.equal(crop_mask_targets(full, torch.tensor([0]), inside, (32, 32)),
-                       crop_mask_targets(full, torch.tensor([0]), inside, (20, 20)))
+    assert torch.equal(crop_mask_targets(full, torch.tensor([0]), inside, (32, 32), 28),
+                       crop_mask_targets(full, torch.tensor([0]), inside, (20, 20), 28))
 
 
 def golden_batch() -> tuple[torch.Tensor, list[dict], list[tuple[int, int]]]:

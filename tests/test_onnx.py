@@ -52,6 +52,23 @@ def test_onnxruntime_gives_the_pytorch_detections(exported, size):
     assert_same_detections(model.predict(image, score_thr=0.3)[0], above)
 
 
+def test_a_box_only_graph_runs_its_nms_in_original_pixels_as_pytorch(tmp_path):
+    """Box-only models map boxes to the original image before the NMS (MMDetection's order):
+    the graph takes the images' box scales and does the same, so on an image resized by 0.32
+    onnxruntime gives PyTorch's detections one for one, not only up to NMS decisions."""
+    scene = drawn_scene(150, 200, seed=11)
+    model = spread_random_weights(tiny_model(False), scene, seed=3)
+    runtime = cascade_rcnn.OnnxDetector(cascade_rcnn.export_onnx(model, tmp_path / "box.onnx"))
+    record, _ = model.preprocess(scene)
+    assert record.scale_factor != (1.0, 1.0)
+    for image in (scene, drawn_scene(97, 301, seed=4)):
+        ours, theirs = model.predict(image)[0], runtime.predict(image)[0]
+        assert len(ours) == len(theirs) > 5
+        assert torch.equal(ours.labels, theirs.labels)
+        torch.testing.assert_close(theirs.boxes, ours.boxes, atol=2e-3, rtol=0)
+        torch.testing.assert_close(theirs.scores, ours.scores, atol=1e-5, rtol=0)
+
+
 def test_images_larger_than_the_traced_example_keep_parity(tmp_path):
     """The trace runs on a 256x384 example; a 480-wide input checks that no size froze."""
     scene = drawn_scene(300, 450, seed=7)
@@ -96,8 +113,8 @@ def test_a_batch_gives_each_image_its_batch_1_and_pytorch_detections(exported, m
     one_at_a_time = runtime.predict(images)
     batch_sizes = []
     run_batch = runtime.run_batch
-    monkeypatch.setattr(runtime, "run_batch", lambda tensors, sizes: batch_sizes.append(len(tensors)) or
-                        run_batch(tensors, sizes))
+    monkeypatch.setattr(runtime, "run_batch", lambda tensors, records: batch_sizes.append(len(tensors)) or
+                        run_batch(tensors, records))
     for batch_size, expected in ((4, [3, 1]), (2, [2, 1, 1])):
         batch_sizes.clear()
         batched = runtime.predict(images, batch_size=batch_size)
@@ -114,15 +131,14 @@ def test_the_graph_keeps_each_images_detections_apart(exported):
     model, runtime, _ = exported
     records, tensors = zip(*(model.preprocess(image) for image in batch_images()[:3]))
     blank = torch.zeros_like(tensors[1])
-    alone = runtime.run_batch([tensors[0]], [records[0].size])[0]
-    together = runtime.run_batch([tensors[0], blank, tensors[2]], [records[0].size, records[1].size,
-                                                                  records[2].size])
+    alone = runtime.run_batch([tensors[0]], [records[0]])[0]
+    together = runtime.run_batch([tensors[0], blank, tensors[2]], list(records))
     assert len(alone.scores) > 5
     torch.testing.assert_close(together[0].boxes, alone.boxes, atol=1e-3, rtol=0)
     torch.testing.assert_close(together[0].scores, alone.scores, atol=1e-5, rtol=0)
     assert torch.equal(together[0].labels, alone.labels)
     assert bool((together[0].scores[:-1] >= together[0].scores[1:]).all())
-    third = runtime.run_batch([tensors[2]], [records[2].size])[0]
+    third = runtime.run_batch([tensors[2]], [records[2]])[0]
     torch.testing.assert_close(together[2].scores, third.scores, atol=1e-5, rtol=0)
     assert len(together[0].scores) <= model.test_detections.max_per_image
 
@@ -187,10 +203,11 @@ def test_metadata_tells_a_consumer_how_to_feed_the_graph(exported):
     assert json.loads(meta["mean"]) == list(model.config.pixel_mean) and meta["channel_order"] == "RGB"
     assert json.loads(meta["image_scale"]) == [96, 64] and meta["size_divisor"] == "32"
     assert float(meta["score_thr"]) == 0.05 and meta["config_name"] == "tiny"
-    assert meta["format"] == FORMAT == "cascade_rcnn-onnx-2"
+    assert meta["format"] == FORMAT == "cascade_rcnn-onnx-3"
     inputs = {i.name: (i.shape, i.type) for i in runtime.session.get_inputs()}
+    box_only = {} if model.config.with_mask else {"box_scales": (["batch", 4], "tensor(float)")}
     assert inputs == {"image": (["batch", 3, "height", "width"], "tensor(float)"),
-                      "image_sizes": (["batch", 2], "tensor(int64)")}
+                      "image_sizes": (["batch", 2], "tensor(int64)"), **box_only}
     outputs = [(o.name, o.shape) for o in runtime.session.get_outputs()]
     assert outputs == [("boxes", ["detections", 4]), ("scores", ["detections"]), ("labels", ["detections"]),
                        ("batch_index", ["detections"])] + (

@@ -15,10 +15,8 @@ import cascade_rcnn
 from cascade_rcnn.cli import main
 from cascade_rcnn.data import loader
 from cascade_rcnn.data.shapes import generate_shapes
-from cascade_rcnn.engine.param_groups import CONVNEXT_DECAY_RATE
-from cascade_rcnn.models.backbones.convnext import ConvNeXtConfig
+from cascade_rcnn.models.backbones.convnext import LR_DECAY_RATE, ConvNeXtConfig
 from cascade_rcnn.models.backbones.swin import SwinConfig
-from cascade_rcnn.models.heads.box_head import ConvFCBoxHeadConfig
 from cascade_rcnn.weights import checkpoint
 from cascade_rcnn.weights.zoo import MODEL_ZOO
 
@@ -68,7 +66,7 @@ def test_a_rows_recipe_trains_end_to_end_from_the_command_line(row, shapes, tmp_
     groups = latest["optimizer"]["param_groups"]
     if row == CONVNEXT_T:  # layer-wise decay: 0.7 ** (7 - layer id); atto's 6 blocks of its third
         # stage take ids 3 and 4 (3 + block // 3), so no parameter has id 5
-        expected = {round(CONVNEXT_DECAY_RATE ** (7 - layer), 6) for layer in (0, 1, 2, 3, 4, 6, 7)}
+        expected = {round(LR_DECAY_RATE ** (7 - layer), 6) for layer in (0, 1, 2, 3, 4, 6, 7)}
         assert {round(g["lr_scale"], 6) for g in groups} == expected
     else:  # Swin: one lr, no weight decay on norms and position-bias tables
         assert {g["lr_scale"] for g in groups} == {1.0} and sorted(g["weight_decay"] for g in groups)[0] == 0.0

@@ -38,9 +38,9 @@ def test_every_knob_reaches_the_model():
     settings = parse_settings(["rois_per_image=64", "rpn_samples_per_image=32", "train_proposals=300",
                                "test_proposals=50", "anchor_scale=2", "mask_channels=8"])
     model = cascade_rcnn.CascadeRCNN(apply_settings(tiny_config(), settings))
-    assert model.roi_head.sampler.num == 64 and model.rpn_sampler.num == 32
-    assert model.train_proposals.max_proposals == 300 and model.test_proposals.max_proposals == 50
-    assert model.test_proposals.pre_nms_per_level == 50
+    assert model.roi_head.sampler.num == 64 and model.rpn_head.sampler.num == 32
+    assert model.rpn_head.train_proposals.max_proposals == 300 and model.rpn_head.test_proposals.max_proposals == 50
+    assert model.rpn_head.test_proposals.pre_nms_per_level == 50
     assert model.rpn_head.base_anchors[0, 1].tolist() == [-4.0, -4.0, 4.0, 4.0]  # stride 4 x scale 2, ratio 1
     assert model.roi_head.mask_head[0].conv_logits.weight.shape[1] == 8
 

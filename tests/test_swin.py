@@ -1,6 +1,6 @@
 """The Swin rows' parts: the Swin Transformer backbone in the official detection repository's key
 layout (SwinTransformer/Swin-Transformer-Object-Detection), MMDetection 3.x's Swin layout through
-``weights/swin_layout.py`` (patch-merging weights reordered), shifted-window attention checked
+``models/backbones/swin_layout.py`` (patch-merging weights reordered), shifted-window attention checked
 against a brute-force reference, and a small Swin cascade that trains, predicts, reloads and
 exports to ONNX."""
 from __future__ import annotations
@@ -15,6 +15,7 @@ from conftest import MODERN_KEYS_DIR, assert_paths_agree_and_export, tiny_config
 import cascade_rcnn
 from cascade_rcnn.benchmarking.agreement import agreement
 from cascade_rcnn.benchmarking.synthetic import drawn_scene, spread_random_weights
+from cascade_rcnn.models.backbones import swin_layout
 from cascade_rcnn.models.backbones.swin import (
     MASK_VALUE,
     PatchMerging,
@@ -24,7 +25,7 @@ from cascade_rcnn.models.backbones.swin import (
 )
 from cascade_rcnn.models.heads.box_head import ConvFCBoxHeadConfig
 from cascade_rcnn.ops.compute_path import EXACT
-from cascade_rcnn.weights import checkpoint, swin_layout
+from cascade_rcnn.weights import checkpoint
 
 # name: arch, embed dim, depths, heads, reported box / mask AP and parameters (millions; the official README)
 SWIN_ROWS = {

@@ -15,7 +15,7 @@ import cascade_rcnn
 from cascade_rcnn.cli import main
 from cascade_rcnn.inference import merging
 from cascade_rcnn.inference.tiling import MAX_PASTED_MASK_BYTES, tile_grid
-from cascade_rcnn.models.detector import ImageDetections
+from cascade_rcnn.models.detections import ImageDetections
 from cascade_rcnn.weights import checkpoint
 
 # --- the grid ------------------------------------------------------------------------------------

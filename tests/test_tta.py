@@ -13,7 +13,7 @@ from conftest import assert_detections_equal, tiny_model
 import cascade_rcnn
 from cascade_rcnn.cli import main
 from cascade_rcnn.inference.tta import TestTimeAugmentation, flip_back
-from cascade_rcnn.models.detector import ImageDetections
+from cascade_rcnn.models.detections import ImageDetections
 from cascade_rcnn.weights import checkpoint
 
 # --- the text form -------------------------------------------------------------------------------

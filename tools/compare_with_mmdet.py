@@ -29,8 +29,8 @@ import cascade_rcnn
 from cascade_rcnn.benchmarking.agreement import agreement
 from cascade_rcnn.benchmarking.synthetic import drawn_scene, spread_random_weights
 from cascade_rcnn.models.backbones.swin import SwinConfig
+from cascade_rcnn.models.backbones.swin_layout import official_to_mmdet
 from cascade_rcnn.outputs.detections import Detections
-from cascade_rcnn.weights.swin_layout import official_to_mmdet
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec"
 INDEXES = (SPEC / "mmdet_keys" / "index.json", SPEC / "mmdet_keys_modern" / "index.json")

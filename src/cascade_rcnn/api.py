@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from .errors import user_input
 from .inference.predictor import CascadeRCNN
 from .models.config import ModelConfig
 from .models.settings import apply_settings
@@ -37,8 +38,9 @@ def build_model(model: str | ModelConfig, weights: str | os.PathLike | None = No
     path's network in that dtype, weights cast once (``models/low_precision.py``); combinations a
     device would run slowly or not at all are refused (``ops.compute_path.check_precision``).
     """
-    check_precision(precision, device)
-    compute = replace(EXACT if exact else FAST, precision=precision)
+    with user_input():  # the caller's arguments: a UserInputError (a ValueError) naming the problem
+        check_precision(precision, device)
+        compute = replace(EXACT if exact else FAST, precision=precision)
     config = get_config(model) if isinstance(model, str) else model
     if weights == "zoo":
         weights = published_url(config)
@@ -51,7 +53,8 @@ def build_model(model: str | ModelConfig, weights: str | os.PathLike | None = No
             config = config.with_classes(tuple(meta["class_names"]), meta.get("category_ids"))
         config = checkpoint.restore_settings(config, loaded, path)
     if settings:
-        config = apply_settings(config, settings)
+        with user_input():
+            config = apply_settings(config, settings)
     if class_names is not None:
         config = config.with_classes(tuple(class_names))
     detector = CascadeRCNN(config)

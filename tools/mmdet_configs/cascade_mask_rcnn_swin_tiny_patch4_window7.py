@@ -3,7 +3,7 @@
 cascade_mask_rcnn_swin_tiny_patch4_window7_mstrain_480-800_giou_4conv1f_adamw_3x_coco.py): MMDetection's
 ConvNeXt cascade config (the same 4-conv + 1-fc class-specific GIoU box heads, mask heads and test
 settings) with MMDetection's own SwinTransformer as the backbone. Used by tools/mmdet_reference.py;
-the checkpoint must be in MMDetection's Swin layout (weights/swin_layout.official_to_mmdet).
+the checkpoint must be in MMDetection's Swin layout (models/backbones/swin_layout.official_to_mmdet).
 """
 _base_ = "mmdet::convnext/cascade-mask-rcnn_convnext-t-p4-w7_fpn_4conv1fc-giou_amp-ms-crop-3x_coco.py"
 model = dict(

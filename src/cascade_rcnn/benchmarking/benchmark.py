@@ -31,6 +31,7 @@ import torch
 from ..api import build_model
 from ..data.images import list_images, read_image
 from ..data.transforms import pad_batch
+from ..errors import UserInputError
 from ..inference.predictor import CascadeRCNN
 from ..weights.zoo import reported_figure
 from .synthetic import drawn_scene, spread_random_weights
@@ -227,7 +228,7 @@ def run_benchmark(model_name: str, weights: str | None = None, device: str = "cp
     if image_dir:
         paths = list_images(image_dir)[:num_images]
         if not paths:
-            raise ValueError(f"{image_dir}: no images found")
+            raise UserInputError(f"{image_dir}: no images found")
         images = [read_image(path) for path in paths]
     else:
         images = [drawn_scene(*size, seed=i) for i in range(num_images or 10)]

@@ -14,6 +14,7 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..errors import CascadeRCNNError
 from .images import ImageError, image_file_size
 from .report import DatasetReport
 
@@ -23,7 +24,7 @@ BACKGROUND_NAMES = ("_background_", "background")
 HEADER_READERS = 16  # threads reading image headers at start (I/O bound)
 
 
-class DatasetError(ValueError):
+class DatasetError(CascadeRCNNError, ValueError):
     """An annotation file (or image) that cannot be used; the message names the file."""
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UserInputError
+
 
 @dataclass(frozen=True)
 class Coco2017:
@@ -31,7 +33,7 @@ class Coco2017:
         """Raise ValueError naming every one of ``paths`` that does not exist."""
         missing = [str(path) for path in paths if not path.exists()]
         if missing:
-            raise ValueError(f"--coco-root {self.root}: not the COCO 2017 layout, missing {', '.join(missing)}")
+            raise UserInputError(f"--coco-root {self.root}: not the COCO 2017 layout, missing {', '.join(missing)}")
 
 
 def coco_root_paths(root: str | None, given: dict[str, str | None], require_given: bool = False

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..errors import CascadeRCNNError
+
 try:
     from PIL import Image
 except ImportError:  # pragma: no cover - Pillow is a dependency, kept optional for this import
@@ -25,7 +27,7 @@ ImageInput = Union[str, Path, np.ndarray, torch.Tensor, "Image.Image"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class ImageError(ValueError):
+class ImageError(CascadeRCNNError, ValueError):
     """An input that is not a usable image; the message names the file or input."""
 
 

@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..errors import UserInputError
+
 SHAPE_CLASSES = ("circle", "triangle", "rectangle", "star", "ring")
 DISTRACTORS = ("blob", "ellipse", "stroke", "cross", "arc")
 MIN_VISIBLE = 0.5  # an instance needs this fraction of its area visible to be kept
@@ -61,7 +63,7 @@ def generate_shapes(out_dir: str | Path, num_images: int = 200, size: int = 320,
     ``CocoDataset(path, path.parent / "images")``.
     """
     if size < 64:
-        raise ValueError(f"size must be at least 64 px (objects are 8 px to size / 3), got {size}")
+        raise UserInputError(f"size must be at least 64 px (objects are 8 px to size / 3), got {size}")
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []

@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..errors import CascadeRCNNError
 from .images import IMAGE_SUFFIXES
 
 # FFmpeg logs its own lines for a damaged file ("moov atom not found", "overread 8") beside the
@@ -33,7 +34,7 @@ FALLBACK_FPS = 30.0
 WRITE_FORMATS = ((".mp4", "mp4v"), (".avi", "MJPG"))
 
 
-class VideoError(ValueError):
+class VideoError(CascadeRCNNError, ValueError):
     """A video that cannot be read, or stopped decoding; the message names the file."""
 
 

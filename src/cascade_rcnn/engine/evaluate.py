@@ -20,6 +20,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ..errors import UserInputError
+
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                 "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")  # COCOeval.stats, in order
 PER_IOU = ("AP50", "AP60", "AP70", "AP80", "AP90")  # Cascade R-CNN paper, Table 1
@@ -118,7 +120,7 @@ def _load_gt(gt: str | Path | dict) -> COCO:
     dataset = _read_json(gt) if isinstance(gt, (str, Path)) else copy.deepcopy(gt)
     missing = [key for key in ("images", "categories") if key not in dataset]
     if missing:
-        raise ValueError(f"the ground truth has no {' and no '.join(map(repr, missing))}")
+        raise UserInputError(f"the ground truth has no {' and no '.join(map(repr, missing))}")
     dataset.setdefault("info", {})
     dataset.setdefault("annotations", [])
     for number, annotation in enumerate(dataset["annotations"], 1):
@@ -139,28 +141,28 @@ def _load_predictions(predictions: str | Path | list[dict], coco_gt: COCO) -> li
     """Copies of the prediction records, each with the ``image_id`` of its ground-truth image."""
     records = _read_json(predictions) if isinstance(predictions, (str, Path)) else predictions
     if not isinstance(records, list):
-        raise ValueError("predictions must be a list of COCO result records")
+        raise UserInputError("predictions must be a list of COCO result records")
     match_file_name = _file_name_matcher(coco_gt.dataset["images"])
     category_ids = set(coco_gt.getCatIds())
     loaded = []
     for record in records:
         missing = [key for key in ("category_id", "bbox", "score") if key not in record]
         if missing:
-            raise ValueError(f"a prediction has no {', '.join(missing)}: {_short(record)}")
+            raise UserInputError(f"a prediction has no {', '.join(missing)}: {_short(record)}")
         record = dict(record)
         if "image_id" in record:
             if record["image_id"] not in coco_gt.imgs:
-                raise ValueError(f"a prediction is for image_id {record['image_id']!r}, "
+                raise UserInputError(f"a prediction is for image_id {record['image_id']!r}, "
                                  "which is not in the ground truth")
         elif "file_name" in record:
             record["image_id"] = match_file_name(str(record["file_name"]))
         else:
-            raise ValueError(f"a prediction has neither image_id nor file_name: {_short(record)}")
+            raise UserInputError(f"a prediction has neither image_id nor file_name: {_short(record)}")
         if record["category_id"] not in category_ids:
-            raise ValueError(f"a prediction has category_id {record['category_id']!r}, not one of the "
+            raise UserInputError(f"a prediction has category_id {record['category_id']!r}, not one of the "
                              f"ground truth's {sorted(category_ids)}")
         if "segmentation" in record and not isinstance(record["segmentation"], dict):
-            raise ValueError("a prediction's segmentation is not RLE ({'size', 'counts'})")
+            raise UserInputError("a prediction's segmentation is not RLE ({'size', 'counts'})")
         loaded.append(record)
     return loaded
 
@@ -181,11 +183,11 @@ def _file_name_matcher(images: list[dict]) -> Callable[[str], int]:
             shared = [_common_suffix(file_name, image["file_name"]) for image in candidates]
             candidates = [image for image, n in zip(candidates, shared) if n == max(shared)]
         if not candidates:
-            raise ValueError(f"a prediction is for {file_name!r}, which matches no file_name of the "
+            raise UserInputError(f"a prediction is for {file_name!r}, which matches no file_name of the "
                              "ground truth")
         if len(candidates) > 1:
             names = ", ".join(repr(image["file_name"]) for image in candidates)
-            raise ValueError(f"a prediction is for {file_name!r}, which matches several ground-truth "
+            raise UserInputError(f"a prediction is for {file_name!r}, which matches several ground-truth "
                              f"images equally well: {names}")
         return candidates[0]["id"]
 
@@ -236,9 +238,9 @@ def _read_json(path: str | Path):
     try:
         return json.loads(Path(path).read_text())
     except OSError as error:
-        raise ValueError(f"{path}: {error.strerror}") from None
+        raise UserInputError(f"{path}: {error.strerror}") from None
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+        raise UserInputError(f"{path}: not valid JSON ({error})") from error
 
 
 def _short(record: dict) -> str:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from ..data.images import ImageError, list_images
 from ..data.read_ahead import read_images
 from ..data.video import VideoError, is_video
+from ..errors import UserInputError
 from ..inference.predictor import CascadeRCNN
 from ..outputs.visualize import draw
 from . import distributed
@@ -101,9 +102,9 @@ def predict_files(model: CascadeRCNN, inputs: list[str | Path], out_dir: str | P
     keyword arguments of ``model.predict`` for the images and video frames (``tile=``, ``tta=``, ...).
     """
     if every < 1:
-        raise ValueError(f"every must be at least 1, got {every}")
+        raise UserInputError(f"every must be at least 1, got {every}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise UserInputError(f"batch_size must be at least 1, got {batch_size}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, videos, failures = expand_inputs(inputs)

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from ..data.coco import CocoDataset, DatasetError
 from ..data.loader import AugmentedDataset, batches_per_epoch, epoch_loader
+from ..errors import CascadeRCNNError, UserInputError, user_input
 from ..inference.predictor import CascadeRCNN
 from ..models.config import ModelConfig
 from ..models.settings import settings_text
@@ -44,7 +45,7 @@ OPTIMIZERS = {"sgd": OptimizerDefaults(lr_per_16=0.02, weight_decay=1e-4),
               "adamw": OptimizerDefaults(lr_per_16=2e-4, weight_decay=0.05)}
 
 
-class TrainingStopped(RuntimeError):
+class TrainingStopped(CascadeRCNNError, RuntimeError):
     """The run stopped on purpose; the last good checkpoint is left as it was."""
 
 
@@ -154,8 +155,9 @@ def _setup(model_config: ModelConfig, config: TrainConfig, context: distributed.
     """Check the options, load the data, build the model with its initial weights and the
     optimiser; with ``config.resume``, continue from OUT/latest.pth when there is one."""
     if config.optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    check_precision(config.precision, context.device)
+        raise UserInputError(f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    with user_input():
+        check_precision(config.precision, context.device)
     log = TrainLog(Path(config.out_dir), enabled=context.is_main)
     dataset, val_set = _datasets(model_config, config, log)
     model_config = model_config.with_classes(dataset.class_names, dataset.category_ids)
@@ -187,7 +189,7 @@ def _datasets(model_config: ModelConfig, config: TrainConfig, log: TrainLog
     """The training set (its report logged; refused if nothing is left) and the validation set
     (refused if any image of it is unusable; None when never evaluated)."""
     if bool(config.val_json) != bool(config.val_images):
-        raise ValueError("give both --val-json and --val-images, or neither")
+        raise UserInputError("give both --val-json and --val-images, or neither")
     dataset = CocoDataset(config.train_json, config.train_images, filter_empty_gt=config.filter_empty_gt,
                           min_size=config.min_size, with_masks=model_config.with_mask)
     log.message(f"training data {config.train_json}: {dataset.report.summary()}")
@@ -205,7 +207,8 @@ def _initial_model(model_config: ModelConfig, config: TrainConfig, context: dist
                    log: TrainLog) -> CascadeRCNN:
     """The model (seeded per rank) with ``config.weights``, or else the backbone's initial
     weights, on the device in training mode."""
-    backbone_source = backbone_weights_source(model_config, config.backbone_weights, config.weights)
+    with user_input():
+        backbone_source = backbone_weights_source(model_config, config.backbone_weights, config.weights)
     if not (config.weights or backbone_source) and (model_config.backbone.frozen_stages
                                                     or model_config.backbone.norm_eval):
         log.message(f"warning: {model_config.name} expects pretrained weights (frozen stem and layer1, "
@@ -314,7 +317,7 @@ def _end_epoch(run: _Run, failed_images: int) -> None:
 
 def _make_optimizer(config: TrainConfig, model: CascadeRCNN, lr: float) -> torch.optim.Optimizer:
     """The optimizer over the model's trainable parameters, grouped by ``parameter_groups``
-    (a ConvNeXt backbone's layer-wise lr decay)."""
+    (the backbone spec's lr and weight-decay rules, e.g. ConvNeXt's layer-wise lr decay)."""
     weight_decay = (config.weight_decay if config.weight_decay is not None
                     else OPTIMIZERS[config.optimizer].weight_decay)
     groups = parameter_groups(model, weight_decay)
@@ -363,7 +366,7 @@ def _restore(path: Path, model: CascadeRCNN, optimizer, scaler, context: distrib
     recorded = {"optimizer": "sgd", **{k: v for k, v in layout.items() if k.startswith(SETTING)}, **progress}
     changed = {k: (recorded.get(k), v) for k, v in layout.items() if recorded.get(k) != v}
     if changed:
-        raise ValueError(f"{path}: cannot resume exactly, the run changed since it was written "
+        raise UserInputError(f"{path}: cannot resume exactly, the run changed since it was written "
                          f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in changed.items())}); "
                          "start a new --out, or pass the checkpoint as --weights")
     checkpoint.load_into(model, loaded, path)

@@ -13,17 +13,16 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..models.detector import ImageDetections
+from ..models.detections import ImageDetections
 from ..ops.nms import batched_nms
 from ..ops.paste_masks import paste_masks
 from ..outputs.detections import Detections
 
 
-def concatenate(parts: Sequence[ImageDetections], with_mask: bool) -> ImageDetections:
-    """One ``ImageDetections`` holding every detection of ``parts``, in order (all in original pixels)."""
-    if not parts:
-        return ImageDetections(torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.long),
-                               torch.zeros((0, 28, 28)) if with_mask else None, boxes_in_original=True)
+def concatenate(parts: Sequence[ImageDetections]) -> ImageDetections:
+    """One ``ImageDetections`` holding every detection of the (at least one) ``parts``, in order (all
+    in original pixels)."""
+    with_mask = parts[0].mask_probs is not None
     return ImageDetections(torch.cat([p.boxes for p in parts]), torch.cat([p.scores for p in parts]),
                            torch.cat([p.labels for p in parts]),
                            torch.cat([p.mask_probs for p in parts]) if with_mask else None, boxes_in_original=True)

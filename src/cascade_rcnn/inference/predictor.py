@@ -7,66 +7,56 @@ maps its raw detections back to the original images' pixels.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import torch
 
 from ..data.images import ImageInput, to_rgb_uint8
 from ..data.transforms import ResizedImage, pad_batch, padded_size, prepare_image
-from ..models.cascade import DetectionSettings
-from ..models.detector import CascadeNetwork, ImageDetections
+from ..errors import UserInputError
+from ..models.detections import DetectionSettings, ImageDetections
+from ..models.detector import CascadeNetwork
 from ..outputs.detections import Detections
 from ..outputs.postprocess import to_original_pixels, unpasted_in_original_pixels
 from .tiling import check_tiling, predict_tiled
 from .tta import TestTimeAugmentation, predict_tta
 
+Prepared = tuple[ResizedImage, torch.Tensor]  # an image's resize record and normalised (3, h, w) tensor
+Result = TypeVar("Result")
+
 
 class CascadeRCNN(CascadeNetwork):
     """The whole detector; ``predict`` is the user-facing entry point."""
 
-    def preprocess(self, image: ImageInput, name: str = "image") -> tuple[ResizedImage, torch.Tensor]:
+    def preprocess(self, image: ImageInput, name: str = "image") -> Prepared:
         """Any input -> (resize record, normalised (3, h, w) tensor)."""
         return prepare_image(image, name, self.config.image_scale, self.config.pixel_mean, self.config.pixel_std,
                              self.config.bgr_input)
 
     @torch.no_grad()
-    def detect(self, resized: list[ResizedImage], tensors: list[torch.Tensor], settings: DetectionSettings,
-               stage: int | None = None) -> list[Detections]:
-        """Detections of preprocessed images, mapped back to the original images' pixels.
-
-        ``stage=k`` scores the detections with cascade stage k alone (for per-stage evaluation).
-        """
-        raw = self.detect_raw(resized, tensors, settings, stage)
-        return [to_original_pixels(image, record, self.class_names) for image, record in zip(raw, resized)]
-
-    @torch.no_grad()
-    def detect_unpasted(self, prepared: Sequence[tuple[ResizedImage, torch.Tensor]], settings: DetectionSettings,
+    def detect_unpasted(self, prepared: Sequence[Prepared], settings: DetectionSettings,
                         stage: int | None = None, batch_size: int = 1) -> list[ImageDetections]:
-        """``detect`` without the mask paste, batched by padded size: per preprocessed image, boxes
-        in its original pixels and masks still (N, 28, 28) probabilities, on the CPU. What tiling
-        and test-time augmentation merge before pasting once (``inference/merging.py``)."""
-        results: list[ImageDetections | None] = [None] * len(prepared)
-        for group in batches_by_size([p[0].size for p in prepared], batch_size):
-            raw = self.detect_raw([prepared[i][0] for i in group], [prepared[i][1] for i in group], settings,
-                                  stage)
-            for i, image in zip(group, raw):
-                results[i] = unpasted_in_original_pixels(image, prepared[i][0])
-        return results
+        """Detections of preprocessed images without the mask paste, batched by padded size: per
+        image, boxes in its original pixels and masks still (N, 28, 28) probabilities, on the CPU.
+        What tiling and test-time augmentation merge before pasting once (``inference/merging.py``)."""
+        return in_size_batches([record.size for record, _ in prepared], batch_size, lambda group: [
+            unpasted_in_original_pixels(raw, prepared[i][0])
+            for i, raw in zip(group, self.detect_raw([prepared[i] for i in group], settings, stage))])
 
     @torch.no_grad()
-    def detect_raw(self, resized: list[ResizedImage], tensors: list[torch.Tensor], settings: DetectionSettings,
+    def detect_raw(self, prepared: Sequence[Prepared], settings: DetectionSettings,
                    stage: int | None = None) -> list[ImageDetections]:
-        """The network's raw detections of preprocessed images (padded into one batch): boxes in
-        resized pixels (box-only models: already in original pixels, ``boxes_in_original``) and
-        (N, 28, 28) mask probabilities."""
+        """``detect_batch`` on preprocessed images of one padded size: per image, boxes in resized
+        pixels (box-only models: already in original pixels, ``boxes_in_original``) and (N, 28, 28)
+        mask probabilities."""
         device = self.device
-        batch = pad_batch(tensors).to(device, memory_format=self.memory_format)
-        sizes = torch.tensor([r.size for r in resized], device=device)
+        batch = pad_batch([tensor for _, tensor in prepared]).to(device, memory_format=self.memory_format)
+        sizes = torch.tensor([record.size for record, _ in prepared], device=device)
         # Box-only models map boxes to the original image BEFORE NMS (multiply by 1/s); mask
         # models AFTER NMS and the mask heads (divide by s): MMDetection's two paths.
         box_scales = None if self.config.with_mask else torch.tensor(
-            [[1 / s for s in r.scale_factor] * 2 for r in resized], device=device)
-        return self.detect_resized(batch, sizes, settings, stage, box_scales)
+            [[1 / s for s in record.scale_factor] * 2 for record, _ in prepared], device=device)
+        return self.detect_batch(batch, sizes, settings, stage, box_scales).per_image(len(prepared))
 
     def predict(self, images: ImageInput | Sequence[ImageInput], score_thr: float | None = None,
                 nms_iou: float | None = None, max_per_image: int | None = None,
@@ -91,29 +81,23 @@ class CascadeRCNN(CascadeNetwork):
         plain call computes.
         """
         if max_per_image is not None and max_per_image < 1:
-            raise ValueError(f"max_per_image must be at least 1, got {max_per_image}")
+            raise UserInputError(f"max_per_image must be at least 1, got {max_per_image}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise UserInputError(f"batch_size must be at least 1, got {batch_size}")
         settings = replace(self.test_detections, **{k: v for k, v in dict(
             score_thr=score_thr, nms_iou=nms_iou, max_per_image=max_per_image).items() if v is not None})
-        if tile is not None or tta is not None:
+        if tile is not None or tta is not None or tile_full_image:
             return self._predict_merged(images, settings, batch_size, stage, tile, tile_overlap,
                                         tile_full_image, tta)
-        if tile_full_image:
-            raise ValueError("tile_full_image needs tile")
         prepared = [self.preprocess(image, name) for image, name in named_inputs(images)]
         was_training = self.training
         self.eval()
         try:
-            results: list[Detections | None] = [None] * len(prepared)
-            for group in batches_by_size([p[0].size for p in prepared], batch_size):
-                detections = self.detect([prepared[i][0] for i in group], [prepared[i][1] for i in group],
-                                         settings, stage)
-                for i, detection in zip(group, detections):
-                    results[i] = detection
+            return in_size_batches([record.size for record, _ in prepared], batch_size, lambda group: [
+                to_original_pixels(raw, prepared[i][0], self.class_names)
+                for i, raw in zip(group, self.detect_raw([prepared[i] for i in group], settings, stage))])
         finally:
             self.train(was_training)
-        return results
 
     def _predict_merged(self, images: ImageInput | Sequence[ImageInput], settings: DetectionSettings,
                         batch_size: int, stage: int | None, tile: int | None,
@@ -121,15 +105,15 @@ class CascadeRCNN(CascadeNetwork):
                         tta: str | TestTimeAugmentation | None) -> list[Detections]:
         """``predict`` with tiling or test-time augmentation: one image at a time, decoded once."""
         if tile is not None and tta is not None:
-            raise ValueError("tile and tta cannot be combined (yet): choose one")
+            raise UserInputError("tile and tta cannot be combined (yet): choose one")
+        if tile is None and tile_full_image:
+            raise UserInputError("tile_full_image needs tile")
         if tile is not None:
             check_tiling(tile, tile_overlap, tile_full_image)
-        elif tile_full_image:
-            raise ValueError("tile_full_image needs tile")
         else:
             tta = TestTimeAugmentation.parse(tta) if isinstance(tta, str) else tta
             if not isinstance(tta, TestTimeAugmentation):
-                raise ValueError(f"tta must be a string such as 'flip,scales=0.75:1:1.25' or a "
+                raise UserInputError(f"tta must be a string such as 'flip,scales=0.75:1:1.25' or a "
                                  f"TestTimeAugmentation, got {type(tta).__name__}")
         was_training = self.training
         self.eval()
@@ -145,6 +129,16 @@ class CascadeRCNN(CascadeNetwork):
         finally:
             self.train(was_training)
         return results
+
+
+def in_size_batches(sizes: list[tuple[int, int]], batch_size: int,
+                    run: Callable[[list[int]], list[Result]]) -> list[Result]:
+    """``run(indices)`` on each batch of ``batches_by_size``; its results back in input order."""
+    results: list[Result | None] = [None] * len(sizes)
+    for group in batches_by_size(sizes, batch_size):
+        for index, result in zip(group, run(group)):
+            results[index] = result
+    return results
 
 
 def batches_by_size(sizes: list[tuple[int, int]], batch_size: int) -> list[list[int]]:

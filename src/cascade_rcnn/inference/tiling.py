@@ -42,8 +42,8 @@ import numpy as np
 import torch
 
 from ..data.transforms import SIZE_DIVISOR
-from ..models.cascade import DetectionSettings
-from ..models.detector import ImageDetections
+from ..errors import UserInputError
+from ..models.detections import DetectionSettings, ImageDetections
 from ..outputs.detections import Detections
 from .merging import class_nms, concatenate, resample_masks, select, to_detections
 
@@ -61,13 +61,13 @@ _PAIR_CHUNK = 16  # cut detections compared with their neighbourhood at a time (
 def check_tiling(tile: int, overlap: float, full_image: bool = False) -> None:
     """One-line ValueError for a tile size or overlap that cannot work."""
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)):
-        raise ValueError(f"tile must be a whole number of pixels, got {tile!r}")
+        raise UserInputError(f"tile must be a whole number of pixels, got {tile!r}")
     if tile < MIN_TILE:
-        raise ValueError(f"tile must be at least {MIN_TILE} px (the network's stride), got {tile}")
+        raise UserInputError(f"tile must be at least {MIN_TILE} px (the network's stride), got {tile}")
     if isinstance(overlap, bool) or not isinstance(overlap, (int, float, np.floating)) or not 0 <= overlap < 1:
-        raise ValueError(f"tile overlap must be in [0, 1) (a fraction of the tile), got {overlap!r}")
+        raise UserInputError(f"tile overlap must be in [0, 1) (a fraction of the tile), got {overlap!r}")
     if not isinstance(full_image, bool):
-        raise ValueError(f"tile_full_image must be True or False, got {full_image!r}")
+        raise UserInputError(f"tile_full_image must be True or False, got {full_image!r}")
 
 
 def tile_starts(length: int, tile: int, step: int) -> list[int]:
@@ -106,8 +106,8 @@ class TileGrid:
 
 
 def tile_grid(image_size: tuple[int, int], tile: int, overlap: float) -> TileGrid:
-    """The tiles of an (H, W) image: ``tile`` px squares sharing ``int(tile * overlap)`` px."""
-    check_tiling(tile, overlap)
+    """The tiles of an (H, W) image: ``tile`` px squares sharing ``int(tile * overlap)`` px
+    (values ``check_tiling`` accepts)."""
     height, width = image_size
     step = tile - int(tile * overlap)  # >= 1 since overlap < 1
     return TileGrid(tuple(tile_starts(width, tile, step)), tuple(tile_starts(height, tile, step)),
@@ -213,7 +213,7 @@ def stitch(found: ImageDetections, cut: torch.Tensor, tile_of: torch.Tensor, gri
         groups.setdefault(root(i), []).append(i)
     alone = torch.tensor([members[0] for members in groups.values() if len(members) == 1], dtype=torch.long)
     joined = [members for members in groups.values() if len(members) > 1]
-    return concatenate([select(found, alone), _join(found, joined)], found.mask_probs is not None)
+    return concatenate([select(found, alone), _join(found, joined)])
 
 
 def _clip(boxes: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
@@ -251,7 +251,7 @@ def check_mask_budget(image_size: tuple[int, int], max_per_image: int, name: str
     if need > MAX_PASTED_MASK_BYTES:
         fits = MAX_PASTED_MASK_BYTES // (height * width)
         advice = f"lower max_per_image (--max-per-image) to {fits} or " if fits else ""
-        raise ValueError(f"{name}: up to {max_per_image} masks (max_per_image) of {height}x{width} px would take "
+        raise UserInputError(f"{name}: up to {max_per_image} masks (max_per_image) of {height}x{width} px would take "
                          f"{need / 2**30:.1f} GiB once pasted (limit {MAX_PASTED_MASK_BYTES / 2**30:g} GiB); "
                          f"{advice}use a box-only model")
 
@@ -261,9 +261,9 @@ def predict_tiled(model: CascadeRCNN, image: np.ndarray, name: str, settings: De
                   batch_size: int = 1) -> Detections:
     """Detections of one RGB uint8 (H, W, 3) image from ``tile`` x ``tile`` tiles (module docstring).
 
-    ``batch_size`` tiles run per forward pass; ``stage`` as in ``CascadeRCNN.predict``.
+    ``batch_size`` tiles run per forward pass; ``stage`` as in ``CascadeRCNN.predict``, which
+    checks ``tile``, ``overlap`` and ``full_image`` (``check_tiling``) once per call.
     """
-    check_tiling(tile, overlap, full_image)
     image_size = image.shape[:2]
     with_mask = model.config.with_mask
     if with_mask:
@@ -283,10 +283,10 @@ def predict_tiled(model: CascadeRCNN, image: np.ndarray, name: str, settings: De
             cut.append(touches)
             holders.append(held)
             tile_of.append(torch.full((touches.shape[0],), index, dtype=torch.long))
-    found, tile_of = concatenate(pieces, with_mask), torch.cat(tile_of)
+    found, tile_of = concatenate(pieces), torch.cat(tile_of)
     keep = ~found_by_holder(found, tile_of, torch.cat(holders), grid)
     passes = [stitch(select(found, keep), torch.cat(cut)[keep], tile_of[keep], grid)]
     if full_image:
         passes += model.detect_unpasted([model.preprocess(image, name)], settings, stage)
-    merged = class_nms(concatenate(passes, with_mask), settings.nms_iou, settings.max_per_image)
+    merged = class_nms(concatenate(passes), settings.nms_iou, settings.max_per_image)
     return to_detections(merged, image_size, model.class_names)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from ..data.transforms import ResizedImage, normalize, resize
-from ..models.cascade import DetectionSettings
-from ..models.detector import ImageDetections
+from ..errors import UserInputError
+from ..models.detections import DetectionSettings, ImageDetections
 from ..outputs.detections import Detections
 from .merging import class_nms, concatenate, to_detections
 
@@ -48,13 +48,13 @@ class TestTimeAugmentation:
     def __post_init__(self) -> None:
         scales = tuple(self.scales)
         if not scales:
-            raise ValueError("tta needs at least one scale")
+            raise UserInputError("tta needs at least one scale")
         for scale in scales:
             if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) \
                     or scale <= 0:
-                raise ValueError(f"tta scales must be positive numbers, got {scale!r}")
+                raise UserInputError(f"tta scales must be positive numbers, got {scale!r}")
         if len(set(scales)) != len(scales):
-            raise ValueError(f"tta scales repeat a value: {':'.join(f'{s:g}' for s in scales)}")
+            raise UserInputError(f"tta scales repeat a value: {':'.join(f'{s:g}' for s in scales)}")
         object.__setattr__(self, "scales", tuple(float(s) for s in scales))
 
     @classmethod
@@ -71,11 +71,11 @@ class TestTimeAugmentation:
                 try:
                     scales = tuple(float(v) for v in value.split(":"))
                 except ValueError:
-                    raise ValueError(f"tta scales must be numbers separated by ':', got {value!r}") from None
+                    raise UserInputError(f"tta scales must be numbers separated by ':', got {value!r}") from None
             else:
-                raise ValueError(f"tta: cannot read {item!r} in {text!r}; expected {TTA_SYNTAX}")
+                raise UserInputError(f"tta: cannot read {item!r} in {text!r}; expected {TTA_SYNTAX}")
         if not flip and scales is None:
-            raise ValueError(f"tta: nothing to do in {text!r}; expected {TTA_SYNTAX}")
+            raise UserInputError(f"tta: nothing to do in {text!r}; expected {TTA_SYNTAX}")
         return cls(flip=flip, scales=scales or (1.0,))
 
     @property
@@ -128,5 +128,5 @@ def predict_tta(model: CascadeRCNN, image: np.ndarray, tta: TestTimeAugmentation
     passes = model.detect_unpasted(prepared, settings, stage, batch_size)
     width = image.shape[1]
     passes = [flip_back(found, width) if flip else found for found, (_, flip) in zip(passes, views)]
-    merged = class_nms(concatenate(passes, config.with_mask), settings.nms_iou, settings.max_per_image)
+    merged = class_nms(concatenate(passes), settings.nms_iou, settings.max_per_image)
     return to_detections(merged, image.shape[:2], model.class_names)

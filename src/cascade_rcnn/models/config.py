@@ -1,4 +1,5 @@
-"""Everything that defines one model, as one plain dataclass."""
+"""Everything that defines one model, as one plain dataclass: its parts (backbone, neck, RPN
+head, RoI heads and their box / mask heads), each a spec with ``build()``, and its knobs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -11,6 +12,9 @@ from .coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from .heads.box_head import SharedFCBoxHeadConfig
 from .heads.mask_head import FCNMaskHeadConfig
 from .input_norm import InputNorm
+from .necks.fpn import FPNConfig
+from .roi_heads.cascade import CascadeRoIHeadConfig
+from .rpn import RPNHeadConfig
 
 
 class BackboneSpec(Protocol):
@@ -28,6 +32,13 @@ class HeadSpec(Protocol):
     def build(self, config: "ModelConfig") -> nn.Module: ...
 
 
+class PartSpec(Protocol):
+    """What ``ModelConfig.neck`` / ``rpn_head`` / ``roi_heads`` hold: built from the widths and
+    strides of the part before (``models/necks/__init__.py``, ``models/roi_heads/__init__.py``)."""
+
+    def build(self, config: "ModelConfig", in_channels, strides: tuple[int, ...]) -> nn.Module: ...
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """A Cascade (Mask) R-CNN: architecture, classes, input size, and what the zoo reports."""
@@ -36,6 +47,9 @@ class ModelConfig:
     backbone: BackboneSpec = field(default_factory=ResNetConfig)
     # None: what the backbone's pretrained weights expect (``backbone.input_norm``).
     input_norm: InputNorm | None = None
+    neck: PartSpec = FPNConfig()
+    rpn_head: PartSpec = RPNHeadConfig()
+    roi_heads: PartSpec = CascadeRoIHeadConfig()
     box_head: HeadSpec = SharedFCBoxHeadConfig()
     mask_head: HeadSpec = FCNMaskHeadConfig()  # used when with_mask
     with_mask: bool = True
@@ -55,10 +69,9 @@ class ModelConfig:
     # RPN anchor side = stride x anchor_scale (8: 32 px on P2, COCO at 800 px); smaller images
     # with small objects want smaller anchors.
     anchor_scale: float = 8.0
-    # Box (and mask) head stages: 3 is Cascade R-CNN; 1 is Faster / Mask R-CNN (IoU 0.5), for
-    # comparisons (benchmarks/stages.py). Each per-stage field has one entry per stage.
-    num_stages: int = 3
-    # Training IoU threshold of each stage (positives >= it, negatives below it).
+    # Box (and mask) head stages: one entry per stage in each per-stage field (``num_stages`` is
+    # their length): 3 is Cascade R-CNN; 1 is Faster / Mask R-CNN (IoU 0.5), for comparisons
+    # (benchmarks/stages.py). Training IoU threshold of each stage (positives >= it, negatives below).
     stage_ious: tuple[float, ...] = (0.5, 0.6, 0.7)
     # Each stage's box-delta stds: tighter per stage, its input boxes are already better.
     stage_stds: tuple[tuple[float, ...], ...] = ((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1),
@@ -70,6 +83,11 @@ class ModelConfig:
     rpn_samples_per_image: int = 256
     rois_per_image: int = 512
     test_proposals: int = 1000
+    # Test settings (MMDetection's rcnn test_cfg): class score threshold, per-class NMS IoU,
+    # detections kept per image; ``predict`` can override each per call.
+    test_score_thr: float = 0.05
+    test_nms_iou: float = 0.5
+    test_max_per_image: int = 100
     schedule: str = "1x"  # 1x = 12 epochs (lr x0.1 at 8, 11); 20e = 20 epochs (16, 19)
     # Model-zoo facts (MMDetection's page): reported COCO val AP, memory, V100 fps, checkpoint.
     reported_box_ap: float | None = None
@@ -84,6 +102,10 @@ class ModelConfig:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stage_ious)
 
     @property
     def normalization(self) -> InputNorm:
@@ -113,12 +135,22 @@ class ModelConfig:
                        category_ids=tuple(category_ids) if category_ids is not None else None)
 
     def with_changes(self, **changes: Any) -> "ModelConfig":
-        """A validated copy with ``changes``. Per-stage fields not given follow a smaller
-        ``num_stages`` (their first ``num_stages`` entries); more stages need them all given."""
+        """A validated copy with ``changes``. ``num_stages=n`` keeps the first n entries of the
+        per-stage fields not given (fewer stages); more stages need them all given."""
         if "num_stages" in changes:
+            count = changes.pop("num_stages")
+            if count < 1:
+                raise ValueError(f"model {self.name}: num_stages must be at least 1, got {count}")
             for name in PER_STAGE_FIELDS:
                 if name not in changes:
-                    changes[name] = getattr(self, name)[:changes["num_stages"]]
+                    if count > len(getattr(self, name)):
+                        raise ValueError(f"model {self.name}: {name} has {len(getattr(self, name))} entries but "
+                                         f"num_stages is {count} (give {', '.join(PER_STAGE_FIELDS)} one entry "
+                                         "per stage)")
+                    changes[name] = getattr(self, name)[:count]
+                elif len(changes[name]) != count:
+                    raise ValueError(f"model {self.name}: {name} has {len(changes[name])} entries but num_stages "
+                                     f"is {count} (give {', '.join(PER_STAGE_FIELDS)} one entry per stage)")
         return replace(self, **changes)
 
 
@@ -129,12 +161,12 @@ def check_settings(config: ModelConfig) -> None:
     """Raise ValueError naming the first inconsistent or out-of-range knob of ``config``."""
     problems = []
     if config.num_stages < 1:
-        problems.append(f"num_stages must be at least 1, got {config.num_stages}")
-    for name in PER_STAGE_FIELDS:
+        problems.append("stage_ious needs at least one entry (one per stage)")
+    for name in PER_STAGE_FIELDS[1:]:
         count = len(getattr(config, name))
         if count != config.num_stages:
-            problems.append(f"{name} has {count} entries but num_stages is {config.num_stages} "
-                            f"(give {', '.join(PER_STAGE_FIELDS)} one entry per stage)")
+            problems.append(f"{name} has {count} entries but num_stages is {config.num_stages} (the "
+                            f"entries of stage_ious; give {', '.join(PER_STAGE_FIELDS)} one entry per stage)")
     if not all(0 < iou <= 1 for iou in config.stage_ious):
         problems.append(f"stage_ious must lie in (0, 1], got {config.stage_ious}")
     if not all(len(stds) == 4 and all(s > 0 for s in stds) for stds in config.stage_stds):
@@ -144,6 +176,10 @@ def check_settings(config: ModelConfig) -> None:
     for name in ("train_proposals", "test_proposals", "rpn_samples_per_image", "rois_per_image"):
         if getattr(config, name) < 1:
             problems.append(f"{name} must be at least 1, got {getattr(config, name)}")
+    if not 0 <= config.test_score_thr < 1 or not 0 < config.test_nms_iou <= 1 or config.test_max_per_image < 1:
+        problems.append(f"test settings need 0 <= test_score_thr < 1, 0 < test_nms_iou <= 1 and "
+                        f"test_max_per_image >= 1, got {config.test_score_thr}, {config.test_nms_iou}, "
+                        f"{config.test_max_per_image}")
     if config.anchor_scale <= 0:
         problems.append(f"anchor_scale must be positive, got {config.anchor_scale}")
     if len(config.image_scale) != 2 or min(config.image_scale) < 1:

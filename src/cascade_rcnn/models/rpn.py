@@ -1,4 +1,5 @@
-"""Region proposal network: a shared 3x3 conv + ReLU, then sigmoid objectness and box deltas."""
+"""Region proposal network: a shared 3x3 conv + ReLU, then sigmoid objectness and box deltas on
+every pyramid level; its training loss and its proposals for the RoI heads."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,12 +12,39 @@ from ..ops.assign_sample import AssignerSettings, SamplerSettings, assign, sampl
 from ..ops.box_coder import BoxCoder
 from ..ops.compute_path import ComputePath
 from ..ops.nms import level_nms
+from ..ops.onnx_forms import exported_proposals
+from ..ops.rois import rois_from_boxes
 from .anchors import base_anchors, grid_anchors, inside_image
 
 RPN_CODER = BoxCoder((1.0, 1.0, 1.0, 1.0))
 
 
-@dataclass
+@dataclass(frozen=True)
+class RPNHeadConfig:
+    """``ModelConfig.rpn_head``: MMDetection's ``RPNHead`` with its zoo settings. Anchor sizes,
+    proposal counts and sampled anchors per image are the config's (``anchor_scale``,
+    ``train_proposals`` / ``test_proposals``, ``rpn_samples_per_image``: settable knobs)."""
+
+    ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    nms_iou: float = 0.7  # NMS within each level, training and test
+    positive_fraction: float = 0.5  # of the sampled anchors, at most
+    pos_iou: float = 0.7  # assigner: positive at IoU >= pos_iou, negative below neg_iou,
+    neg_iou: float = 0.3  # and each ground truth's best anchors if >= min_pos_iou
+    min_pos_iou: float = 0.3
+
+    @property
+    def assigner(self) -> AssignerSettings:
+        return AssignerSettings(self.pos_iou, self.neg_iou, low_quality_min_iou=self.min_pos_iou)
+
+    def build(self, config, in_channels: int, strides: tuple[int, ...]) -> "RPNHead":
+        return RPNHead(in_channels, strides, scales=(config.anchor_scale,), ratios=self.ratios, assigner=self.assigner,
+                       sampler=SamplerSettings(num=config.rpn_samples_per_image,
+                                               positive_fraction=self.positive_fraction),
+                       train_proposals=ProposalSettings(config.train_proposals, self.nms_iou, config.train_proposals),
+                       test_proposals=ProposalSettings(config.test_proposals, self.nms_iou, config.test_proposals))
+
+
+@dataclass(frozen=True)
 class ProposalSettings:
     """How many proposals survive, per image (MMDetection: 1000 at test, 2000 in training)."""
 
@@ -28,10 +56,13 @@ class ProposalSettings:
 class RPNHead(nn.Module):
     """Anchor head on each pyramid level; ``num_anchors`` = ratios x scales (3)."""
 
-    def __init__(self, channels: int = 256, strides: tuple[int, ...] = (4, 8, 16, 32, 64),
-                 scales: tuple[float, ...] = (8.0,), ratios: tuple[float, ...] = (0.5, 1.0, 2.0)):
+    def __init__(self, channels: int, strides: tuple[int, ...], scales: tuple[float, ...],
+                 ratios: tuple[float, ...], assigner: AssignerSettings, sampler: SamplerSettings,
+                 train_proposals: ProposalSettings, test_proposals: ProposalSettings):
         super().__init__()
         self.strides = strides
+        self.assigner, self.sampler = assigner, sampler
+        self.train_proposals, self.test_proposals = train_proposals, test_proposals
         num_anchors = len(scales) * len(ratios)
         self.rpn_conv = nn.Conv2d(channels, channels, 3, padding=1)
         self.rpn_cls = nn.Conv2d(channels, num_anchors, 1)
@@ -56,6 +87,26 @@ class RPNHead(nn.Module):
         """Per level (H*W*A, 4) anchors in padded-image pixels."""
         return [grid_anchors(self.base_anchors[level], tuple(f.shape[-2:]), stride)
                 for level, (f, stride) in enumerate(zip(features, self.strides))]
+
+    def proposals(self, logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
+                  image_sizes: torch.Tensor, path: ComputePath, training: bool) -> torch.Tensor:
+        """(R, 5) RoIs (image index, x1, y1, x2, y2), image by image, each image's by descending
+        score, in resized-image pixels: the training or test proposals (``training``) of the
+        per-level (B, N_l) logits and (B, N_l, 4) deltas; image_sizes (B, 2) unpadded (h, w).
+        Exporting, the batched form of the graph (``onnx_forms.exported_proposals``)."""
+        settings = self.train_proposals if training else self.test_proposals
+        with torch.no_grad():
+            if path.exporting:
+                return exported_proposals(logits, deltas, anchors, image_sizes, RPN_CODER, settings.pre_nms_per_level,
+                                          settings.nms_iou, settings.max_proposals)
+            return rois_from_boxes([propose([level[i] for level in logits], [level[i] for level in deltas], anchors,
+                                            image_sizes[i:i + 1], settings, path)[0]
+                                    for i in range(image_sizes.shape[0])])
+
+    def loss(self, logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
+             targets: list[dict], image_sizes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``rpn_loss`` with this head's assigner and sampler."""
+        return rpn_loss(logits, deltas, anchors, targets, image_sizes, self.assigner, self.sampler)
 
 
 def propose(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
@@ -87,11 +138,8 @@ def propose(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: lis
     return boxes[keep], scores[keep]
 
 
-RPN_ASSIGNER = AssignerSettings(pos_iou=0.7, neg_iou=0.3, low_quality_min_iou=0.3)
-
-
 def rpn_loss(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
-             targets: list[dict], image_sizes: torch.Tensor, sampler: SamplerSettings
+             targets: list[dict], image_sizes: torch.Tensor, assigner: AssignerSettings, sampler: SamplerSettings
              ) -> dict[str, torch.Tensor]:
     """Objectness BCE + SmoothL1 (beta 1/9) on ``sampler.num`` (256) sampled anchors per image.
 
@@ -105,7 +153,7 @@ def rpn_loss(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: li
     cls_losses, box_losses, num_sampled = [], [], 0
     for image, (target, size) in enumerate(zip(targets, image_sizes)):
         inside = torch.nonzero(inside_image(all_anchors, size)).squeeze(1)
-        assigned = assign(all_anchors[inside], target["boxes"], RPN_ASSIGNER, target.get("crowd_boxes"))
+        assigned = assign(all_anchors[inside], target["boxes"], assigner, target.get("crowd_boxes"))
         positives, negatives = sample(assigned, sampler)
         sampled = torch.cat([positives, negatives])
         labels = torch.cat([torch.ones_like(positives), torch.zeros_like(negatives)]).to(all_logits.dtype)

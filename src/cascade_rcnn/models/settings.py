@@ -13,14 +13,16 @@ import types
 import typing
 from typing import Any
 
+from ..errors import UserInputError
 from .backbones.timm_backbone import PREFIX as TIMM_PREFIX
 from .backbones.timm_backbone import TimmBackboneConfig
 from .config import ModelConfig
 
 SETTABLE = ("num_stages", "stage_ious", "stage_stds", "stage_loss_weights", "train_proposals",
-            "rpn_samples_per_image", "rois_per_image", "test_proposals", "anchor_scale", "image_scale",
-            "train_scale_range", "mask_channels", "backbone")
-_TYPES = typing.get_type_hints(ModelConfig)
+            "rpn_samples_per_image", "rois_per_image", "test_proposals", "test_score_thr", "test_nms_iou",
+            "test_max_per_image", "anchor_scale", "image_scale", "train_scale_range", "mask_channels", "backbone")
+# num_stages is the length of the per-stage fields; setting it keeps their first entries.
+_TYPES = {**typing.get_type_hints(ModelConfig), "num_stages": int}
 
 
 def parse_settings(items: list[str], source: str = "--set") -> dict[str, Any]:
@@ -31,13 +33,13 @@ def parse_settings(items: list[str], source: str = "--set") -> dict[str, Any]:
         name, separator, text = item.partition("=")
         name = name.strip()
         if not separator:
-            raise ValueError(f"{source} {item!r}: expected NAME=VALUE")
+            raise UserInputError(f"{source} {item!r}: expected NAME=VALUE")
         if name not in SETTABLE:
-            raise ValueError(f"{source} {item!r}: unknown setting {name!r}; settable: {', '.join(SETTABLE)}")
+            raise UserInputError(f"{source} {item!r}: unknown setting {name!r}; settable: {', '.join(SETTABLE)}")
         try:
             settings[name] = _parse_backbone(text.strip()) if name == "backbone" else _parse(text.strip(), _TYPES[name])
         except ValueError as error:
-            raise ValueError(f"{source} {item!r}: {error}") from None
+            raise UserInputError(f"{source} {item!r}: {error}") from None
     return settings
 
 
@@ -46,7 +48,7 @@ def apply_settings(config: ModelConfig, settings: dict[str, Any], source: str = 
     try:
         return config.with_changes(**settings)
     except ValueError as error:
-        raise ValueError(f"{source}: {error}") from None
+        raise UserInputError(f"{source}: {error}") from None
 
 
 def settings_text(config: ModelConfig) -> dict[str, str]:
@@ -61,7 +63,7 @@ def settings_text(config: ModelConfig) -> dict[str, str]:
 def _parse_backbone(text: str) -> TimmBackboneConfig:
     """``timm:NAME`` -> a timm backbone (the only backbone settable as text)."""
     if not text.startswith(TIMM_PREFIX) or len(text) == len(TIMM_PREFIX):
-        raise ValueError(f"expected {TIMM_PREFIX}NAME (a timm model with features_only), got {text!r}")
+        raise UserInputError(f"expected {TIMM_PREFIX}NAME (a timm model with features_only), got {text!r}")
     return TimmBackboneConfig(text[len(TIMM_PREFIX):])
 
 
@@ -75,16 +77,16 @@ def _parse(text: str, kind: Any) -> Any:
         separator = "/" if typing.get_origin(args[0]) is tuple else ","
         parts = [part.strip() for part in text.split(separator)]
         if any(not part for part in parts):
-            raise ValueError(f"empty entry in {text!r}")
+            raise UserInputError(f"empty entry in {text!r}")
         if args[-1] is not Ellipsis and len(parts) != len(args):
-            raise ValueError(f"expected {len(args)} values separated by '{separator}', got {len(parts)}")
+            raise UserInputError(f"expected {len(args)} values separated by '{separator}', got {len(parts)}")
         return tuple(_parse(part, args[0]) for part in parts)
     try:
         value = kind(text)
     except ValueError:
         value = None
     if value is None or not math.isfinite(value):
-        raise ValueError(f"{text!r} is not {'an integer' if kind is int else 'a finite number'}")
+        raise UserInputError(f"{text!r} is not {'an integer' if kind is int else 'a finite number'}")
     return value
 
 

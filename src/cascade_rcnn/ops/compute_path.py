@@ -20,9 +20,11 @@ Where each switch is read (one place each):
 |                      | ``channels_last_trains_faster``)          |                                           |
 | gathered_roi_align   | ops/roi_align.py ``roi_align_kernel``     | CPU inference RoIAlign as weighted gathers|
 | best_candidate_nms   | ops/nms.py ``multiclass_nms``             | NMS over the best-scored candidates only  |
-| class_mask_logits    | models/cascade.py ``predict_masks``       | the detected class's mask logits only     |
-| exporting            | ops/onnx_forms.py (and the model-level    | ONNX-traceable forms                      |
-|                      | branch it lists)                          |                                           |
+| class_mask_logits    | models/roi_heads/cascade.py               | the detected class's mask logits only     |
+|                      | ``predict_masks``                         |                                           |
+| exporting            | the ops that have a form in               | ONNX-traceable forms of single ops; the   |
+|                      | ops/onnx_forms.py (its docstring lists    | one inference function is the same        |
+|                      | where each is chosen)                     |                                           |
 | precision            | models/low_precision.py ``at_precision``  | bf16/fp16 weights and activations         |
 """
 from __future__ import annotations
@@ -31,6 +33,8 @@ import functools
 from dataclasses import dataclass, fields
 
 import torch
+
+from ..errors import UserInputError
 
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -49,10 +53,10 @@ class ComputePath:
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISION_DTYPES:
-            raise ValueError(f"precision must be one of {', '.join(PRECISION_DTYPES)}, got {self.precision!r}")
+            raise UserInputError(f"precision must be one of {', '.join(PRECISION_DTYPES)}, got {self.precision!r}")
         if self.precision != "fp32" and not any(getattr(self, f.name) for f in fields(self)
                                                 if f.name not in ("exporting", "precision")):
-            raise ValueError(f"the exact path runs in fp32 only (MMDetection's numbers); "
+            raise UserInputError(f"the exact path runs in fp32 only (MMDetection's numbers); "
                              f"precision {self.precision} needs the fast path")
 
     @property
@@ -92,13 +96,13 @@ def channels_last_trains_faster(device: torch.device | str) -> bool:
 def check_precision(precision: str, device: torch.device | str) -> None:
     """Refuse, in one line, a precision that ``device`` would run slowly or not at all."""
     if precision not in PRECISION_DTYPES:
-        raise ValueError(f"precision must be one of {', '.join(PRECISION_DTYPES)}, got {precision!r}")
+        raise UserInputError(f"precision must be one of {', '.join(PRECISION_DTYPES)}, got {precision!r}")
     device_type = torch.device(device).type
     if precision == "fp16" and device_type != "cuda":
-        raise ValueError(f"precision fp16 runs on CUDA only ({device_type} has no fast float16 kernels): "
+        raise UserInputError(f"precision fp16 runs on CUDA only ({device_type} has no fast float16 kernels): "
                          "use fp32, or bf16 on a CPU with bfloat16 instructions")
     if precision == "bf16" and device_type == "cpu" and not cpu_has_bf16_instructions():
-        raise ValueError("precision bf16 needs a CPU with bfloat16 instructions (AVX512-BF16 or AMX); this "
+        raise UserInputError("precision bf16 needs a CPU with bfloat16 instructions (AVX512-BF16 or AMX); this "
                          "one has neither and would run bf16 several times slower than fp32: use fp32")
     if precision == "bf16" and device_type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError("precision bf16: this CUDA device has no bfloat16 support: use fp16 or fp32")
+        raise UserInputError("precision bf16: this CUDA device has no bfloat16 support: use fp16 or fp32")

@@ -12,7 +12,8 @@ mmcv sorts scores with the unstable ``at::sort`` before its NMS and shifts each 
 ``group * (largest coordinate + 1)`` so that one NMS suppresses within groups only; above 10000
 boxes it loops over the groups instead. ``batched_nms`` does the same on the same numbers.
 The ONNX graph has its own forms of both, for a whole batch at once (``onnx_forms.exported_proposals``
-and ``onnx_forms.exported_multiclass_nms``, called by ``deploy/export.py``).
+and ``onnx_forms.exported_multiclass_nms``), chosen where ``ComputePath.exporting`` is set
+(``RPNHead.proposals``, ``models/detections.py`` ``select_detections``).
 """
 from __future__ import annotations
 

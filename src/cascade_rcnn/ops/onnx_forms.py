@@ -1,5 +1,8 @@
 """Every export-only form, in one file: what the ONNX graph computes where eager PyTorch does
-something else. They run only while ``deploy.export`` traces the model (``ComputePath.exporting``).
+something else. Each replaces one op of the one inference function (``CascadeNetwork.detect_batch``)
+while ``deploy.export`` traces it (``ComputePath.exporting``), as torchvision's ``_is_tracing()``:
+``RPNHead.proposals``, ``models/detections.py`` ``select_detections`` and ``ops/roi_align.py``
+choose them.
 
 An eager forward decides sizes from the data (how many RoIs per level, how many candidates) and
 loops over the images of a batch; a traced graph must do neither, as its batch size and image
@@ -11,11 +14,12 @@ size are dynamic. These forms keep every shape symbolic and handle a whole batch
   node over the (image, class) score rows, then the best ``max_detections`` of each image.
 - ``exported_multilevel_roi_align``: RoiAlign per level, reassembled by a gather.
 
-Between them the batch is laid out in slots: an image's candidates occupy positions 0, 1, ... of
-its row in a (B, P) table (P: the most any image of the batch has), the empty slots scored -1,
-which no runtime keeps. The RoI heads run only on the filled slots (flat (R, 5) RoIs, as in
-eager PyTorch). ``models/cascade.py`` ``predict_masks`` reads ``exporting`` as well: it skips
-grouping detections by distinct box (data-dependent).
+Inside the proposal step each image's candidates occupy positions 0, 1, ... of its row in a (B, P)
+table (P: the most any image of the batch has), the empty slots scored -1, which no runtime keeps;
+it hands the RoI heads the filled slots as flat (R, 5) RoIs, as eager PyTorch does. The final NMS
+gives each image a row of all R RoIs, the other images' scored -1. ``models/roi_heads/cascade.py``
+``predict_masks`` reads ``exporting`` as well: it skips grouping detections by distinct box
+(data-dependent).
 """
 from __future__ import annotations
 
@@ -30,12 +34,12 @@ KEEP_ABOVE = -0.5  # scores above this are filled slots
 
 def exported_proposals(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
                        image_sizes: torch.Tensor, coder: BoxCoder, pre_nms_per_level: int, nms_iou: float,
-                       max_proposals: int) -> tuple[torch.Tensor, torch.Tensor]:
+                       max_proposals: int) -> torch.Tensor:
     """``rpn.propose`` for a batch of images of one padded size, from per-level (B, N_l) logits,
     (B, N_l, 4) deltas, the shared (N_l, 4) anchors and the (B, 2) unpadded (h, w).
 
-    Returns (B, P, 4) proposals and (B, P) scores, each image's by descending score, empty slots
-    scored -1. The same steps on the same numbers as ``propose``: the top ``pre_nms_per_level``
+    Returns (R, 5) RoIs (image index, box), image by image, each image's by descending score
+    (``RPNHead.proposals``' eager form). The same steps on the same numbers as ``propose``: the top ``pre_nms_per_level``
     of each level (always sorted: the image size is dynamic), decoded and clipped to each image,
     boxes of zero width or height out, NMS within each level (levels shifted apart by
     ``level * (largest coordinate of the image + 1)``, as ``nms.batched_nms``), the best
@@ -67,7 +71,9 @@ def exported_proposals(logits: list[torch.Tensor], deltas: list[torch.Tensor], a
     kept = torch.full_like(scores, EMPTY).index_put((image, box), scores[image, box])
     kept, order = kept.sort(dim=1, descending=True)
     kept, order = kept[:, :max_proposals], order[:, :max_proposals]
-    return boxes.gather(1, order[..., None].expand(-1, -1, 4)), kept
+    proposals = boxes.gather(1, order[..., None].expand(-1, -1, 4))
+    slots = filled_slots(kept)  # (R, 2) image, position: the RoIs, image by image
+    return torch.cat([slots[:, :1].to(proposals.dtype), proposals[slots[:, 0], slots[:, 1]]], dim=1)
 
 
 def filled_slots(slot_scores: torch.Tensor) -> torch.Tensor:
@@ -75,47 +81,45 @@ def filled_slots(slot_scores: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(slot_scores > KEEP_ABOVE)
 
 
-def exported_multiclass_nms(boxes: torch.Tensor, class_scores: torch.Tensor, slots: torch.Tensor,
-                            slot_scores: torch.Tensor, score_thr: float, iou_threshold: float, max_detections: int
+def exported_multiclass_nms(boxes: torch.Tensor, class_scores: torch.Tensor, image_index: torch.Tensor,
+                            image_sizes: torch.Tensor, score_thr: float, iou_threshold: float, max_detections: int
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``nms.multiclass_nms`` of every image of a batch at once.
 
-    Rows r = 0..R-1 are the RoIs at ``slots`` (R, 2) (image, position) of the (B, P)
-    ``slot_scores`` table: boxes (R, 4) shared by the C score rows, or (R, C, 4), one per class;
-    class_scores (R, C). Returns (image, row, class, score) of the kept detections, image by
-    image, by descending score within each (at most ``max_detections`` per image). Ties and IoUs
-    right at the threshold may resolve differently from torchvision's NMS.
+    Rows r = 0..R-1 are RoIs of image ``image_index[r]`` (B images: the rows of the (B, 2)
+    ``image_sizes``): boxes (R, 4) shared by the C score rows, or (R, C, 4), one per class;
+    class_scores (R, C). Each image's NMS sees all R rows, those of the other images scored -1.
+    Returns (image, row, class, score) of the kept detections, image by image, by descending
+    score within each (at most ``max_detections`` per image). Ties and IoUs right at the
+    threshold may resolve differently from torchvision's NMS.
     """
     num_classes = class_scores.shape[1]
-    image, position = slots[:, 0], slots[:, 1]
+    images = torch.ones_like(image_sizes[:, 0]).cumsum(0) - 1  # arange(B), with B symbolic
+    mine = (image_index[None, :] == images[:, None])[..., None]  # (B, R, 1)
     # Pairs at or below the threshold get a score the operator always drops, whichever of > or >=
-    # a runtime applies to its own score_threshold; so do the empty slots.
+    # a runtime applies to its own score_threshold; so do the other images' rows.
     scores = torch.where(class_scores > score_thr, class_scores, torch.full_like(class_scores, EMPTY))
-    table = torch.full_like(slot_scores, EMPTY)[..., None].repeat(1, 1, num_classes).index_put((image, position),
-                                                                                               scores)
-    rows = torch.zeros_like(slot_scores, dtype=torch.long).index_put(
-        (image, position), torch.arange(slots.shape[0], device=slots.device))
+    table = torch.where(mine, scores[None], torch.full_like(scores, EMPTY)[None])  # (B, R, C)
     if boxes.dim() == 2:  # one NMS batch per image, one NMS class per class
-        laid_out = torch.zeros_like(slot_scores)[..., None].repeat(1, 1, 4).index_put((image, position), boxes)
+        laid_out = boxes[None].expand(table.shape[0], -1, -1).contiguous()
         selected = _NonMaxSuppression.apply(laid_out, table.transpose(1, 2).contiguous(), iou_threshold, score_thr)
         kept_image, labels = selected[:, 0], selected[:, 1]
     else:  # one NMS batch per (image, class), each with its own boxes
-        laid_out = torch.zeros_like(slot_scores)[..., None, None].repeat(1, 1, num_classes, 4).index_put(
-            (image, position), boxes)
-        selected = _NonMaxSuppression.apply(laid_out.transpose(1, 2).flatten(0, 1),
+        laid_out = boxes.transpose(0, 1)[None].expand(table.shape[0], -1, -1, -1)  # (B, C, R, 4)
+        selected = _NonMaxSuppression.apply(laid_out.flatten(0, 1).contiguous(),
                                             table.transpose(1, 2).flatten(0, 1)[:, None, :].contiguous(),
                                             iou_threshold, score_thr)
         kept_image, labels = selected[:, 0] // num_classes, selected[:, 0] % num_classes
-    kept_position = selected[:, 2]
-    picked = table[kept_image, kept_position, labels]
+    kept_row = selected[:, 2]
+    picked = table[kept_image, kept_row, labels]
     # Each image's best max_detections: its kept pairs scattered into one row, sorted.
-    ranked = torch.full_like(table, EMPTY).index_put((kept_image, kept_position, labels), picked).flatten(1)
+    ranked = torch.full_like(table, EMPTY).index_put((kept_image, kept_row, labels), picked).flatten(1)
     ranked, order = ranked.sort(dim=1, descending=True)
     ranked, order = ranked[:, :max_detections], order[:, :max_detections]
     detection = filled_slots(ranked)
     image, rank = detection[:, 0], detection[:, 1]
     pair = order[image, rank]
-    return image, rows[image, pair // num_classes], pair % num_classes, ranked[image, rank]
+    return image, pair // num_classes, pair % num_classes, ranked[image, rank]
 
 
 class _NonMaxSuppression(torch.autograd.Function):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..data.transforms import ResizedImage
-from ..models.detector import ImageDetections
+from ..models.detections import ImageDetections
 from ..ops.paste_masks import paste_masks
 from .detections import Detections
 

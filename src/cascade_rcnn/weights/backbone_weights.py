@@ -25,14 +25,14 @@ file was downloaded to check):
   names), plus ``head.*``, its final ``norm.*`` and the ``attn_mask`` buffers of the shifted blocks
   (fixed for 224 px); the official detection code loads it with ``strict=False``, so those are
   dropped and the per-output norms keep their initialisation. A file in MMDetection's Swin layout
-  is converted on reading (``swin_layout.py``).
+  is converted on reading (the spec's ``to_own_layout``).
 
 mmengine loads all of them with ``strict=False`` after unwrapping ``state_dict`` and stripping
 ``module.`` (or taking the ``backbone.`` prefix of a classifier), renaming nothing else; so
-nothing needs renaming here either. We load strictly:
-only ``fc.*`` and ``conv1.bias`` may be left over and a missing ``num_batches_tracked`` keeps
-the model's (it has no effect on BatchNorm in eval mode); anything else is an error naming the
-file.
+nothing needs renaming here either. We load strictly: only a classifier's ``head.*`` and what the
+backbone spec's ``imagenet_keys`` names (``models/backbones/hooks.py``) may be left over on either
+side, and a missing ``num_batches_tracked`` keeps the model's (it has no effect on BatchNorm in
+eval mode); anything else is an error naming the file.
 """
 from __future__ import annotations
 
@@ -43,18 +43,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..models.backbones import hooks
 from ..models.config import ModelConfig
 from . import checkpoint
 from .checkpoint import CheckpointError, few
 
 IMAGENET = "imagenet"
 NONE = "none"
-# Keys of an ImageNet file that the detection backbone has no slot for (MMDetection drops them too).
-UNUSED_KEYS = ("fc.weight", "fc.bias", "conv1.bias", "norm.weight", "norm.bias")  # norm.*: a Swin classifier's
-UNUSED_SUFFIXES = (".attn_mask",)  # a Swin classifier's fixed shifted-window masks
 DETECTOR_PREFIXES = ("neck.", "rpn_head.", "roi_head.")
-CLASSIFIER_PREFIX, CLASSIFIER_HEAD = "backbone.", "head."  # an mmpretrain classifier's keys
-OUTPUT_NORMS = ("norm0.", "norm1.", "norm2.", "norm3.")  # a ConvNeXt's / Swin's per-output norms
+# A classifier file's keys: mmpretrain's are all backbone.* or head.*; the official Swin files' head is head.*.
+CLASSIFIER_PREFIX, CLASSIFIER_HEAD = "backbone.", "head."
 
 
 @dataclass(frozen=True)
@@ -100,10 +98,11 @@ def load_backbone_weights(backbone: nn.Module, source: str | os.PathLike) -> Bac
 
     URLs are downloaded once into the cache with a progress bar and hash-checked; the file is read
     weights-only. Raises ``CheckpointError`` naming the file for anything but the expected
-    leftovers (``UNUSED_KEYS``, a missing ``num_batches_tracked``).
+    leftovers (a classifier's head, the spec's ``imagenet_keys``, a missing ``num_batches_tracked``).
     """
     path = checkpoint.resolve(source, check_hash=True)
-    state = checkpoint.state_dict_of(checkpoint.read(path), path)
+    spec = getattr(backbone, "config", None)  # a module of our own families holds its spec; None: the defaults
+    state = hooks.to_own_layout(spec, checkpoint.state_dict_of(checkpoint.read(path), path))
     if any(key.startswith(DETECTOR_PREFIXES) for key in state):
         raise CheckpointError(f"{path}: a detector checkpoint (keys backbone.*, neck.*, ...), not ImageNet "
                               "backbone weights; pass it as the detector weights (--weights) instead")
@@ -112,14 +111,13 @@ def load_backbone_weights(backbone: nn.Module, source: str | os.PathLike) -> Bac
         state = {key[len(CLASSIFIER_PREFIX):] if key.startswith(CLASSIFIER_PREFIX) else key: value
                  for key, value in state.items()}
     has_head = classifier or any(key.startswith(CLASSIFIER_HEAD) for key in state)  # a classifier's file
-    own = backbone.state_dict()
-    dropped = tuple(key for key in state if key not in own and (
-        key in UNUSED_KEYS or key.startswith(CLASSIFIER_HEAD) or key.endswith(UNUSED_SUFFIXES)))
+    own, keys = backbone.state_dict(), hooks.imagenet_keys(spec)
+    dropped = tuple(key for key in state if key not in own and (key.startswith(CLASSIFIER_HEAD) or keys.drops(key)))
     kept = tuple(key for key in own if key not in state and (
-        key.endswith("num_batches_tracked") or (has_head and key.startswith(OUTPUT_NORMS))))
+        key.endswith("num_batches_tracked") or (has_head and keys.classifier_lacks(key))))
     missing = [key for key in own if key not in state and key not in kept]
     unexpected = [key for key in state if key not in own and key not in dropped]
-    what = _describe(backbone)
+    what = f"{spec.label} backbone" if spec is not None else "backbone of this kind"
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: not ImageNet weights of a {what}: {len(missing)} keys missing (e.g. {few(missing)}), "
@@ -134,11 +132,3 @@ def load_backbone_weights(backbone: nn.Module, source: str | os.PathLike) -> Bac
                 tensor.copy_(state[key])
     return BackboneWeightsReport(path, len(own) - len(kept), dropped, kept)
 
-
-def _describe(backbone: nn.Module) -> str:
-    config = getattr(backbone, "config", None)
-    if config is None:
-        return "this backbone"
-    if not hasattr(config, "style"):
-        return config.label
-    return f"{config.label} ({config.style} style, base width {config.base_channels})"

@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models.backbones import hooks
 from ..models.config import ModelConfig
 from ..models.settings import apply_settings, parse_settings, settings_text
-from . import download, hub, safetensors_file, swin_layout, zoo
+from . import download, hub, safetensors_file, zoo
 from .download import HASH_IN_NAME, cache_dir  # noqa: F401  (their home before download.py)
 from .errors import CheckpointError
 
@@ -85,7 +86,8 @@ def _weights_only_load(path: Path) -> Any:
 
 def state_dict_of(checkpoint: dict[str, Any], path: str | os.PathLike = "checkpoint") -> dict[str, torch.Tensor]:
     """The tensors of an MMDetection (``state_dict`` + ``meta``), official Swin ImageNet (``model``)
-    or bare state dict, a Swin backbone in MMDetection's layout turned into ours (swin_layout.py)."""
+    or bare state dict, under the file's own key names (``load_into`` turns them into the model's
+    backbone layout)."""
     state = checkpoint.get("state_dict", checkpoint)
     if "state_dict" not in checkpoint and isinstance(checkpoint.get("model"), dict):
         state = checkpoint["model"]
@@ -94,7 +96,7 @@ def state_dict_of(checkpoint: dict[str, Any], path: str | os.PathLike = "checkpo
     # Checkpoints saved from DistributedDataParallel prefix every key with "module.".
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
-    return swin_layout.to_official(state)
+    return state
 
 
 def meta_of(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -120,13 +122,14 @@ def restore_settings(config: ModelConfig, loaded: dict[str, Any], path: str | os
 def load_into(model: nn.Module, loaded: dict[str, Any], path: str | os.PathLike,
               reinit_class_layers: bool = False) -> list[str]:
     """Load a checkpoint read from ``path`` into ``model``, strictly: every key must exist on both
-    sides with equal shape.
+    sides with equal shape, after the backbone spec's ``to_own_layout`` (e.g. a Swin backbone in
+    MMDetection's layout turned into the official one).
 
     With ``reinit_class_layers`` the class-dependent layers (``fc_cls``, ``conv_logits`` of every
     stage) keep the model's fresh initialisation - for fine-tuning on another class count.
     Returns the names of the keys that were not loaded for that reason.
     """
-    state = dict(state_dict_of(loaded, path))
+    state = dict(hooks.to_own_layout(model.config.backbone, state_dict_of(loaded, path)))
     own = model.state_dict()
     skipped = [k for k in own if reinit_class_layers and k.endswith(CLASS_LAYER_SUFFIXES)]
     for key in skipped:
@@ -135,7 +138,7 @@ def load_into(model: nn.Module, loaded: dict[str, Any], path: str | os.PathLike,
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
         raise CheckpointError(
-            f"{path}: keys do not match the model {getattr(model, 'config', None) and model.config.name}: "
+            f"{path}: keys do not match the model {model.config.name}: "
             f"{len(missing)} missing (e.g. {few(missing)}), {len(unexpected)} unexpected "
             f"(e.g. {few(unexpected)}). Is it a checkpoint of another architecture "
             "(box-only vs mask, R-50 vs R-101)?")
@@ -145,9 +148,11 @@ def load_into(model: nn.Module, loaded: dict[str, Any], path: str | os.PathLike,
             key = next(k for k in mismatched if k.endswith("fc_cls.weight"))
             raise CheckpointError(
                 f"{path}: the checkpoint has {state[key].shape[0] - 1} classes, the model "
-                f"{own[key].shape[0] - 1}. To fine-tune it on your classes, load it with "
-                "reinit_class_layers=True (CLI: --reinit-class-layers), which re-initialises only "
-                "the classification layers.")
+                f"{own[key].shape[0] - 1}. To predict or evaluate with it, give its class names: "
+                "build_model(..., class_names=[...]) (CLI: --class-names NAME,NAME,...). To fine-tune "
+                "it on your classes: build_model(..., reinit_class_layers=True) re-initialises only "
+                "the classification layers (cascade-rcnn train does so by itself when the data set's "
+                "classes differ).")
         details = ", ".join(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
                             for k in mismatched[:3])
         raise CheckpointError(f"{path}: {len(mismatched)} tensors have other shapes ({details}). "

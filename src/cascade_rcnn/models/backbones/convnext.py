@@ -5,10 +5,17 @@ Keys: ``downsample_layers.0`` = stem (4x4 conv at stride 4, LayerNorm), ``downsa
 (i >= 1) = LayerNorm then a 2x2 conv at stride 2; ``stages.i.j`` = blocks (7x7 depthwise conv,
 LayerNorm over channels, Linear 4x wider, GELU, Linear back, layer scale ``gamma``, residual);
 ``norm0..3`` = a LayerNorm on each returned map. No BatchNorm: nothing to fold; every part trains.
+
+Training (MMDetection's ``LearningRateDecayOptimizerConstructor``, 'layer_wise'): AdamW where the
+backbone's early layers learn slower. With ``LR_DECAY_LAYERS`` = 6, a parameter of layer id ``i``
+(0 = stem .. 6 = the last stage, 7 = everything after the backbone) gets ``lr_scale =
+LR_DECAY_RATE ** (7 - i)``; biases and one-dimensional parameters (norms, layer scale) get no
+weight decay.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -16,11 +23,25 @@ from torch import nn
 
 from ...ops.compute_path import ComputePath
 from ..input_norm import PYTORCH_NORM, InputNorm
+from .hooks import ImageNetKeys
 
 # mmpretrain's archs: (blocks per stage, channels per stage); "atto" (3.7M parameters) for small experiments.
 ARCHS = {"atto": ((2, 2, 6, 2), (40, 80, 160, 320)), "tiny": ((3, 3, 9, 3), (96, 192, 384, 768)),
          "small": ((3, 3, 27, 3), (96, 192, 384, 768))}
 LAYER_NORM_EPS = 1e-6
+LR_DECAY_LAYERS = 6  # MMDetection's ConvNeXt rows: num_layers 6, decay_rate 0.7
+LR_DECAY_RATE = 0.7
+
+
+def layer_id(name: str, num_layers: int = LR_DECAY_LAYERS) -> int:
+    """The layer id of parameter ``name`` (a key of the detector's state dict) for the lr decay."""
+    parts = name.split(".")
+    if name.startswith("backbone.downsample_layers."):
+        return {0: 0, 1: 2, 2: 3}.get(int(parts[2]), num_layers)
+    if name.startswith("backbone.stages."):
+        stage, block = int(parts[2]), int(parts[3])
+        return {0: 1, 1: 2, 2: 3 + block // 3}.get(stage, num_layers)
+    return num_layers + 1
 
 
 @dataclass(frozen=True)
@@ -33,6 +54,8 @@ class ConvNeXtConfig:
     frozen_stages: int = 0
     norm_eval: bool = False
     input_norm: InputNorm = PYTORCH_NORM
+    # mmpretrain's classifier files have no per-output norms: they keep their initialisation (hooks.py).
+    imagenet_keys: ClassVar[ImageNetKeys] = ImageNetKeys(not_in_classifier=("norm[0-3].*",))
 
     @property
     def depths(self) -> tuple[int, ...]:
@@ -48,6 +71,14 @@ class ConvNeXtConfig:
 
     def build(self) -> "ConvNeXt":
         return ConvNeXt(self)
+
+    def lr_scale(self, name: str) -> float:
+        """The layer-wise lr factor of the detector's parameter ``name`` (hooks.py)."""
+        return LR_DECAY_RATE ** (LR_DECAY_LAYERS + 1 - layer_id(name))
+
+    def weight_decays(self, name: str, parameter: torch.Tensor) -> bool:
+        """Weight decay on the matrices and kernels, not on biases, norms and layer scales (hooks.py)."""
+        return parameter.dim() > 1 and not name.endswith(".bias")
 
 
 class LayerNorm2d(nn.LayerNorm):

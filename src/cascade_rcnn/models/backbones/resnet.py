@@ -8,13 +8,15 @@ Two styles decide where a bottleneck's stride goes: ``pytorch`` on the 3x3 conv 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ...ops.compute_path import ComputePath
-from ..input_norm import CAFFE_NORM, PYTORCH_NORM, InputNorm
 from ..conv_bn import conv_bn, drop_folded
+from ..input_norm import CAFFE_NORM, PYTORCH_NORM, InputNorm
+from .hooks import ImageNetKeys
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ class ResNetConfig:
     # The ImageNet checkpoint MMDetection initialises this backbone from when training without
     # detector weights (its init_cfg); None = none published (train from scratch).
     imagenet_url: str | None = None
+    # torchvision's classifier (fc.*) and the stem bias of the MSRA caffe files have no slot in a
+    # detection ResNet (MMDetection drops them too; hooks.py).
+    imagenet_keys: ClassVar[ImageNetKeys] = ImageNetKeys(unused=("fc.weight", "fc.bias", "conv1.bias"))
 
     @property
     def stage_blocks(self) -> tuple[int, int, int, int]:
@@ -51,8 +56,9 @@ class ResNetConfig:
 
     @property
     def label(self) -> str:
-        """The backbone as the zoo tables name it: R-50, X-101-32x4d."""
-        return f"X-{self.depth}-{self.groups}x{self.width_per_group}d" if self.groups > 1 else f"R-{self.depth}"
+        """The backbone as the zoo tables name it: R-50, X-101-32x4d; caffe style adds -caffe (R-50-caffe)."""
+        name = f"X-{self.depth}-{self.groups}x{self.width_per_group}d" if self.groups > 1 else f"R-{self.depth}"
+        return f"{name}-caffe" if self.style == "caffe" else name
 
     @property
     def input_norm(self) -> InputNorm:

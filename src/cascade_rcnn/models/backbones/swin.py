@@ -26,11 +26,12 @@ the padded map (computed once per stage for the padded size), reverses the shift
 residual; then the MLP. Patch merging pads odd sizes, concatenates each 2x2 neighbourhood in the
 order (0,0), (1,0), (0,1), (1,1) (row, column offsets: the official x0, x1, x2, x3), normalises
 and reduces. MMDetection 3.x's Swin names and orders these weights differently:
-``weights/swin_layout.py`` converts its files into this layout.
+``swin_layout.py`` converts its files into this layout.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,8 @@ from torch import nn
 
 from ...ops.compute_path import ComputePath
 from ..input_norm import PYTORCH_NORM, InputNorm
+from .hooks import ImageNetKeys
+from .swin_layout import official_to_unfold, to_official
 
 # The official detection configs: (embed_dim, depths, num_heads).
 ARCHS = {"tiny": (96, (2, 2, 6, 2), (3, 6, 12, 24)),
@@ -45,6 +48,9 @@ ARCHS = {"tiny": (96, (2, 2, 6, 2), (3, 6, 12, 24)),
          "base": (128, (2, 2, 18, 2), (4, 8, 16, 32))}
 PATCH_SIZE = 4
 MASK_VALUE = -100.0  # the official (and MMDetection's) additive mask between shifted-window regions
+# The official detection configs' paramwise_cfg: no weight decay on the parameters whose full name
+# contains one of these (mmcv's custom keys match substrings), the backbone's LayerNorms among them.
+NO_DECAY = ("norm", "relative_position_bias_table", "absolute_pos_embed")
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,10 @@ class SwinConfig:
     frozen_stages: int = 0
     norm_eval: bool = False
     input_norm: InputNorm = PYTORCH_NORM
+    # The official ImageNet files hold the classifier's final norm.* and the shifted blocks'
+    # attn_mask buffers (fixed for 224 px), and no per-output norms (hooks.py).
+    imagenet_keys: ClassVar[ImageNetKeys] = ImageNetKeys(unused=("norm.weight", "norm.bias", "*.attn_mask"),
+                                                         not_in_classifier=("norm[0-3].*",))
 
     def __post_init__(self) -> None:
         if len(self.depths) != 4 or len(self.num_heads) != 4:
@@ -89,6 +99,14 @@ class SwinConfig:
 
     def build(self) -> SwinTransformer:
         return SwinTransformer(self)
+
+    def weight_decays(self, name: str, parameter: torch.Tensor) -> bool:
+        """Whether the detector's parameter ``name`` decays (hooks.py): all but ``NO_DECAY``'s."""
+        return not any(key in name for key in NO_DECAY)
+
+    def to_own_layout(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``state`` with a Swin backbone in MMDetection's layout turned into the official one (hooks.py)."""
+        return to_official(state)
 
 
 def relative_position_index(window: int) -> torch.Tensor:
@@ -227,25 +245,6 @@ class SwinBlock(nn.Module):
         x = x[:, :height, :width]
         x = shortcut + drop_path(x, self.drop_path, self.training)
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
-
-
-def unfold_to_official(tensor: torch.Tensor) -> torch.Tensor:
-    """Permute the last axis (4C features of a patch merging) from nn.Unfold's order to the
-    official concatenation order (see ``weights/swin_layout.py``)."""
-    *lead, features = tensor.shape
-    channels = features // 4
-    by_offset = tensor.reshape(*lead, channels, 2, 2)  # [..., c, dy, dx]
-    chunks = by_offset.transpose(-1, -2).reshape(*lead, channels, 4)  # [..., c, 2 * dx + dy]
-    return chunks.transpose(-1, -2).reshape(*lead, features).contiguous()
-
-
-def official_to_unfold(tensor: torch.Tensor) -> torch.Tensor:
-    """``unfold_to_official``'s inverse: the official order -> nn.Unfold's."""
-    *lead, features = tensor.shape
-    channels = features // 4
-    chunks = tensor.reshape(*lead, 2, 2, channels)  # [..., dx, dy, c]
-    by_offset = chunks.permute(*range(len(lead)), -1, -2, -3)  # [..., c, dy, dx]
-    return by_offset.reshape(*lead, features).contiguous()
 
 
 class PatchMerging(nn.Module):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..fpn import ConvWrapper
+from ..necks.fpn import ConvWrapper
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Swin Transformer weights in MMDetection 3.x's layout -> the official layout our ``SwinTransformer``
-uses (``models/backbones/swin.py``).
+uses (``swin.py``), and back.
 
 Two layouts of the same network exist:
 
@@ -29,7 +29,25 @@ import re
 
 import torch
 
-from ..models.backbones.swin import official_to_unfold, unfold_to_official
+
+def unfold_to_official(tensor: torch.Tensor) -> torch.Tensor:
+    """Permute the last axis (4C features of a patch merging) from nn.Unfold's order to the
+    official concatenation order (the module docstring)."""
+    *lead, features = tensor.shape
+    channels = features // 4
+    by_offset = tensor.reshape(*lead, channels, 2, 2)  # [..., c, dy, dx]
+    chunks = by_offset.transpose(-1, -2).reshape(*lead, channels, 4)  # [..., c, 2 * dx + dy]
+    return chunks.transpose(-1, -2).reshape(*lead, features).contiguous()
+
+
+def official_to_unfold(tensor: torch.Tensor) -> torch.Tensor:
+    """``unfold_to_official``'s inverse: the official order -> nn.Unfold's."""
+    *lead, features = tensor.shape
+    channels = features // 4
+    chunks = tensor.reshape(*lead, 2, 2, channels)  # [..., dx, dy, c]
+    by_offset = chunks.permute(*range(len(lead)), -1, -2, -3)  # [..., c, dy, dx]
+    return by_offset.reshape(*lead, features).contiguous()
+
 
 MMDET_MARK = ".attn.w_msa."
 _STAGE = re.compile(r"^((?:backbone\.)?)stages\.(\d+)\.(.+)$")

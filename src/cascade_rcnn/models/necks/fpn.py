@@ -1,9 +1,21 @@
-"""Feature pyramid: C2..C5 -> P2..P6, 256 channels, P6 = stride-2 subsampling of P5."""
+"""Feature pyramid: C2..C5 -> P2..P6, P6 = stride-2 subsampling of P5 (MMDetection's ``FPN`` with
+``num_outs=5`` and no extra convs)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@dataclass(frozen=True)
+class FPNConfig:
+    """``ModelConfig.neck``: one output level per backbone map (``config.fpn_channels`` wide) plus
+    a subsampled top level for the RPN."""
+
+    def build(self, config, in_channels: list[int], in_strides: tuple[int, ...]) -> "FPN":
+        return FPN(list(in_channels), tuple(in_strides), config.fpn_channels)
 
 
 class ConvWrapper(nn.Module):
@@ -20,8 +32,10 @@ class ConvWrapper(nn.Module):
 class FPN(nn.Module):
     """Lateral 1x1 convs, nearest-neighbour top-down sums, 3x3 output convs (no norm, no ReLU)."""
 
-    def __init__(self, in_channels: list[int], channels: int = 256):
+    def __init__(self, in_channels: list[int], in_strides: tuple[int, ...] = (4, 8, 16, 32), channels: int = 256):
         super().__init__()
+        self.out_channels = channels
+        self.strides = tuple(in_strides) + (2 * in_strides[-1],)
         self.lateral_convs = nn.ModuleList(ConvWrapper(c, channels, 1) for c in in_channels)
         self.fpn_convs = nn.ModuleList(ConvWrapper(channels, channels, 3) for _ in in_channels)
         for module in self.modules():

@@ -4,6 +4,8 @@ At test time (MMDetection's CascadeRoIHead):
   proposals -> stage 1 -> refined boxes -> stage 2 -> refined boxes -> stage 3
   scores = softmax(mean of the three stages' logits); boxes = stage 3's regression;
   per-class NMS; masks = mean of the three mask heads' sigmoids on the final boxes.
+
+In training each stage samples its own RoIs at its own IoU threshold (``loss``).
 """
 from __future__ import annotations
 
@@ -14,25 +16,33 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from ..ops.assign_sample import AssignerSettings, SamplerSettings, assign, sample
-from ..ops.box_coder import BoxCoder
-from ..ops.compute_path import ComputePath
-from ..ops.giou import giou_loss
-from ..ops.nms import multiclass_nms
-from ..ops.roi_align import MultiLevelRoIAlign
-from .config import ModelConfig
-from .heads.mask_head import MaskHead
-
-MASK_SIZE = 28
+from ...ops.assign_sample import AssignerSettings, SamplerSettings, assign, sample
+from ...ops.box_coder import BoxCoder
+from ...ops.compute_path import ComputePath
+from ...ops.giou import giou_loss
+from ...ops.roi_align import MultiLevelRoIAlign
+from ...ops.rois import boxes_per_image
+from ..detections import BatchDetections, DetectionSettings, select_detections
+from ..heads.mask_head import MaskHead
 
 
-@dataclass
-class DetectionSettings:
-    """Final filtering: keep class scores > ``score_thr``, NMS per class, best ``max_per_image``."""
+@dataclass(frozen=True)
+class CascadeRoIHeadConfig:
+    """``ModelConfig.roi_heads``: MMDetection's ``CascadeRoIHead``. One box head (and mask head)
+    per stage, built from ``config.box_head`` / ``config.mask_head``; the stages' IoU thresholds,
+    box-delta stds and loss weights, and the RoIs sampled per image, are the config's settable
+    knobs (``stage_ious``, ``stage_stds``, ``stage_loss_weights``, ``rois_per_image``)."""
 
-    score_thr: float = 0.05
-    nms_iou: float = 0.5
-    max_per_image: int = 100
+    positive_fraction: float = 0.25  # of each stage's sampled RoIs, at most
+    box_roi_size: int = 7  # RoIAlign output of the box heads
+    mask_roi_size: int = 14  # and of the mask heads (their 2x deconv gives 28 x 28 masks)
+    featmap_strides: tuple[int, ...] = (4, 8, 16, 32)  # the pyramid levels RoIs are pooled from
+
+    def build(self, config, in_channels: int, strides: tuple[int, ...]) -> "CascadeRoIHead":
+        if tuple(strides[:len(self.featmap_strides)]) != self.featmap_strides:
+            raise ValueError(f"{config.name}: the neck's levels have strides {tuple(strides)}; the RoI heads read "
+                             f"levels of strides {self.featmap_strides} (give the backbone maps at those strides)")
+        return CascadeRoIHead(config, self)
 
 
 @dataclass
@@ -47,27 +57,21 @@ class SampledRoIs:
     from_gt: torch.Tensor  # (K,) bool: the RoI is a ground-truth box added as a proposal
 
 
-def rois_from_boxes(boxes_per_image: list[torch.Tensor]) -> torch.Tensor:
-    """(K, 5) RoIs = (image index, x1, y1, x2, y2) from a list of (N_i, 4) boxes."""
-    return torch.cat([torch.cat([b.new_full((b.shape[0], 1), i), b], dim=1)
-                      for i, b in enumerate(boxes_per_image)])
-
-
 class CascadeRoIHead(nn.Module):
     """One box head per stage (+ one mask head per stage for Cascade Mask R-CNN), built from the
     config's head specs; the per-stage fields of ``ModelConfig`` have one entry per stage."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config, spec: CascadeRoIHeadConfig):
         super().__init__()
         self.num_classes = config.num_classes
         self.coders = [BoxCoder(tuple(stds)) for stds in config.stage_stds]
         # One threshold per stage, used for positives and negatives alike (no low-quality matches).
         self.assigners = [AssignerSettings(pos_iou=iou, neg_iou=iou) for iou in config.stage_ious]
         self.stage_loss_weights = config.stage_loss_weights
-        self.sampler = SamplerSettings(num=config.rois_per_image, positive_fraction=0.25)
-        self.box_roi_align = MultiLevelRoIAlign(7)
+        self.sampler = SamplerSettings(num=config.rois_per_image, positive_fraction=spec.positive_fraction)
+        self.box_roi_align = MultiLevelRoIAlign(spec.box_roi_size, spec.featmap_strides)
         self.bbox_head = nn.ModuleList(config.box_head.build(config) for _ in config.stage_stds)
-        self.mask_roi_align = MultiLevelRoIAlign(14)
+        self.mask_roi_align = MultiLevelRoIAlign(spec.mask_roi_size, spec.featmap_strides)
         self.mask_head = nn.ModuleList(config.mask_head.build(config)
                                        for _ in config.stage_stds) if config.with_mask else None
 
@@ -81,18 +85,34 @@ class CascadeRoIHead(nn.Module):
         one box per class - of one stage for (K, 5) RoIs."""
         return self.bbox_head[stage](self.box_roi_align(features, rois, path), path)
 
-    def predict_boxes(self, features: list[torch.Tensor], proposals: list[torch.Tensor], image_sizes: torch.Tensor,
-                      path: ComputePath, stage: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run the stages on (P_i, 4) proposals of each image; image_sizes (B, 2) unpadded (h, w).
+    def predict(self, features: list[torch.Tensor], rois: torch.Tensor, image_sizes: torch.Tensor,
+                settings: DetectionSettings, path: ComputePath, stage: int | None = None,
+                box_scales: torch.Tensor | None = None) -> BatchDetections:
+        """The detections of a batch: pyramid ``features``, (R, 5) RPN RoIs and the (B, 2)
+        unpadded (h, w) -> boxes, scores, labels (and mask probabilities of the detected class).
 
-        ``proposals`` may also be (K, 5) RoIs (image index, box), as the batched ONNX graph has them.
+        ``stage=k`` scores with stage k alone; ``box_scales`` (B, 4) maps the boxes before the
+        NMS (``select_detections``). Boxes and scores come back float32 at any precision.
+        """
+        features = self.box_roi_align.readable(features, path)
+        boxes, class_probs, image_index = self.predict_boxes(features, rois, image_sizes, path, stage)
+        detections = select_detections(boxes.float(), class_probs.float(), image_index, image_sizes, settings, path,
+                                       box_scales)
+        if self.with_mask:
+            mask_rois = torch.cat([detections.image_index[:, None].to(detections.boxes.dtype), detections.boxes], 1)
+            detections.mask_probs = self.predict_masks(features, mask_rois, detections.labels, path, stage)
+        return detections
+
+    def predict_boxes(self, features: list[torch.Tensor], rois: torch.Tensor, image_sizes: torch.Tensor,
+                      path: ComputePath, stage: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run the stages on (K, 5) RoIs (image index, box); image_sizes (B, 2) unpadded (h, w).
+
         Returns boxes (K, 4) - or (K, num_classes, 4) for a head with one box per class -, class
         probabilities (K, num_classes + 1) and the (K,) image index of each row, in resized-image
         pixels. ``stage=None`` is the cascade's output (scores of all stages, boxes of the last);
         ``stage=k`` is stage k alone (its scores, its boxes). A head with one box per class passes
         the box of each RoI's best class (by its own logits) to the next stage, as MMDetection.
         """
-        rois = proposals if isinstance(proposals, torch.Tensor) else rois_from_boxes(proposals)
         image_index = rois[:, 0].long()
         max_shapes = image_sizes.to(rois.dtype)[image_index]
         last = len(self.coders) - 1 if stage is None else stage
@@ -117,16 +137,19 @@ class CascadeRoIHead(nn.Module):
         mean_logits = sum(stage_logits) / float(len(stage_logits))
         return boxes, mean_logits.softmax(dim=-1), image_index
 
-    def loss(self, features: list[torch.Tensor], proposals: list[torch.Tensor], targets: list[dict],
+    def loss(self, features: list[torch.Tensor], rois: torch.Tensor, targets: list[dict],
              image_sizes: torch.Tensor, padded_size: tuple[int, int], path: ComputePath) -> dict[str, torch.Tensor]:
         """Training losses of all stages, weighted by ``stage_loss_weights`` (1, 0.5, 0.25).
 
-        proposals: per image (P_i, 4) detached RPN boxes; image_sizes: (B, 2) unpadded (h, w);
-        padded_size: (H, W) of the padded batch.
+        rois: (R, 5) detached RPN proposals; targets: per image ``boxes`` (G, 4) xyxy and ``labels``
+        (G,) in resized pixels, ``masks`` (G, h, w) for mask models, optional ``crowd_boxes``;
+        image_sizes: (B, 2) unpadded (h, w); padded_size: (H, W) of the padded batch.
         Each stage adds the ground truth to its proposals, assigns at its own IoU threshold,
         samples ``rois_per_image`` RoIs (512 in MMDetection, <= 25 % positive), and the next stage
         trains on those RoIs after this stage's regression (ground truth dropped).
         """
+        features = self.box_roi_align.readable(features, path)
+        proposals = boxes_per_image(rois, len(targets))
         losses = {}
         for stage, (coder, weight) in enumerate(zip(self.coders, self.stage_loss_weights)):
             batch = self._sample_stage(stage, proposals, targets)
@@ -173,7 +196,7 @@ class CascadeRoIHead(nn.Module):
 
     def _mask_loss(self, stage: int, features: list[torch.Tensor], batch: "SampledRoIs",
                    targets: list[dict], padded_size: tuple[int, int], path: ComputePath) -> torch.Tensor:
-        """BCE on the ground-truth class channel of the positives' 28x28 masks (mean)."""
+        """BCE on the ground-truth class channel of the positives' (S x S: 28 x 28) masks (mean)."""
         positive = batch.labels < self.num_classes
         rois = batch.rois[positive]
         logits = self.mask_head[stage](self.mask_roi_align(features, rois, path))
@@ -185,9 +208,9 @@ class CascadeRoIHead(nn.Module):
             mine = rois[:, 0] == image
             if mine.any():
                 mask_targets.append(crop_mask_targets(target["masks"], batch.gt_index[mine], rois[mine, 1:],
-                                                      padded_size).to(logits.dtype))
+                                                      padded_size, logits.shape[-1]).to(logits.dtype))
         channel = logits[torch.arange(rois.shape[0], device=rois.device), labels]
-        # RoIs are grouped by image (rois_from_boxes order), so the per-image crops line up.
+        # RoIs are grouped by image (the RPN gives them image by image), so the per-image crops line up.
         return F.binary_cross_entropy_with_logits(channel, torch.cat(mask_targets))
 
     def _refine(self, coder: BoxCoder, batch: "SampledRoIs", deltas: torch.Tensor, image_sizes: torch.Tensor
@@ -199,13 +222,10 @@ class CascadeRoIHead(nn.Module):
         keep = ~batch.from_gt
         return [refined[keep & (image_index == i)] for i in range(len(image_sizes))]
 
-    def predict_masks(self, features: list[torch.Tensor], boxes: list[torch.Tensor], labels: list[torch.Tensor],
-                      path: ComputePath, stage: int | None = None) -> list[torch.Tensor]:
-        """(N_i, 28, 28) probabilities of each detection's class: mean of the stages' sigmoids
-        (or stage ``stage``'s alone). Given (K, 5) RoIs (image index, box) and (K,) labels, as the
-        batched ONNX graph has them, one (K, 28, 28) tensor."""
-        flat = isinstance(boxes, torch.Tensor)
-        rois, labels = (boxes, labels) if flat else (rois_from_boxes(boxes), torch.cat(labels))
+    def predict_masks(self, features: list[torch.Tensor], rois: torch.Tensor, labels: torch.Tensor,
+                      path: ComputePath, stage: int | None = None) -> torch.Tensor:
+        """(K, 28, 28) probabilities of class ``labels[k]`` inside (K, 5) RoI k: mean of the
+        stages' sigmoids (or stage ``stage``'s alone)."""
         roi_features = self.mask_roi_align(features, rois, path)
         heads = self.mask_head if stage is None else [self.mask_head[stage]]
         if path.class_mask_logits:
@@ -214,9 +234,7 @@ class CascadeRoIHead(nn.Module):
             # MMDetection's order of work: every class's logits, sigmoid, mean, then pick the class.
             probs = torch.stack([head(roi_features).float().sigmoid() for head in heads]).mean(dim=0)
             label_probs = probs[torch.arange(rois.shape[0], device=rois.device), labels]
-        if flat:
-            return label_probs
-        return [label_probs] if len(boxes) == 1 else list(label_probs.split([b.shape[0] for b in boxes]))
+        return label_probs
 
 
 def _class_mask_probs(heads: list[MaskHead], roi_features: torch.Tensor, rois: torch.Tensor, labels: torch.Tensor,
@@ -240,8 +258,8 @@ def _class_mask_probs(heads: list[MaskHead], roi_features: torch.Tensor, rois: t
 
 
 def crop_mask_targets(masks: torch.Tensor, gt_index: torch.Tensor, boxes: torch.Tensor,
-                      padded_size: tuple[int, int]) -> torch.Tensor:
-    """(P, 28, 28) binary targets: each matched (G, h, w) ground-truth bitmap cropped with
+                      padded_size: tuple[int, int], size: int) -> torch.Tensor:
+    """(P, size, size) binary targets (28 x 28 for MMDetection's mask heads): each matched (G, h, w) ground-truth bitmap cropped with
     RoIAlign at its (P, 4) box, then >= 0.5.
 
     As MMDetection (``pad_mask=True``), the bitmaps are first zero-padded to the batch's padded
@@ -250,23 +268,10 @@ def crop_mask_targets(masks: torch.Tensor, gt_index: torch.Tensor, boxes: torch.
     """
     padded = F.pad(masks, (0, padded_size[1] - masks.shape[-1], 0, padded_size[0] - masks.shape[-2]))
     gt_rois = torch.cat([gt_index[:, None].to(boxes.dtype), boxes], dim=1)
-    crops = roi_align(padded[:, None].to(boxes.dtype), gt_rois, MASK_SIZE, 1.0, sampling_ratio=0, aligned=True)
+    crops = roi_align(padded[:, None].to(boxes.dtype), gt_rois, size, 1.0, sampling_ratio=0, aligned=True)
     return crops[:, 0] >= 0.5
 
 
 def class_deltas(deltas: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(K, 4) deltas of class ``labels[k]`` from a head's (K, C * 4) deltas (one box per class)."""
     return deltas.reshape(deltas.shape[0], -1, 4)[torch.arange(deltas.shape[0], device=deltas.device), labels]
-
-
-def select_detections(boxes: torch.Tensor, class_probs: torch.Tensor, settings: DetectionSettings,
-                      path: ComputePath) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """MMDetection's multiclass NMS for one image.
-
-    boxes (K, 4) are class-agnostic, so every box is a candidate for every foreground class, or
-    (K, C, 4), one per class; class_probs (K, C + 1) with background last. Returns boxes (N, 4),
-    scores (N,), labels (N,).
-    """
-    box_index, labels, scores = multiclass_nms(boxes, class_probs[:, :-1], settings.score_thr, settings.nms_iou,
-                                               settings.max_per_image, path)
-    return (boxes[box_index] if boxes.dim() == 2 else boxes[box_index, labels]), scores, labels
