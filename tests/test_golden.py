@@ -150,8 +150,8 @@ def difference_report(ours, golden: dict) -> str:
 
 
 @pytest.mark.skipif(not SAME_CPU_KIND,
-                    reason=f"bit-for-bit equality with MMDetection holds on the golden data's CPU kinds ({GOLDEN_VENDOR} "
-                           f"with AVX512 or AVX2); this CPU is {cpu_vendor() or 'unknown'} running torch's "
+                    reason=f"bit-for-bit equality with MMDetection holds on the golden data's CPU kinds "
+                           f"({GOLDEN_VENDOR} with AVX512 or AVX2); this CPU is {cpu_vendor() or 'unknown'} running torch's "
                            f"{CPU_CAPABILITY} kernels (test_exact_path_agrees_with_mmdetection_on_any_cpu bounds the "
                            "difference)")
 def test_exact_path_gives_mmdetections_detections_bit_for_bit(golden_detections):

@@ -41,18 +41,6 @@ class ExportedModel:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    @property
-    def pixel_mean(self) -> tuple[float, float, float]:
-        return self.normalization.mean
-
-    @property
-    def pixel_std(self) -> tuple[float, float, float]:
-        return self.normalization.std
-
-    @property
-    def bgr_input(self) -> bool:
-        return self.normalization.bgr
-
     def category_id(self, label: int) -> int:
         return self.category_ids[label]
 
@@ -113,8 +101,9 @@ class OnnxDetector:
                              f"detections scoring {score_thr} or less (export again with --score-thr)")
         if batch_size < 1:
             raise UserInputError(f"batch_size must be at least 1, got {batch_size}")
-        prepared = [prepare_image(image, name, self.config.image_scale, self.config.pixel_mean,
-                                  self.config.pixel_std, self.config.bgr_input) for image, name in named_inputs(images)]
+        norm = self.config.normalization
+        prepared = [prepare_image(image, name, self.config.image_scale, norm.mean, norm.std, norm.bgr)
+                    for image, name in named_inputs(images)]
 
         def run(group: list[int]) -> list[Detections]:
             raw = self.run_batch([prepared[i][1] for i in group], [prepared[i][0] for i in group])

@@ -55,6 +55,7 @@ class _Reported:
         return dict(reported_box_ap=self.box_ap, reported_mask_ap=self.mask_ap, reported_mem_gb=self.mem_gb,
                     reported_fps=self.fps)
 
+
 # The 3x rows' training resize: the short side drawn from 640..800 per image, the long side capped at 1333.
 _MULTI_SCALE = ((1333, 640), (1333, 800))
 
@@ -187,6 +188,7 @@ class _ConvNeXtRow(_Reported):
         return ModelConfig(name=name, backbone=backbone, box_head=ConvFCBoxHeadConfig(), schedule="3x",
                            train_resize_crop=True, url=f"{_CONVNEXT_URL}/{name}/{self.file}", **self.figures())
 
+
 _CONVNEXT_ROWS = [
     _ConvNeXtRow(arch="tiny", drop_path_rate=0.4, box_ap=50.3, mask_ap=43.6, mem_gb=9.0,
                  imagenet_file="convnext-tiny_3rdparty_32xb128-noema_in1k_20220301-795e9634.pth",
@@ -218,6 +220,7 @@ class _SwinRow(_Reported):
                                    imagenet_url=f"{_SWIN_URL}/v1.0.0/swin_{self.arch}_patch4_window7_224.pth")
         return ModelConfig(name=name, backbone=backbone, box_head=ConvFCBoxHeadConfig(), schedule="3x",
                            train_resize_crop=True, url=f"{_SWIN_URL}/v1.0.2/{name}.pth", **self.figures())
+
 
 _SWIN_ROWS = [
     _SwinRow(arch="tiny", drop_path_rate=0.2, box_ap=50.4, mask_ap=43.7),
