@@ -3,24 +3,30 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import user_input
+from .errors import UserInputError, user_input
 from .inference.predictor import CascadeRCNN
+from .mmdet_config.checkpoint_meta import config_from_file
 from .models.config import ModelConfig
 from .models.settings import apply_settings
 from .ops.compute_path import EXACT, FAST, check_precision
 from .weights import checkpoint
+from .weights.errors import CheckpointError
 from .weights.zoo import get_config, published_url
 
 
-def build_model(model: str | ModelConfig, weights: str | os.PathLike | None = None,
+def build_model(model: str | os.PathLike | ModelConfig | None = None, weights: str | os.PathLike | None = None,
                 device: str | torch.device = "cpu", class_names: list[str] | None = None,
                 reinit_class_layers: bool = False, exact: bool = False,
                 settings: dict[str, Any] | None = None, precision: str = "fp32") -> CascadeRCNN:
-    """Build a zoo model (``"cascade_mask_rcnn_r50_fpn_1x_coco"``) or a custom ``ModelConfig``.
+    """Build a zoo model (``"cascade_mask_rcnn_r50_fpn_1x_coco"``), an MMDetection config file
+    (``"work_dirs/my_cascade/my_cascade.py"``, read as data), a custom ``ModelConfig``, or - with
+    ``model=None`` - the model the checkpoint ``weights`` describes: ours name theirs, MMDetection's
+    carry their whole config and class names (``mmdet_config/``).
 
     ``weights``: None (the default: random weights, as torchvision's ``weights=None``), a local
     ``.pth`` (MMDetection's or ours) or ``.safetensors`` (ours, or a bare state dict), a URL
@@ -41,17 +47,26 @@ def build_model(model: str | ModelConfig, weights: str | os.PathLike | None = No
     with user_input():  # the caller's arguments: a UserInputError (a ValueError) naming the problem
         check_precision(precision, device)
         compute = replace(EXACT if exact else FAST, precision=precision)
-    config = get_config(model) if isinstance(model, str) else model
+    config = None if model is None else model_from(model)
     if weights == "zoo":
+        if config is None:
+            raise UserInputError("weights='zoo' needs a zoo model name")
         weights = published_url(config)
     loaded = path = None
     if weights is not None:
         path = checkpoint.resolve(weights)
         loaded = checkpoint.read(path)
+        if config is None:
+            config = checkpoint.config_of(loaded, path)
+        if config is None:
+            raise CheckpointError(f"{path}: carries no config: give the model (a zoo name, --model) or its config "
+                                  "file (--config)")
         meta = checkpoint.meta_of(loaded)
         if meta.get("class_names") and class_names is None:
             config = config.with_classes(tuple(meta["class_names"]), meta.get("category_ids"))
         config = checkpoint.restore_settings(config, loaded, path)
+    if config is None:
+        raise UserInputError("build_model needs a model: a zoo name, a config file, or weights that carry one")
     if settings:
         with user_input():
             config = apply_settings(config, settings)
@@ -63,3 +78,12 @@ def build_model(model: str | ModelConfig, weights: str | os.PathLike | None = No
     detector = detector.to(device).eval()
     detector.path = compute
     return detector
+
+
+def model_from(model: str | os.PathLike | ModelConfig) -> ModelConfig:
+    """A ``ModelConfig`` as given, a config file (``.py``) read as data, or a zoo name."""
+    if isinstance(model, ModelConfig):
+        return model
+    if str(model).endswith(".py") or isinstance(model, os.PathLike):
+        return config_from_file(str(model), Path(model).stem)
+    return get_config(model)

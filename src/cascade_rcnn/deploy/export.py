@@ -138,7 +138,7 @@ def metadata(model: CascadeNetwork, settings: DetectionSettings) -> dict[str, st
         "score_thr": repr(settings.score_thr),
         "nms_iou": repr(settings.nms_iou),
         "max_per_image": str(settings.max_per_image),
-        "mask_threshold": "0.5",
+        "mask_threshold": repr(config.mask_threshold),
         "model_settings": json.dumps(settings_text(config)),
     }
 

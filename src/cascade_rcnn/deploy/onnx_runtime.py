@@ -75,6 +75,7 @@ class OnnxDetector:
                              "missing or different); export it with `cascade-rcnn export`")
         self.metadata = meta
         self.score_thr = float(meta["score_thr"])
+        self.mask_threshold = float(meta.get("mask_threshold", "0.5"))
         norm = InputNorm(tuple(json.loads(meta["mean"])), tuple(json.loads(meta["std"])),
                          bgr=meta["channel_order"] == "BGR")
         self.config = ExportedModel(
@@ -107,7 +108,8 @@ class OnnxDetector:
 
         def run(group: list[int]) -> list[Detections]:
             raw = self.run_batch([prepared[i][1] for i in group], [prepared[i][0] for i in group])
-            found = [to_original_pixels(image, prepared[i][0], self.class_names) for i, image in zip(group, raw)]
+            found = [to_original_pixels(image, prepared[i][0], self.class_names, self.mask_threshold)
+                     for i, image in zip(group, raw)]
             return found if score_thr is None else [detections.above(score_thr) for detections in found]
 
         return in_size_batches([record.size for record, _ in prepared], batch_size, run)

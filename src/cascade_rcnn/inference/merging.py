@@ -64,9 +64,9 @@ def resample_masks(probs: torch.Tensor, boxes: torch.Tensor, target_boxes: torch
     return F.grid_sample(probs[:, None].float(), grid, align_corners=False, padding_mode="zeros")[:, 0]
 
 
-def to_detections(detections: ImageDetections, image_size: tuple[int, int],
-                  class_names: tuple[str, ...]) -> Detections:
+def to_detections(detections: ImageDetections, image_size: tuple[int, int], class_names: tuple[str, ...],
+                  mask_threshold: float = 0.5) -> Detections:
     """The final ``Detections``: masks pasted into the (H, W) image once, for the survivors only."""
     masks = None if detections.mask_probs is None else paste_masks(detections.mask_probs, detections.boxes,
-                                                                   image_size)
+                                                                   image_size, mask_threshold)
     return Detections(detections.boxes, detections.scores, detections.labels, class_names, image_size, masks)

@@ -94,7 +94,7 @@ class CascadeRCNN(CascadeNetwork):
         self.eval()
         try:
             return in_size_batches([record.size for record, _ in prepared], batch_size, lambda group: [
-                to_original_pixels(raw, prepared[i][0], self.class_names)
+                to_original_pixels(raw, prepared[i][0], self.class_names, self.config.mask_threshold)
                 for i, raw in zip(group, self.detect_raw([prepared[i] for i in group], settings, stage))])
         finally:
             self.train(was_training)

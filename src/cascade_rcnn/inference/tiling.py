@@ -289,4 +289,4 @@ def predict_tiled(model: CascadeRCNN, image: np.ndarray, name: str, settings: De
     if full_image:
         passes += model.detect_unpasted([model.preprocess(image, name)], settings, stage)
     merged = class_nms(concatenate(passes), settings.nms_iou, settings.max_per_image)
-    return to_detections(merged, image_size, model.class_names)
+    return to_detections(merged, image_size, model.class_names, model.config.mask_threshold)

@@ -129,4 +129,4 @@ def predict_tta(model: CascadeRCNN, image: np.ndarray, tta: TestTimeAugmentation
     width = image.shape[1]
     passes = [flip_back(found, width) if flip else found for found, (_, flip) in zip(passes, views)]
     merged = class_nms(concatenate(passes), settings.nms_iou, settings.max_per_image)
-    return to_detections(merged, image.shape[:2], model.class_names)
+    return to_detections(merged, image.shape[:2], model.class_names, config.mask_threshold)

@@ -83,11 +83,15 @@ class ModelConfig:
     rpn_samples_per_image: int = 256
     rois_per_image: int = 512
     test_proposals: int = 1000
+    # RPN boxes kept per level before its NMS (MMDetection's nms_pre); None = the proposal count.
+    train_proposals_pre_nms: int | None = None
+    test_proposals_pre_nms: int | None = None
     # Test settings (MMDetection's rcnn test_cfg): class score threshold, per-class NMS IoU,
     # detections kept per image; ``predict`` can override each per call.
     test_score_thr: float = 0.05
     test_nms_iou: float = 0.5
     test_max_per_image: int = 100
+    mask_threshold: float = 0.5  # a pasted mask probability above it is the object (mask_thr_binary)
     schedule: str = "1x"  # 1x = 12 epochs (lr x0.1 at 8, 11); 20e = 20 epochs (16, 19)
     # Model-zoo facts (MMDetection's page): reported COCO val AP, memory, V100 fps, checkpoint.
     reported_box_ap: float | None = None
@@ -95,6 +99,9 @@ class ModelConfig:
     reported_mem_gb: float | None = None
     reported_fps: float | None = None
     url: str | None = None
+    # The merged MMDetection config this model was read from (``mmdet_config``), as text our
+    # checkpoints carry so that the file alone rebuilds the model; None for the zoo's and yours.
+    mmdet_config: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -173,13 +180,16 @@ def check_settings(config: ModelConfig) -> None:
         problems.append(f"stage_stds needs 4 positive values per stage, got {config.stage_stds}")
     if not all(w >= 0 for w in config.stage_loss_weights):
         problems.append(f"stage_loss_weights must be >= 0, got {config.stage_loss_weights}")
-    for name in ("train_proposals", "test_proposals", "rpn_samples_per_image", "rois_per_image"):
-        if getattr(config, name) < 1:
+    for name in ("train_proposals", "test_proposals", "rpn_samples_per_image", "rois_per_image",
+                 "train_proposals_pre_nms", "test_proposals_pre_nms"):
+        if getattr(config, name) is not None and getattr(config, name) < 1:
             problems.append(f"{name} must be at least 1, got {getattr(config, name)}")
     if not 0 <= config.test_score_thr < 1 or not 0 < config.test_nms_iou <= 1 or config.test_max_per_image < 1:
         problems.append(f"test settings need 0 <= test_score_thr < 1, 0 < test_nms_iou <= 1 and "
                         f"test_max_per_image >= 1, got {config.test_score_thr}, {config.test_nms_iou}, "
                         f"{config.test_max_per_image}")
+    if not 0 <= config.mask_threshold < 1:
+        problems.append(f"mask_threshold must be in [0, 1), got {config.mask_threshold}")
     if config.anchor_scale <= 0:
         problems.append(f"anchor_scale must be positive, got {config.anchor_scale}")
     if len(config.image_scale) != 2 or min(config.image_scale) < 1:

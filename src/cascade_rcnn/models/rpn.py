@@ -23,7 +23,8 @@ RPN_CODER = BoxCoder((1.0, 1.0, 1.0, 1.0))
 class RPNHeadConfig:
     """``ModelConfig.rpn_head``: MMDetection's ``RPNHead`` with its zoo settings. Anchor sizes,
     proposal counts and sampled anchors per image are the config's (``anchor_scale``,
-    ``train_proposals`` / ``test_proposals``, ``rpn_samples_per_image``: settable knobs)."""
+    ``train_proposals`` / ``test_proposals`` and their ``_pre_nms``, ``rpn_samples_per_image``:
+    settable knobs)."""
 
     ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     nms_iou: float = 0.7  # NMS within each level, training and test
@@ -31,17 +32,21 @@ class RPNHeadConfig:
     pos_iou: float = 0.7  # assigner: positive at IoU >= pos_iou, negative below neg_iou,
     neg_iou: float = 0.3  # and each ground truth's best anchors if >= min_pos_iou
     min_pos_iou: float = 0.3
+    ignore_iof_thr: float = -1.0  # anchors this much inside a crowd region ignored; -1: none (the zoo's)
 
     @property
     def assigner(self) -> AssignerSettings:
-        return AssignerSettings(self.pos_iou, self.neg_iou, low_quality_min_iou=self.min_pos_iou)
+        return AssignerSettings(self.pos_iou, self.neg_iou, low_quality_min_iou=self.min_pos_iou,
+                                crowd_iof=self.ignore_iof_thr)
 
     def build(self, config, in_channels: int, strides: tuple[int, ...]) -> "RPNHead":
         return RPNHead(in_channels, strides, scales=(config.anchor_scale,), ratios=self.ratios, assigner=self.assigner,
                        sampler=SamplerSettings(num=config.rpn_samples_per_image,
                                                positive_fraction=self.positive_fraction),
-                       train_proposals=ProposalSettings(config.train_proposals, self.nms_iou, config.train_proposals),
-                       test_proposals=ProposalSettings(config.test_proposals, self.nms_iou, config.test_proposals))
+                       train_proposals=ProposalSettings(config.train_proposals_pre_nms or config.train_proposals,
+                                                        self.nms_iou, config.train_proposals),
+                       test_proposals=ProposalSettings(config.test_proposals_pre_nms or config.test_proposals,
+                                                       self.nms_iou, config.test_proposals))
 
 
 @dataclass(frozen=True)

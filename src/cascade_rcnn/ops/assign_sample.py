@@ -22,7 +22,9 @@ class AssignerSettings:
     pos_iou: float
     neg_iou: float
     low_quality_min_iou: float = 0.0
-    crowd_iof: float = 0.5  # boxes this much inside a crowd region are ignored
+    # MMDetection's ignore_iof_thr: a box more than this fraction inside a crowd region is ignored
+    # (neither positive nor negative); <= 0 (the zoo's -1): crowd regions change nothing.
+    crowd_iof: float = -1.0
 
 
 def assign(boxes: torch.Tensor, gt_boxes: torch.Tensor, settings: AssignerSettings,
@@ -32,10 +34,15 @@ def assign(boxes: torch.Tensor, gt_boxes: torch.Tensor, settings: AssignerSettin
     boxes (N, 4), gt_boxes (G, 4), crowd_boxes (M, 4), all xyxy.
     """
     result = torch.full((boxes.shape[0],), IGNORED, dtype=torch.long, device=boxes.device)
+    in_crowd = None
+    if settings.crowd_iof > 0 and crowd_boxes is not None and crowd_boxes.shape[0] and boxes.shape[0]:
+        in_crowd = intersection_over_box(boxes, crowd_boxes).max(dim=1).values > settings.crowd_iof
     if gt_boxes.shape[0] == 0:
         result[:] = NEGATIVE
     else:
         iou = box_iou(gt_boxes, boxes)  # (G, N)
+        if in_crowd is not None:  # as MMDetection: their IoUs become -1 before any assignment
+            iou[:, in_crowd] = -1
         max_iou, best_gt = iou.max(dim=0)
         result[(max_iou >= 0) & (max_iou < settings.neg_iou)] = NEGATIVE
         positive = max_iou >= settings.pos_iou
@@ -47,9 +54,8 @@ def assign(boxes: torch.Tensor, gt_boxes: torch.Tensor, settings: AssignerSettin
             numbered = best_for_gt * torch.arange(1, gt_boxes.shape[0] + 1, device=boxes.device)[:, None]
             last_gt = numbered.max(dim=0).values
             result[last_gt > 0] = last_gt[last_gt > 0] - 1
-    if crowd_boxes is not None and crowd_boxes.shape[0] and boxes.shape[0]:
-        inside = intersection_over_box(boxes, crowd_boxes).max(dim=1).values >= settings.crowd_iof
-        result[inside & (result == NEGATIVE)] = IGNORED
+    if in_crowd is not None:
+        result[in_crowd] = IGNORED
     return result
 
 

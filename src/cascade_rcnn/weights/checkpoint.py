@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..mmdet_config.checkpoint_meta import config_from_meta, config_from_text
 from ..models.backbones import hooks
 from ..models.config import ModelConfig
 from ..models.settings import apply_settings, parse_settings, settings_text
@@ -105,6 +106,18 @@ def meta_of(checkpoint: dict[str, Any]) -> dict[str, Any]:
     return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else {}
 
 
+def config_of(loaded: dict[str, Any], path: str | os.PathLike) -> ModelConfig | None:
+    """The model a checkpoint describes, or None if it names none: ours by its zoo name or the
+    MMDetection config it was converted from; MMDetection's by the merged config in its ``meta``
+    (named after the file), with its class names."""
+    ours = meta_of(loaded)
+    if ours:
+        if isinstance(ours.get("mmdet_config"), str):
+            return config_from_text(ours["mmdet_config"], str(ours.get("config_name", Path(path).stem)), str(path))
+        return zoo.MODEL_ZOO.get(ours.get("config_name"))
+    return config_from_meta(loaded.get("meta"), Path(path).stem.split(".")[0], str(path))
+
+
 def restore_settings(config: ModelConfig, loaded: dict[str, Any], path: str | os.PathLike) -> ModelConfig:
     """``config`` with the model settings our checkpoint was written with; unchanged for older
     checkpoints of ours and for MMDetection's (they store none)."""
@@ -173,6 +186,8 @@ def save(path: str | os.PathLike, model: nn.Module, **extra: Any) -> None:
     meta = {"format": FORMAT, "config_name": config.name, "class_names": list(config.class_names),
             "category_ids": None if config.category_ids is None else list(config.category_ids),
             "model_settings": settings_text(config)}
+    if config.mmdet_config is not None:
+        meta["mmdet_config"] = config.mmdet_config
     path = Path(path)
     as_safetensors = path.suffix == safetensors_file.SUFFIX
     if as_safetensors and extra:

@@ -17,7 +17,8 @@ class SharedFCBoxHeadConfig:
     ``fc_channels``, class-agnostic deltas; built once per stage."""
 
     def build(self, config) -> "BoxHead":
-        return BoxHead(config.num_classes, config.fpn_channels, hidden=config.fc_channels)
+        return BoxHead(config.num_classes, config.fpn_channels, config.roi_heads.box_roi_size,
+                       hidden=config.fc_channels)
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,10 @@ class ConvFCBoxHeadConfig:
     giou_loss_weight: float | None = 10.0
 
     def build(self, config) -> "BoxHead":
-        return BoxHead(config.num_classes, config.fpn_channels, hidden=config.fc_channels, num_fcs=1,
-                       num_convs=self.num_convs, conv_channels=self.conv_channels,
-                       class_agnostic=self.class_agnostic, giou_loss_weight=self.giou_loss_weight)
+        return BoxHead(config.num_classes, config.fpn_channels, config.roi_heads.box_roi_size,
+                       hidden=config.fc_channels, num_fcs=1, num_convs=self.num_convs,
+                       conv_channels=self.conv_channels, class_agnostic=self.class_agnostic,
+                       giou_loss_weight=self.giou_loss_weight)
 
 
 class ConvBNReLU(nn.Module):

@@ -37,6 +37,7 @@ class CascadeRoIHeadConfig:
     box_roi_size: int = 7  # RoIAlign output of the box heads
     mask_roi_size: int = 14  # and of the mask heads (their 2x deconv gives 28 x 28 masks)
     featmap_strides: tuple[int, ...] = (4, 8, 16, 32)  # the pyramid levels RoIs are pooled from
+    ignore_iof_thr: float = -1.0  # RoIs this much inside a crowd region ignored; -1: none (the zoo's)
 
     def build(self, config, in_channels: int, strides: tuple[int, ...]) -> "CascadeRoIHead":
         if tuple(strides[:len(self.featmap_strides)]) != self.featmap_strides:
@@ -66,7 +67,8 @@ class CascadeRoIHead(nn.Module):
         self.num_classes = config.num_classes
         self.coders = [BoxCoder(tuple(stds)) for stds in config.stage_stds]
         # One threshold per stage, used for positives and negatives alike (no low-quality matches).
-        self.assigners = [AssignerSettings(pos_iou=iou, neg_iou=iou) for iou in config.stage_ious]
+        self.assigners = [AssignerSettings(pos_iou=iou, neg_iou=iou, crowd_iof=spec.ignore_iof_thr)
+                          for iou in config.stage_ious]
         self.stage_loss_weights = config.stage_loss_weights
         self.sampler = SamplerSettings(num=config.rois_per_image, positive_fraction=spec.positive_fraction)
         self.box_roi_align = MultiLevelRoIAlign(spec.box_roi_size, spec.featmap_strides)
