@@ -166,9 +166,9 @@ def test_masks_are_pasted_once_for_the_survivors_only(stand_in, monkeypatch):
     pasted = []
     real_paste = merging.paste_masks
 
-    def paste(probs, boxes, size):
+    def paste(probs, boxes, size, threshold):
         pasted.append((tuple(probs.shape), size))
-        return real_paste(probs, boxes, size)
+        return real_paste(probs, boxes, size, threshold)
 
     monkeypatch.setattr(merging, "paste_masks", paste)
     stand_in.predict(scene(112, 112, (36, 40, 76, 70), (2, 2, 12, 12)), tile=64, tile_overlap=0.25)

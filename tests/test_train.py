@@ -126,12 +126,15 @@ def test_fine_tuning_with_another_class_count_reinitialises_only_class_layers(sh
     assert tuned.roi_head.bbox_head[0].fc_cls.out_features == 6
 
 
-def test_crowd_regions_are_ignored_not_negative():
-    boxes = torch.tensor([[0., 0, 10, 10], [50, 50, 60, 60], [100, 100, 110, 110]])
-    gt = torch.tensor([[0., 0, 10, 10]])
-    crowd = torch.tensor([[45., 45, 70, 70]])
-    assigned = assign(boxes, gt, AssignerSettings(0.5, 0.5), crowd)
-    assert assigned.tolist() == [0, IGNORED, NEGATIVE]
+def test_crowd_regions_follow_the_configs_ignore_iof_thr():
+    """MMDetection's MaxIoUAssigner: with ignore_iof_thr > 0 a box more than that fraction inside a
+    crowd region is ignored, a would-be positive too; the zoo's -1 leaves crowd regions out."""
+    boxes = torch.tensor([[0., 0, 10, 10], [50, 50, 60, 60], [100, 100, 110, 110], [44, 44, 56, 56]])
+    gt = torch.tensor([[0., 0, 10, 10], [45, 45, 55, 55]])
+    crowd = torch.tensor([[40., 40, 70, 70]])
+    assert assign(boxes, gt, AssignerSettings(0.5, 0.5), crowd).tolist() == [0, NEGATIVE, NEGATIVE, 1]
+    assert assign(boxes, gt, AssignerSettings(0.5, 0.5, crowd_iof=0.5), crowd).tolist() == [0, IGNORED, NEGATIVE,
+                                                                                          IGNORED]
 
 
 def test_images_without_annotations_train_as_negatives(tmp_path):

@@ -16,6 +16,7 @@ score 0, saved as ``OUT/detections.<CPU capability>.pt`` (``torch.load(weights_o
 """
 import argparse
 import json
+import os
 import platform
 import shutil
 from pathlib import Path
@@ -29,11 +30,15 @@ from mmengine.runner import Runner
 
 BASE = "../mmdet_configs/configs/cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py"
 CLASSES = ("circle", "triangle", "rectangle", "star", "ring")
+# mmengine 0.10 loads checkpoints with torch.load's default, weights-only since torch 2.6, which
+# refuses the message hub's HistoryBuffer: here, in MMDetection's environment, on the file its own
+# runner just wrote, the full unpickler is allowed (this project's loader never does this).
+os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 STAGE_STDS = ([0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1], [0.033, 0.033, 0.067, 0.067])
 
 
 def box_head(stds: list[float]) -> str:
-    return (f"dict(type='Shared2FCBBoxHead', in_channels=32, fc_out_channels=64, roi_feat_size=7, num_classes=5, "
+    return (f"dict(type='Shared2FCBBoxHead', in_channels=16, fc_out_channels=32, roi_feat_size=7, num_classes=5, "
             f"bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0, 0.0, 0.0, 0.0], target_stds={stds}), "
             "reg_class_agnostic=True, loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0), "
             "loss_bbox=dict(type='SmoothL1Loss', beta=1.0, loss_weight=1.0))")
@@ -49,18 +54,18 @@ classes = {CLASSES!r}
 metainfo = dict(classes=classes)
 data_root = '{shapes}/'
 model = dict(
-    backbone=dict(depth=18, base_channels=16, frozen_stages=-1, norm_eval=False, init_cfg=None),
-    neck=dict(in_channels=[16, 32, 64, 128], out_channels=32),
+    backbone=dict(depth=18, stem_channels=8, base_channels=8, frozen_stages=-1, norm_eval=False, init_cfg=None),
+    neck=dict(in_channels=[8, 16, 32, 64], out_channels=16),
     rpn_head=dict(
-        in_channels=32, feat_channels=32,
+        in_channels=16, feat_channels=16,
         anchor_generator=dict(type='AnchorGenerator', scales=[4], ratios=[0.5, 1.0, 2.0, 3.0],
                               strides=[4, 8, 16, 32, 64])),
     roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=32),
+        bbox_roi_extractor=dict(out_channels=16),
         bbox_head=[
             {heads}],
-        mask_roi_extractor=dict(out_channels=32),
-        mask_head=dict(in_channels=32, conv_out_channels=16, num_classes=5)),
+        mask_roi_extractor=dict(out_channels=16),
+        mask_head=dict(in_channels=16, conv_out_channels=8, num_classes=5)),
     train_cfg=dict(rpn_proposal=dict(nms_pre=600, max_per_img=300)),
     test_cfg=dict(
         rpn=dict(nms_pre=400, max_per_img=200),
@@ -131,7 +136,7 @@ def main() -> None:
     vendor = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                    if line.startswith("vendor_id")), "")
     result = {"meta": {"cpu_capability": capability, "cpu_vendor": vendor, "cpu": platform.processor(),
-                       "torch_num_threads": torch.get_num_threads(), "torch": torch.__version__},
+                       "torch_num_threads": torch.get_num_threads(), "torch": str(torch.__version__)},
               "config_settings": detections(model, image, None), "score_0": detections(model, image, 0.0)}
     torch.save(result, out / f"detections.{capability}.pt")
     shutil.rmtree(work)

@@ -30,6 +30,7 @@ from .weights.zoo import (
 if TYPE_CHECKING:
     from .deploy.onnx_runtime import OnnxDetector
     from .inference.predictor import CascadeRCNN
+    from .models.config import ModelConfig
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -61,8 +62,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         if args.onnx:
             model = onnx_model(args)
-        elif not args.model:
-            raise UserInputError("give --model NAME (and --weights), or --onnx FILE")
+        elif not (args.model or args.config or args.weights):
+            raise UserInputError("give --model NAME (and --weights), --config FILE.py --weights W, --weights of a "
+                                 "checkpoint that carries its config, or --onnx FILE")
         else:
             model = load_model(args, context.device, note=context.is_main)
         report = predict_files(model, args.inputs, args.out, score_thr=args.score_thr,
@@ -118,7 +120,8 @@ def onnx_model(args: argparse.Namespace) -> OnnxDetector:
     from .deploy.onnx_runtime import OnnxDetector
 
     model_options = [name for name, value in (
-        ("--model", args.model), ("--weights", args.weights), ("--class-names", args.class_names),
+        ("--model", args.model), ("--config", args.config), ("--weights", args.weights),
+        ("--class-names", args.class_names),
         ("--set", args.set), ("--exact", args.exact), ("--precision", args.precision != "fp32")) if value]
     if model_options:
         raise UserInputError(f"--onnx takes the model and its settings from the file; drop {'/'.join(model_options)}")
@@ -141,22 +144,36 @@ def load_model(args: argparse.Namespace, device: str | torch.device, note: bool 
     with user_input():
         settings = parse_settings(args.set)
     # export takes neither --exact nor --precision: its ONNX graph is the fast path's, in fp32.
-    return build_model(args.model, weights=model_weights(args, note=note), device=device,
+    return build_model(model_source(args), weights=model_weights(args, note=note), device=device,
                        class_names=args.class_names, exact=getattr(args, "exact", False), settings=settings,
                        precision=getattr(args, "precision", "fp32"))
+
+
+def model_source(args: argparse.Namespace) -> str | None:
+    """What names the model: ``--config`` or ``--model``; None leaves it to the checkpoint
+    ``--weights`` names (MMDetection's carry their config, ours their zoo name or converted config)."""
+    source = getattr(args, "config", None) or args.model
+    if source is None and args.model_required and args.weights in (None, "none", "zoo"):
+        raise UserInputError("give --model NAME, --config FILE.py, or --weights of a checkpoint that carries its "
+                             "config (MMDetection's, or ours)")
+    return source
 
 
 def model_weights(args: argparse.Namespace, default: str | None = "zoo", note: bool = True) -> str | None:
     """``--weights`` as ``build_model`` and the trainer take it: ``none`` is None (random weights,
     no checkpoint; said on stderr when ``note``), no ``--weights`` is ``default`` ("zoo": the
-    zoo name's published checkpoint, from the cache, else downloaded). The project configs have no
-    published file, so "zoo" is refused for them in one line."""
+    zoo name's published checkpoint, from the cache, else downloaded; a ``--config`` has none).
+    The project configs have no published file, so "zoo" is refused for them in one line."""
+    named = args.model or getattr(args, "config", None) or "the model"
     if args.weights == "none":
         if note:
-            print(f"note: {args.model} has RANDOM weights (--weights none): its detections are meaningless",
+            print(f"note: {named} has RANDOM weights (--weights none): its detections are meaningless",
                   file=sys.stderr)
         return None
     weights = args.weights or default
+    if weights == "zoo" and not args.model:
+        raise UserInputError(f"{named} has no published weights: give --weights PATH (its trained checkpoint), "
+                             "or --weights none for random weights")
     if weights == "zoo" and get_config(args.model).url is None:
         raise UserInputError(f"{args.model} has no published weights (a project config): give --weights PATH "
                              "(e.g. a training run's final.pth), or --weights none for random weights")
@@ -177,26 +194,58 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .engine.train import TrainConfig, train
 
     check_device(args.device)
+    recipe = config_recipe(args)
     paths = coco_root_paths(args.coco_root, {"train_json": args.train_json, "train_images": args.train_images,
                                              "val_json": args.val_json, "val_images": args.val_images})
+    paths = {name: path or recipe.pop(name, None) for name, path in paths.items()}
     if not (paths["train_json"] and paths["train_images"]):
-        raise UserInputError("give --train-json and --train-images, or --coco-root")
-    with user_input():
-        model_config = apply_settings(get_config(args.model), parse_settings(args.set))
+        raise UserInputError("give --train-json and --train-images, --coco-root, or a --config that names them")
+    model_config = training_model(args)
+    given = {"schedule": args.schedule, "epochs": args.epochs, "lr_steps": tuple(args.lr_steps) if args.lr_steps
+             else None, "lr": args.lr, "optimizer": args.optimizer, "weight_decay": args.weight_decay,
+             "batch_size": args.batch_size, "warmup_iters": args.warmup_iters, "clip_grad": args.clip_grad,
+             "min_size": args.min_size, "filter_empty_gt": False if args.keep_empty else None}
+    options = {**recipe, **{name: value for name, value in given.items() if value is not None}}
+    options.setdefault("schedule", model_config.schedule)
     config = TrainConfig(
-        **paths, out_dir=args.out, backbone_weights=args.backbone_weights,
+        **paths, **options, out_dir=args.out, backbone_weights=args.backbone_weights,
         weights=model_weights(args, default=None, note=False),  # none: start as without --weights
-        schedule=args.schedule or model_config.schedule, epochs=args.epochs,
-        lr_steps=tuple(args.lr_steps) if args.lr_steps else None, lr=args.lr,
-        optimizer=args.optimizer, weight_decay=args.weight_decay, batch_size=args.batch_size,
-        workers=args.workers, warmup_iters=args.warmup_iters,
-        precision=args.precision, clip_grad=args.clip_grad, seed=args.seed, eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every, filter_empty_gt=not args.keep_empty,
-        min_size=args.min_size, max_failed_fraction=args.max_failed_fraction, device=args.device,
+        workers=args.workers, precision=args.precision, seed=args.seed, eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every, max_failed_fraction=args.max_failed_fraction, device=args.device,
         resume=args.resume)
     final = train(model_config, config)
     print(f"final weights: {final}")
     return 0
+
+
+def training_model(args: argparse.Namespace) -> ModelConfig:
+    """The model to train: ``--model``, ``--config``, or the one the ``--weights`` checkpoint
+    carries, with ``--set`` applied."""
+    from .api import model_from
+    from .weights import checkpoint
+
+    source = model_source(args)
+    if source is not None:
+        config = model_from(source)
+    else:
+        path = checkpoint.resolve(args.weights)
+        config = checkpoint.config_of(checkpoint.read(path), path)
+        if config is None:
+            raise UserInputError(f"{path}: carries no config: give --model NAME or --config FILE.py")
+    with user_input():
+        return apply_settings(config, parse_settings(args.set))
+
+
+def config_recipe(args: argparse.Namespace) -> dict:
+    """The training recipe a ``--config`` states (its data sets under ``--data-root`` if given)."""
+    if not args.config:
+        if args.data_root:
+            raise UserInputError("--data-root replaces a --config's data_root: give --config FILE.py")
+        return {}
+    from .mmdet_config import read_config
+    from .mmdet_config.recipe import training_recipe
+
+    return training_recipe(read_config(args.config), args.config, args.data_root)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -212,6 +261,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         given["val_images"] = args.images
     paths = coco_root_paths(args.coco_root, given, require_given=True)
     gt_json, images = paths["val_json"], paths.get("val_images")
+    if not gt_json and args.config:  # the config's own validation set
+        from .mmdet_config import read_config
+        from .mmdet_config.recipe import data_files
+
+        found = data_files(read_config(args.config), "val", args.config, args.data_root)
+        gt_json, images = found if found else (None, images)
+        images = args.images or images
     if not gt_json:
         raise UserInputError("give --gt-json, or --coco-root")
     if args.predictions:
@@ -224,8 +280,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         metrics = evaluate_coco(gt_json, args.predictions)
         print(format_table(metrics))
     else:
-        if not (args.model and images):
-            raise UserInputError("give --predictions P.json, or --model NAME --images DIR (and --weights)")
+        if not images or not (args.model or args.config or args.weights):
+            raise UserInputError("give --predictions P.json, or --images DIR with --model NAME, --config FILE.py "
+                                 "or --weights")
         from .data.coco import CocoDataset
         from .engine.validate import evaluate_dataset
 
@@ -250,6 +307,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     model = load_model(args, "cpu")
     path = export_onnx(model, args.out, opset=args.opset, score_thr=args.score_thr)
     print(f"exported {model.config.name} ({model.config.num_classes} classes) to {path}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .weights import checkpoint
+
+    if args.weights in (None, "none", "zoo") and not args.source:
+        raise UserInputError("give the checkpoint to convert")
+    args.weights = args.source
+    model = load_model(args, "cpu")
+    checkpoint.save(args.out, model)
+    print(f"wrote {args.out}: {model.config.name}, {model.config.num_classes} classes "
+          f"({', '.join(model.class_names[:5])}{', ...' if model.config.num_classes > 5 else ''}), "
+          "config and settings inside")
     return 0
 
 
@@ -284,6 +355,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None and value < 1:
             raise UserInputError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+    if not args.model:
+        raise UserInputError("benchmark takes a zoo model: give --model NAME")
     # No --weights and --weights none alike: random weights, spread like trained ones (it says so).
     result = run_benchmark(args.model, weights=model_weights(args, default=None, note=False), device=args.device,
                            exact=args.exact, image_dir=args.image_dir, num_images=args.images,
@@ -340,11 +413,18 @@ def add_command(commands: argparse._SubParsersAction, name: str, run: Callable[[
 
 def add_model_options(command: argparse.ArgumentParser, *, required: bool, default: str
                       ) -> argparse._ArgumentGroup:
-    """``--model`` and ``--weights`` (``default``: what no ``--weights`` means for this command), in
-    a "model" group that the caller adds its other model options to."""
+    """``--model`` or ``--config``, and ``--weights`` (``default``: what no ``--weights`` means for
+    this command), in a "model" group that the caller adds its other model options to. With
+    ``required`` one of ``--model``, ``--config`` or a ``--weights`` that carries its config is
+    needed (``model_source``)."""
+    command.set_defaults(model_required=required)
     group = command.add_argument_group("model")
-    group.add_argument("--model", required=required, choices=list(MODEL_ZOO), metavar="NAME",
-                       help="a zoo name (see `cascade-rcnn models`)")
+    source = group.add_mutually_exclusive_group()
+    source.add_argument("--model", choices=list(MODEL_ZOO), metavar="NAME",
+                        help="a zoo name (see `cascade-rcnn models`)")
+    source.add_argument("--config", metavar="FILE.py",
+                        help="an MMDetection config file (a work dir's merged dump, or one with _base_ files beside "
+                        "it), read as data, never run; not needed with an MMDetection checkpoint, which carries it")
     group.add_argument("--weights", metavar="PATH|URL|hf://ORG/REPO[/FILE]|zoo|none",
                        help=f"{WEIGHTS_HELP}; default: {default}")
     return group
@@ -391,6 +471,11 @@ def add_score_option(command: argparse._ActionsContainer, default: float | None,
                          help=f"drop detections scoring below S ({meaning})")
 
 
+def add_data_root_option(command: argparse._ActionsContainer) -> None:
+    command.add_argument("--data-root", metavar="DIR", help="with --config: where its data sets' ann_file and "
+                         "data_prefix are, instead of its data_root")
+
+
 def add_coco_root_option(command: argparse._ActionsContainer) -> None:
     command.add_argument("--coco-root", metavar="DIR", help="COCO 2017: DIR/train2017, DIR/val2017, "
                          "DIR/annotations/instances_{train,val}2017.json (explicit paths win)")
@@ -403,8 +488,8 @@ def parser() -> argparse.ArgumentParser:
 
     models = add_command(commands, "models", cmd_models, "list the model zoo")
     models.add_argument("--json", action="store_true", help="machine-readable output")
-    for add in (add_predict, add_train, add_evaluate, add_export, add_download, add_benchmark, add_shapes,
-                add_demo):
+    for add in (add_predict, add_train, add_evaluate, add_export, add_convert, add_download, add_benchmark,
+                add_shapes, add_demo):
         add(commands)
     return root
 
@@ -456,6 +541,7 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     add_set_option(model)
     add_compute_options(train, exact=False)
     data = train.add_argument_group("data")
+    add_data_root_option(data)
     data.add_argument("--train-json", help="COCO annotation file (or --coco-root)")
     data.add_argument("--train-images", help="folder of its images (or --coco-root)")
     add_coco_root_option(data)
@@ -463,7 +549,7 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     data.add_argument("--val-images")
     data.add_argument("--keep-empty", action="store_true", help="train on images without annotations "
                       "as negatives (default: left out, MMDetection's filter_empty_gt)")
-    data.add_argument("--min-size", type=int, default=32,
+    data.add_argument("--min-size", type=int,
                       help="leave out images whose shorter side is below this (default 32, MMDetection's; 0: none)")
     data.add_argument("--max-failed-fraction", type=float, default=0.01, metavar="F",
                       help="stop when more than this fraction of an epoch's images fail to load (default 0.01)")
@@ -473,12 +559,12 @@ def add_train(commands: argparse._SubParsersAction) -> None:
                        help="default: the model's (1x; 20e for *_20e_*; 3x for *_mstrain_3x_*)")
     train.add_argument("--epochs", type=int, help="default: 12 (1x) or 20 (20e)")
     train.add_argument("--lr-steps", type=int, nargs="+", help="epochs after which lr x0.1")
-    train.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
-                       help="sgd: MMDetection's recipe; adamw: faster from scratch")
+    train.add_argument("--optimizer", choices=["sgd", "adamw"],
+                       help="sgd (default): MMDetection's recipe; adamw: faster from scratch")
     train.add_argument("--lr", type=float, help="default: 0.02 (sgd) or 2e-4 (adamw) x total batch / 16")
     train.add_argument("--weight-decay", type=float, help="default: 1e-4 (sgd) or 0.05 (adamw)")
-    train.add_argument("--batch-size", type=int, default=2, help="images per process")
-    train.add_argument("--warmup-iters", type=int, default=500)
+    train.add_argument("--batch-size", type=int, help="images per process (default 2)")
+    train.add_argument("--warmup-iters", type=int, help="default 500")
     train.add_argument("--clip-grad", type=float, help="max gradient norm")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--eval-every", type=int, default=1, help="epochs between evaluations (0: never)")
@@ -490,6 +576,7 @@ def add_evaluate(commands: argparse._SubParsersAction) -> None:
     evaluate = add_command(commands, "evaluate", cmd_evaluate, "COCO box/mask AP and the AP50..AP90 table")
     evaluate.add_argument("--gt-json", help="COCO annotation file (or --coco-root)")
     add_coco_root_option(evaluate)
+    add_data_root_option(evaluate)
     evaluate.add_argument("--predictions", help="a COCO results file to score")
     evaluate.add_argument("--images", help="the images of --gt-json")
     model = add_model_options(evaluate, required=False, default="zoo (project configs: give one)")
@@ -510,6 +597,19 @@ def add_export(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (16 or newer; default 17)")
     add_score_option(export, None, "default: the model's, 0.05; baked into the graph: predict --onnx can "
                      "raise it, not lower it")
+
+
+def add_convert(commands: argparse._SubParsersAction) -> None:
+    convert = add_command(commands, "convert", cmd_convert,
+                          "write a checkpoint (an MMDetection work dir's epoch_N.pth) as ours: config, classes "
+                          "and settings inside (.pth, or .safetensors for the Hub)")
+    convert.add_argument("source", metavar="CHECKPOINT", help="the checkpoint to convert (path, URL or hf://)")
+    convert.add_argument("out", help="the file to write: .pth or .safetensors")
+    model = convert.add_argument_group("model")
+    model.add_argument("--model", choices=list(MODEL_ZOO), metavar="NAME", help="for a checkpoint without a config")
+    model.add_argument("--config", metavar="FILE.py", help="for a checkpoint without a config: its config file")
+    add_class_names_option(model)
+    convert.set_defaults(model_required=False, weights=None, set=[], exact=False, precision="fp32")
 
 
 def add_download(commands: argparse._SubParsersAction) -> None:

@@ -176,7 +176,10 @@ def _backbone(part: Part, pretrained: str | None) -> ResNetConfig:
                          ("plugins", None), ("conv_cfg", None), ("in_channels", 3)):
         part.need(key, default, default)
     base = part.take("base_channels", 64)
-    part.need("stem_channels", {base, None}, None)
+    stem = part.take("stem_channels", 64)
+    if stem not in (base, None):
+        raise part.refuse(f"{part.where}.stem_channels={stem!r} with base_channels={base!r} is not supported "
+                          "(supported: the stem as wide as base_channels)")
     style = part.need("style", {"pytorch", "caffe"}, "pytorch")
     groups, width = (part.take("groups", 1), part.take("base_width", 4)) if kind == "ResNeXt" else (1, 64)
     init = part.value.get("init_cfg") or {}
@@ -458,15 +461,15 @@ def _rcnn_stage(part: Part, mask_size: int | None) -> tuple[float, int, float, f
 
 def _class_names(config: dict[str, Any], num_classes: int, source: str) -> tuple[str, ...]:
     """The data set's class names the config states (3.x ``metainfo``, 2.x ``classes``)."""
-    for found in (_dig(config, "metainfo", "classes"), _dig(config, "train_dataloader", "dataset", "metainfo",
+    for found in (dig(config, "metainfo", "classes"), dig(config, "train_dataloader", "dataset", "metainfo",
                                                            "classes"),
-                  config.get("classes"), _dig(config, "data", "train", "classes")):
+                  config.get("classes"), dig(config, "data", "train", "classes")):
         if found:
             return tuple(str(name) for name in ([found] if isinstance(found, str) else found))
     return COCO_CLASSES if num_classes == len(COCO_CLASSES) else tuple(f"class{i}" for i in range(num_classes))
 
 
-def _dig(value: Any, *keys: str) -> Any:
+def dig(value: Any, *keys: str) -> Any:
     for key in keys:
         if not isinstance(value, dict):
             return None
@@ -477,14 +480,14 @@ def _dig(value: Any, *keys: str) -> Any:
 def _test_resize(config: dict[str, Any]) -> dict[str, Any] | None:
     """The ``Resize`` step of the test pipeline (3.x ``test_pipeline`` / its dataloader's; 2.x
     ``data.test.pipeline``'s ``MultiScaleFlipAug``, as ``img_scale``)."""
-    pipelines = [config.get("test_pipeline"), _dig(config, "test_dataloader", "dataset", "pipeline"),
-                 _dig(config, "data", "test", "pipeline")]
+    pipelines = [config.get("test_pipeline"), dig(config, "test_dataloader", "dataset", "pipeline"),
+                 dig(config, "data", "test", "pipeline")]
     for pipeline in pipelines:
         for step in pipeline or []:
             if isinstance(step, dict) and step.get("type") == "Resize":
                 return step
             if isinstance(step, dict) and step.get("type") == "MultiScaleFlipAug":
-                return {"type": "Resize", "scale": step.get("img_scale"), "keep_ratio": _dig(
+                return {"type": "Resize", "scale": step.get("img_scale"), "keep_ratio": dig(
                     next((s for s in step.get("transforms", []) if s.get("type") == "Resize"), {}), "keep_ratio"),
                     "flip": step.get("flip", False)}
     return None
@@ -511,8 +514,8 @@ def _resize(config: dict[str, Any], source: str) -> tuple[tuple[int, int], Any]:
 
 
 def _train_scale_range(config: dict[str, Any], image_scale: tuple[int, int], source: str) -> Any:
-    pipelines = [config.get("train_pipeline"), _dig(config, "train_dataloader", "dataset", "pipeline"),
-                 _dig(config, "data", "train", "pipeline")]
+    pipelines = [config.get("train_pipeline"), dig(config, "train_dataloader", "dataset", "pipeline"),
+                 dig(config, "data", "train", "pipeline")]
     for pipeline in pipelines:
         for step in pipeline or []:
             if not isinstance(step, dict) or step.get("type") not in ("Resize", "RandomResize"):
@@ -534,9 +537,9 @@ def _train_scale_range(config: dict[str, Any], image_scale: tuple[int, int], sou
 
 def _schedule(config: dict[str, Any]) -> str:
     """Our schedule name of the config's epochs (times a ``RepeatDataset``'s repeats: the 3x rows)."""
-    epochs = _dig(config, "train_cfg", "max_epochs") or _dig(config, "runner", "max_epochs") or \
+    epochs = dig(config, "train_cfg", "max_epochs") or dig(config, "runner", "max_epochs") or \
         config.get("total_epochs")
-    dataset = _dig(config, "train_dataloader", "dataset") or _dig(config, "data", "train") or {}
+    dataset = dig(config, "train_dataloader", "dataset") or dig(config, "data", "train") or {}
     repeats = dataset.get("times", 1) if isinstance(dataset, dict) and dataset.get("type") == "RepeatDataset" else 1
     return SCHEDULE_NAMES.get(epochs * repeats if isinstance(epochs, int) else None, "1x")
 

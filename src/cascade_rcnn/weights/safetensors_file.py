@@ -6,7 +6,7 @@ and tables as JSON, next to the ``"format": "pt"`` entry Hugging Face's tools ex
 
     {"format": "pt", "checkpoint_format": "cascade_rcnn/1", "config_name": "...",
      "class_names": "[\"person\", ...]", "category_ids": "[1, 2, ...]" or "null",
-     "model_settings": "{\"num_stages\": \"3\", ...}"}
+     "model_settings": "{\"num_stages\": \"3\", ...}", "mmdet_config": "model = {...}" (if converted)}
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from .errors import CheckpointError
 
 SUFFIX = ".safetensors"
 JSON_FIELDS = ("class_names", "category_ids", "model_settings")
+TEXT_FIELDS = ("mmdet_config",)  # optional: the MMDetection config a converted model was read from
 
 
 def looks_like_safetensors(path: Path) -> bool:
@@ -53,7 +54,8 @@ def write(path: str, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> No
     """Write ``state`` and ``meta`` (our metadata) to ``path`` (the caller renames it into place)."""
     safetensors = _require(Path(path))
     text = {"format": "pt", "checkpoint_format": meta["format"], "config_name": meta["config_name"],
-            **{field: json.dumps(meta[field]) for field in JSON_FIELDS}}
+            **{field: json.dumps(meta[field]) for field in JSON_FIELDS},
+            **{field: meta[field] for field in TEXT_FIELDS if field in meta}}
     # safetensors stores dense row-major tensors: channels-last weights are copied to that layout.
     safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, path, metadata=text)
 
@@ -67,6 +69,7 @@ def _meta_from_text(metadata: dict[str, str], path: Path) -> dict[str, Any]:
             meta[field] = json.loads(metadata.get(field, "null"))
         except json.JSONDecodeError as error:
             raise CheckpointError(f"{path}: its metadata {field!r} is not JSON ({error})") from None
+    meta.update({field: metadata[field] for field in TEXT_FIELDS if field in metadata})
     return meta
 
 
