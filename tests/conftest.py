@@ -142,3 +142,13 @@ def two_image_training_batch() -> tuple[torch.Tensor, list[dict], torch.Tensor]:
     targets = [{"boxes": boxes, "labels": torch.tensor([0, 2]), "masks": masks},
                {"boxes": boxes[1:], "labels": torch.tensor([1]), "masks": masks[1:]}]
     return images, targets, torch.tensor([[64, 96], [64, 96]])
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor id from /proc/cpuinfo ("AuthenticAMD", "GenuineIntel"), "" where unknown:
+    with torch's CPU capability, the kind of CPU that MMDetection reference data is bit-exact on."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")), "")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import in_mmdet_units
+from conftest import cpu_vendor, in_mmdet_units
 
 import cascade_rcnn
 from cascade_rcnn.ops import assign_sample
@@ -69,17 +69,6 @@ OTHER_CPU_BOX_PX, OTHER_CPU_SCORE, OTHER_CPU_MASK_IOU = FAST_BOX_PX, FAST_SCORE,
 GOLDEN_VENDOR = "AuthenticAMD"
 CPU_CAPABILITY = torch.backends.cpu.get_cpu_capability()
 SUFFIX = {"AVX512": "", "AVX2": ".AVX2"}.get(CPU_CAPABILITY, "")
-
-
-def cpu_vendor() -> str:
-    """The CPU's vendor id from /proc/cpuinfo ("AuthenticAMD", "GenuineIntel"), "" where unknown."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return ""
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")), "")
-
-
 SAME_CPU_KIND = CPU_CAPABILITY in ("AVX512", "AVX2") and cpu_vendor() == GOLDEN_VENDOR
 # - losses: in training the BatchNorms run in training mode (batch statistics, not folded), but
 #   the channels-last convolutions still round differently; that moves the RPN's boxes by up to
@@ -152,7 +141,8 @@ def difference_report(ours, golden: dict) -> str:
 
 @pytest.mark.skipif(not SAME_CPU_KIND,
                     reason=f"bit-for-bit equality with MMDetection holds on the golden data's CPU kinds "
-                           f"({GOLDEN_VENDOR} with AVX512 or AVX2); this CPU is {cpu_vendor() or 'unknown'} running torch's "
+                           f"({GOLDEN_VENDOR} with AVX512 or AVX2); this CPU is {cpu_vendor() or 'unknown'} "
+                           "running torch's "
                            f"{CPU_CAPABILITY} kernels (test_exact_path_agrees_with_mmdetection_on_any_cpu bounds the "
                            "difference)")
 def test_exact_path_gives_mmdetections_detections_bit_for_bit(golden_detections):

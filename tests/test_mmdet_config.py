@@ -117,7 +117,8 @@ def test_every_zoo_row_is_what_the_reader_makes_of_mmdetections_own_config(name)
     (lambda m: m["roi_head"]["bbox_head"][1].update(type="SABLHead"),
      r"model\.roi_head\.bbox_head\[1\]\.type='SABLHead' is not supported \(supported: Shared2FCBBoxHead, "
      r"Shared4Conv1FCBBoxHead\)"),
-    (lambda m: m["backbone"].update(dcn=dict(type="DCN", deform_groups=1)), r"model\.backbone\.dcn=.* is not supported"),
+    (lambda m: m["backbone"].update(dcn=dict(type="DCN", deform_groups=1)),
+     r"model\.backbone\.dcn=.* is not supported"),
     (lambda m: m["backbone"].update(type="RegNet"), r"model\.backbone\.type='RegNet' is not supported"),
     (lambda m: m["neck"].update(add_extra_convs="on_input"), r"model\.neck\.add_extra_convs='on_input'"),
     (lambda m: m["rpn_head"]["loss_bbox"].update(type="L1Loss"), r"model\.rpn_head\.loss_bbox\.type='L1Loss'"),

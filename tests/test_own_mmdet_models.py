@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import cpu_vendor
 
 import cascade_rcnn
 from cascade_rcnn.benchmarking.agreement import agreement
@@ -28,14 +29,6 @@ CHECKPOINT, DUMPED, USER_CONFIG, IMAGE = (DATA / name for name in (
 CLASSES = ("circle", "triangle", "rectangle", "star", "ring")
 CAPABILITY = torch.backends.cpu.get_cpu_capability()
 REFERENCE = DATA / f"detections.{CAPABILITY}.pt"
-
-
-def cpu_vendor() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return ""
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")), "")
 
 
 @pytest.fixture(scope="module")

@@ -71,7 +71,8 @@ class OnnxDetector:
                              f"{FORMAT}, the batched graph): export it again with `cascade-rcnn export`")
         missing = [key for key in REQUIRED_METADATA if key not in meta]
         if missing or found != FORMAT:
-            raise UserInputError(f"{self.path}: not exported by cascade_rcnn (metadata {', '.join(missing) or 'format'} "
+            raise UserInputError(f"{self.path}: not exported by cascade_rcnn (metadata "
+                                 f"{', '.join(missing) or 'format'} "
                              "missing or different); export it with `cascade-rcnn export`")
         self.metadata = meta
         self.score_thr = float(meta["score_thr"])

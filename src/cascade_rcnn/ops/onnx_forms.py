@@ -39,8 +39,9 @@ def exported_proposals(logits: list[torch.Tensor], deltas: list[torch.Tensor], a
     (B, N_l, 4) deltas, the shared (N_l, 4) anchors and the (B, 2) unpadded (h, w).
 
     Returns (R, 5) RoIs (image index, box), image by image, each image's by descending score
-    (``RPNHead.proposals``' eager form). The same steps on the same numbers as ``propose``: the top ``pre_nms_per_level``
-    of each level (always sorted: the image size is dynamic), decoded and clipped to each image,
+    (``RPNHead.proposals``' eager form). The same steps on the same numbers as ``propose``: the top
+    ``pre_nms_per_level`` of each level (always sorted: the image size is dynamic), decoded and
+    clipped to each image,
     boxes of zero width or height out, NMS within each level (levels shifted apart by
     ``level * (largest coordinate of the image + 1)``, as ``nms.batched_nms``), the best
     ``max_proposals``.

@@ -261,8 +261,8 @@ def _class_mask_probs(heads: list[MaskHead], roi_features: torch.Tensor, rois: t
 
 def crop_mask_targets(masks: torch.Tensor, gt_index: torch.Tensor, boxes: torch.Tensor,
                       padded_size: tuple[int, int], size: int) -> torch.Tensor:
-    """(P, size, size) binary targets (28 x 28 for MMDetection's mask heads): each matched (G, h, w) ground-truth bitmap cropped with
-    RoIAlign at its (P, 4) box, then >= 0.5.
+    """(P, size, size) binary targets (28 x 28 for MMDetection's mask heads): each matched (G, h, w)
+    ground-truth bitmap cropped with RoIAlign at its (P, 4) box, then >= 0.5.
 
     As MMDetection (``pad_mask=True``), the bitmaps are first zero-padded to the batch's padded
     (H, W): RoIAlign then blends the last row/column with zeros instead of repeating it, which
