@@ -26,7 +26,7 @@ from .text import ConfigError
 
 _TORCHVISION = "https://download.pytorch.org/models"
 _OPEN_MMLAB = "https://download.openmmlab.com/pretrain/third_party"
-# The ImageNet files MMDetection's init_cfg names (mmengine's hub tables), as URLs.
+# The ImageNet files MMDetection's init_cfg names (mmengine's hub tables), as URLs; the zoo's too.
 IMAGENET_FILES = {
     "torchvision://resnet50": f"{_TORCHVISION}/resnet50-0676ba61.pth",
     "torchvision://resnet101": f"{_TORCHVISION}/resnet101-63fe2227.pth",

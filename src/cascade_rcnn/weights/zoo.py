@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..mmdet_config import IMAGENET_FILES
 from ..models.backbones.convnext import ConvNeXtConfig
 from ..models.backbones.resnet import ResNetConfig
 from ..models.backbones.swin import SwinConfig
@@ -14,25 +15,20 @@ from ..models.input_norm import InputNorm
 
 _BASE_URL = "https://download.openmmlab.com/mmdetection/v2.0/cascade_rcnn"
 
-# ImageNet weights of MMDetection's init_cfg (mmengine's hub tables): torchvision://resnet50/101,
-# open-mmlab://detectron2/resnet50_caffe / resnet101_caffe, open-mmlab://resnext101_32x4d / _64x4d,
-# open-mmlab://detectron2/resnext101_32x8d.
-_TORCHVISION = "https://download.pytorch.org/models"
-_OPEN_MMLAB = "https://download.openmmlab.com/pretrain/third_party"
-
+# ImageNet weights: the files MMDetection's init_cfg names (mmdet_config.IMAGENET_FILES).
 _BACKBONES = {
     "r50_caffe": ResNetConfig(depth=50, style="caffe", train_bn_affine=False,
-                              imagenet_url=f"{_OPEN_MMLAB}/resnet50_msra-5891d200.pth"),
-    "r50": ResNetConfig(depth=50, imagenet_url=f"{_TORCHVISION}/resnet50-0676ba61.pth"),
+                              imagenet_url=IMAGENET_FILES["open-mmlab://detectron2/resnet50_caffe"]),
+    "r50": ResNetConfig(depth=50, imagenet_url=IMAGENET_FILES["torchvision://resnet50"]),
     "r101_caffe": ResNetConfig(depth=101, style="caffe", train_bn_affine=False,
-                               imagenet_url=f"{_OPEN_MMLAB}/resnet101_msra-6cc46731.pth"),
-    "r101": ResNetConfig(depth=101, imagenet_url=f"{_TORCHVISION}/resnet101-63fe2227.pth"),
+                               imagenet_url=IMAGENET_FILES["open-mmlab://detectron2/resnet101_caffe"]),
+    "r101": ResNetConfig(depth=101, imagenet_url=IMAGENET_FILES["torchvision://resnet101"]),
     "x101_32x4d": ResNetConfig(depth=101, groups=32, width_per_group=4,
-                               imagenet_url=f"{_OPEN_MMLAB}/resnext101_32x4d-a5af3160.pth"),
+                               imagenet_url=IMAGENET_FILES["open-mmlab://resnext101_32x4d"]),
     "x101_64x4d": ResNetConfig(depth=101, groups=64, width_per_group=4,
-                               imagenet_url=f"{_OPEN_MMLAB}/resnext101_64x4d-ee2c6f71.pth"),
+                               imagenet_url=IMAGENET_FILES["open-mmlab://resnext101_64x4d"]),
     "x101_32x8d": ResNetConfig(depth=101, groups=32, width_per_group=8, train_bn_affine=False,
-                               imagenet_url=f"{_OPEN_MMLAB}/resnext101_32x8d-1516f1aa.pth"),
+                               imagenet_url=IMAGENET_FILES["open-mmlab://detectron2/resnext101_32x8d"]),
 }
 # The ResNeXt-101 32x8d ImageNet weights are Detectron2's (converted from FAIR's Caffe2 X-101-32x8d),
 # trained on BGR images normalised with a std as well: MMDetection's config for them sets BGR input
