@@ -9,7 +9,6 @@ import pytest
 
 import cascade_rcnn
 from cascade_rcnn.mmdet_config import ConfigError, model_config, parse_config_text, read_config
-from cascade_rcnn.mmdet_config.model import with_zoo_facts
 from cascade_rcnn.mmdet_config.text import config_text
 
 CONFIGS = Path(__file__).parent / "data" / "mmdet_configs" / "configs"
@@ -52,6 +51,25 @@ def test_anything_that_would_run_code_is_a_one_line_error_naming_the_line(text, 
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("text, what", [
+    ("a0 = 'xxxxxxxx'\n" + "".join(f"a{i + 1} = a{i} + a{i}\n" for i in range(40)), "longer than a config"),
+    ("a = 9 ** 64\n", "not a number a config may hold"),
+    ("a = 2 ** 60\n" + "a = a * a\n" * 30, "not a number a config may hold"),
+    ("a0 = [1]\n" + "".join(f"a{i + 1} = [a{i}, a{i}]\n" for i in range(60)), "holds more than"),
+    ("a = (-8) ** 0.5\n", "not a number a config may hold"),
+    ("a = {(1,): 2}\n", "a dict key must be a literal"),
+])
+def test_text_that_would_exhaust_memory_or_time_is_refused(text, what):
+    with pytest.raises(ConfigError, match=what):
+        parse_config_text(text, "evil.py")
+
+
+def test_an_absolute_base_path_is_refused(tmp_path):
+    (tmp_path / "mine.py").write_text("_base_ = '/etc/hosts'\n")
+    with pytest.raises(ConfigError, match="is an absolute path"):
+        read_config(tmp_path / "mine.py")
+
+
 def test_deep_nesting_is_an_error_not_a_crash():
     with pytest.raises(ConfigError, match="evil.py"):
         parse_config_text("x = " + "[" * 10000 + "]" * 10000 + "\n", "evil.py")
@@ -86,6 +104,12 @@ def test_a_missing_base_file_is_named(tmp_path):
 def test_a_merged_config_written_as_text_reads_back_the_same():
     merged = read_config(CONFIGS / "cascade_rcnn" / "cascade-mask-rcnn_r50_fpn_1x_coco.py")
     assert parse_config_text(config_text(merged), "dump.py") == merged
+
+
+def with_zoo_facts(read: cascade_rcnn.ModelConfig, zoo: cascade_rcnn.ModelConfig) -> cascade_rcnn.ModelConfig:
+    """``read`` with the zoo row's name and reported figures (what no config file holds)."""
+    return replace(read, name=zoo.name, reported_box_ap=zoo.reported_box_ap, reported_mask_ap=zoo.reported_mask_ap,
+                   reported_mem_gb=zoo.reported_mem_gb, reported_fps=zoo.reported_fps, url=zoo.url)
 
 
 ZOO_FILES = {
@@ -127,6 +151,16 @@ def test_every_zoo_row_is_what_the_reader_makes_of_mmdetections_own_config(name)
     (lambda m: m["train_cfg"]["rcnn"][0]["sampler"].update(type="OHEMSampler"), r"rcnn\[0\]\.sampler\.type="),
     (lambda m: m["backbone"].update(frozen_stages=0), r"frozen_stages=0 is not supported"),
     (lambda m: m.update(some_new_key=1), r"model\.some_new_key=1 is not supported"),
+    (lambda m: m["data_preprocessor"].update(pad_value=114), r"pad_value=114 is not supported"),
+    (lambda m: m["backbone"]["norm_cfg"].update(eps=1e-3), r"norm_cfg\.eps=0\.001 is not supported"),
+    (lambda m: m["roi_head"]["bbox_roi_extractor"]["roi_layer"].update(pool_mode="max"), r"pool_mode='max'"),
+    (lambda m: m["rpn_head"]["bbox_coder"].update(clip_border=False), r"clip_border=False is not supported"),
+    (lambda m: m["roi_head"]["bbox_head"][2].update(fc_out_channels=512), r"bbox_head\[2\] differs"),
+    (lambda m: m["train_cfg"]["rpn"]["assigner"].update(min_pos_iou=0.0), r"min_pos_iou=0\.0 with match_low"),
+    (lambda m: m["data_preprocessor"].update(pad_mask=False), r"pad_mask=False is not supported"),
+    (lambda m: m["backbone"].update(frozen_stages="1"), r"frozen_stages='1' is not supported"),
+    (lambda m: m["data_preprocessor"].update(mean=1.0), r"mean and std need 3 values"),
+    (lambda m: m["test_cfg"]["rcnn"].update(mask_thr_binary=1.0), r"mask_threshold must be in \[0, 1\)"),
 ])
 def test_what_we_do_not_build_is_refused_by_name(change, refusal):
     merged = read_config(CONFIGS / "cascade_rcnn" / "cascade-mask-rcnn_r50_fpn_1x_coco.py")

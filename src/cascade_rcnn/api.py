@@ -15,7 +15,6 @@ from .models.config import ModelConfig
 from .models.settings import apply_settings
 from .ops.compute_path import EXACT, FAST, check_precision
 from .weights import checkpoint
-from .weights.errors import CheckpointError
 from .weights.zoo import get_config, published_url
 
 
@@ -56,15 +55,7 @@ def build_model(model: str | os.PathLike | ModelConfig | None = None, weights: s
     if weights is not None:
         path = checkpoint.resolve(weights)
         loaded = checkpoint.read(path)
-        if config is None:
-            config = checkpoint.config_of(loaded, path)
-        if config is None:
-            raise CheckpointError(f"{path}: carries no config: give the model (a zoo name, --model) or its config "
-                                  "file (--config)")
-        meta = checkpoint.meta_of(loaded)
-        if meta.get("class_names") and class_names is None:
-            config = config.with_classes(tuple(meta["class_names"]), meta.get("category_ids"))
-        config = checkpoint.restore_settings(config, loaded, path)
+        config = checkpoint.model_of(loaded, path, config)
     if config is None:
         raise UserInputError("build_model needs a model: a zoo name, a config file, or weights that carry one")
     if settings:

@@ -229,9 +229,7 @@ def training_model(args: argparse.Namespace) -> ModelConfig:
         config = model_from(source)
     else:
         path = checkpoint.resolve(args.weights)
-        config = checkpoint.config_of(checkpoint.read(path), path)
-        if config is None:
-            raise UserInputError(f"{path}: carries no config: give --model NAME or --config FILE.py")
+        config = checkpoint.model_of(checkpoint.read(path), path)
     with user_input():
         return apply_settings(config, parse_settings(args.set))
 
@@ -261,6 +259,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         given["val_images"] = args.images
     paths = coco_root_paths(args.coco_root, given, require_given=True)
     gt_json, images = paths["val_json"], paths.get("val_images")
+    if args.data_root and not args.config:
+        raise UserInputError("--data-root replaces a --config's data_root: give --config FILE.py")
     if not gt_json and args.config:  # the config's own validation set
         from .mmdet_config import read_config
         from .mmdet_config.recipe import data_files
@@ -313,8 +313,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from .weights import checkpoint
 
-    if args.weights in (None, "none", "zoo") and not args.source:
-        raise UserInputError("give the checkpoint to convert")
+    if args.source in ("none", "zoo"):
+        raise UserInputError(f"convert needs a checkpoint file or URL, not {args.source!r}")
     args.weights = args.source
     model = load_model(args, "cpu")
     checkpoint.save(args.out, model)

@@ -96,7 +96,7 @@ class OnnxDetector:
     def predict(self, images: ImageInput | Sequence[ImageInput], score_thr: float | None = None,
                 batch_size: int = 1) -> list[Detections]:
         """As ``CascadeRCNN.predict``: images of equal padded size run in batches of up to
-        ``batch_size`` (``batches_by_size``), so a batch gives each image's batch-1 detections up
+        ``batch_size`` (``in_size_batches``), so a batch gives each image's batch-1 detections up
         to float noise. ``score_thr`` can only raise the threshold the file was exported with."""
         if score_thr is not None and score_thr < self.score_thr:
             raise UserInputError(f"{self.path} was exported with score_thr={self.score_thr}; it cannot return "

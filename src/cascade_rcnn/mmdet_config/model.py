@@ -10,7 +10,6 @@ much memory training takes (``with_cp``) are read and not needed.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 from ..models.backbones.resnet import ResNetConfig
@@ -112,8 +111,19 @@ def model_config(config: dict[str, Any], name: str, source: str,
     """The ``ModelConfig`` of an MMDetection Cascade (Mask) R-CNN config (merged, as data).
 
     ``class_names`` (a checkpoint's metadata) win over the config's; without either, an 80-class
-    model gets COCO's names and ids, any other ``class0, class1, ...``.
+    model gets COCO's names and ids, any other ``class0, class1, ...``. A value of a type or form
+    no MMDetection config holds is a ``ConfigError`` too, naming the file.
     """
+    try:
+        return _model_config(config, name, source, class_names)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as error:
+        raise ConfigError(f"{source}: a value of an unexpected type or form ({error})") from error
+
+
+def _model_config(config: dict[str, Any], name: str, source: str,
+                  class_names: tuple[str, ...] | None) -> ModelConfig:
     model = Part(config.get("model"), "model", source)
     model.kind(("CascadeRCNN",))
     norm = _input_norm(config, model, source)
@@ -127,15 +137,22 @@ def model_config(config: dict[str, Any], name: str, source: str,
     rpn = _rpn_head(rpn_part, fpn_channels, train_cfg, test_cfg, fields)
     roi_heads, num_classes = _roi_head(roi_part, fpn_channels, train_cfg, test_cfg, fields)
     model.done(ignored=("init_cfg",))
+    if fields["with_mask"] and not dig(config, "model", "data_preprocessor", "pad_mask") \
+            and "data_preprocessor" in config["model"]:
+        raise ConfigError(f"{source}: model.data_preprocessor.pad_mask=False is not supported for mask models "
+                          "(supported: True: mask targets are cut from masks padded to the batch)")
     names = tuple(class_names) if class_names else _class_names(config, num_classes, source)
     if len(names) != num_classes:
         raise ConfigError(f"{source}: {len(names)} class names for a model of {num_classes} classes")
     coco = names == COCO_CLASSES
     image_scale, train_scale_range = _resize(config, source)
-    return ModelConfig(
-        name=name, backbone=backbone, input_norm=None if norm == backbone.input_norm else norm, neck=FPNConfig(),
-        rpn_head=rpn, roi_heads=roi_heads, class_names=names, category_ids=COCO_CATEGORY_IDS if coco else None,
-        image_scale=image_scale, train_scale_range=train_scale_range, schedule=_schedule(config), **fields)
+    try:
+        return ModelConfig(
+            name=name, backbone=backbone, input_norm=None if norm == backbone.input_norm else norm, neck=FPNConfig(),
+            rpn_head=rpn, roi_heads=roi_heads, class_names=names, category_ids=COCO_CATEGORY_IDS if coco else None,
+            image_scale=image_scale, train_scale_range=train_scale_range, schedule=_schedule(config), **fields)
+    except ValueError as error:  # ModelConfig's own checks: values out of range
+        raise ConfigError(f"{source}: {error}") from None
 
 
 def _input_norm(config: dict[str, Any], model: Part, source: str) -> InputNorm:
@@ -144,16 +161,20 @@ def _input_norm(config: dict[str, Any], model: Part, source: str) -> InputNorm:
         part = model.part("data_preprocessor")
         part.kind(("DetDataPreprocessor",))
         mean, std = part.take("mean"), part.take("std")
-        bgr = not part.take("bgr_to_rgb", False)
+        bgr = not (part.take("bgr_to_rgb", False) or part.take("rgb_to_bgr", False))  # either swaps the channels
         part.need("pad_size_divisor", 32)
-        part.done(ignored=("pad_mask", "pad_seg", "pad_value", "seg_pad_value", "mask_pad_value", "rgb_to_bgr",
-                           "boxtype2tensor", "batch_augments", "non_blocking"))
+        part.need("pad_value", 0, 0)
+        part.need("batch_augments", None, None)
+        part.done(ignored=("pad_mask", "pad_seg", "seg_pad_value", "mask_pad_value", "boxtype2tensor",
+                           "non_blocking"))
     elif "img_norm_cfg" in config:
         part = Part(config["img_norm_cfg"], "img_norm_cfg", source)
         mean, std, bgr = part.take("mean"), part.take("std"), not part.take("to_rgb", True)
         part.done()
     else:
         raise ConfigError(f"{source}: neither model.data_preprocessor nor img_norm_cfg says how images are normalised")
+    if not all(isinstance(v, (list, tuple)) and len(v) == 3 for v in (mean, std)):
+        raise ConfigError(f"{source}: the input mean and std need 3 values each, got {mean!r} and {std!r}")
     return InputNorm(tuple(float(v) for v in mean), tuple(float(v) for v in std), bgr=bgr)
 
 
@@ -165,12 +186,13 @@ def _backbone(part: Part, pretrained: str | None) -> ResNetConfig:
         raise part.refuse(f"{part.where}.out_indices={part.value['out_indices']!r} is not supported (supported: "
                           "(0, 1, 2, 3): the FPN reads all four stages)")
     frozen = part.take("frozen_stages", -1)
-    if frozen == 0 or not -1 <= frozen <= 4:
+    if not isinstance(frozen, int) or frozen == 0 or not -1 <= frozen <= 4:
         raise part.refuse(f"{part.where}.frozen_stages={frozen!r} is not supported (supported: -1, 1, 2, 3, 4)")
     norm = part.part("norm_cfg", {"type": "BN", "requires_grad": True})
     norm.need("type", {"BN", "SyncBN"})
     trains_affine = norm.take("requires_grad", True)
-    norm.done(ignored=("eps", "momentum"))
+    norm.need("eps", 1e-5, 1e-5)
+    norm.done(ignored=("momentum",))
     for key, default in (("dilations", (1, 1, 1, 1)), ("strides", (1, 2, 2, 2)), ("deep_stem", False),
                          ("avg_down", False), ("dcn", None), ("stage_with_dcn", (False, False, False, False)),
                          ("plugins", None), ("conv_cfg", None), ("in_channels", 3)):
@@ -233,7 +255,8 @@ def _rpn_head(part: Part, channels: int, train_cfg: Part, test_cfg: Part, fields
     coder.kind(("DeltaXYWHBBoxCoder",))
     coder.need("target_means", [0.0] * 4, [0.0] * 4)
     coder.need("target_stds", [1.0] * 4, [1.0] * 4)
-    coder.done(ignored=("clip_border",))
+    coder.need("clip_border", True, True)
+    coder.done()
     _loss(part.part("loss_cls"), "CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0)
     _loss(part.part("loss_bbox"), "SmoothL1Loss", beta=1.0 / 9.0, loss_weight=1.0)
     part.done(ignored=("init_cfg", "train_cfg", "test_cfg"))
@@ -243,9 +266,13 @@ def _rpn_head(part: Part, channels: int, train_cfg: Part, test_cfg: Part, fields
     assigner.kind(("MaxIoUAssigner",))
     pos, neg = assigner.take("pos_iou_thr"), assigner.take("neg_iou_thr")
     min_pos = assigner.take("min_pos_iou", 0.0) if assigner.take("match_low_quality", True) else 0.0
+    if assigner.value.get("match_low_quality", True) and min_pos <= 0:
+        raise assigner.refuse(f"{assigner.where}.min_pos_iou={min_pos!r} with match_low_quality is not supported "
+                              "(supported: above 0)")
     ignore = assigner.take("ignore_iof_thr", -1)
     assigner.need("gt_max_assign_all", True, True)
-    assigner.done(ignored=("ignore_wrt_candidates", "iou_calculator"))
+    _assigner_defaults(assigner)
+    assigner.done()
     sampler = rpn_train.part("sampler")
     sampler.kind(("RandomSampler",))
     fields["rpn_samples_per_image"] = sampler.take("num")
@@ -253,9 +280,7 @@ def _rpn_head(part: Part, channels: int, train_cfg: Part, test_cfg: Part, fields
     sampler.need("neg_pos_ub", -1, -1)
     sampler.need("add_gt_as_proposals", False, False)
     sampler.done()
-    rpn_train.need("allowed_border", {0, -1}, 0)
-    if rpn_train.value.get("allowed_border", 0) != 0:
-        raise rpn_train.refuse(f"{rpn_train.where}.allowed_border=-1 is not supported (supported: 0)")
+    rpn_train.need("allowed_border", 0, 0)
     rpn_train.need("pos_weight", -1, -1)
     rpn_train.done(ignored=("debug",))
 
@@ -275,6 +300,12 @@ def _rpn_head(part: Part, channels: int, train_cfg: Part, test_cfg: Part, fields
         fields[f"{prefix}_proposals_pre_nms"] = None if pre == keep else pre
     return RPNHeadConfig(ratios=ratios, nms_iou=nms_iou, positive_fraction=fraction, pos_iou=pos, neg_iou=neg,
                          min_pos_iou=min_pos, ignore_iof_thr=ignore)
+
+
+def _assigner_defaults(assigner: Part) -> None:
+    """MaxIoUAssigner settings we compute with only in their default form."""
+    assigner.need("ignore_wrt_candidates", True, True)
+    assigner.need("iou_calculator", {"type": "BboxOverlaps2D"}, {"type": "BboxOverlaps2D"})
 
 
 def _nms(part: Part) -> float:
@@ -307,7 +338,7 @@ def _roi_head(part: Part, channels: int, train_cfg: Part, test_cfg: Part, fields
     specs, stds, num_classes = [], [], None
     for head in heads:
         spec, head_stds, head_classes, fc = _box_head(head, channels, box_size)
-        if num_classes not in (None, head_classes) or (specs and spec != specs[0]):
+        if num_classes not in (None, head_classes) or (specs and (spec, fc) != (specs[0], fields["fc_channels"])):
             raise head.refuse(f"{head.where} differs from bbox_head[0] (supported: the same head in every stage)")
         specs.append(spec)
         stds.append(head_stds)
@@ -323,10 +354,11 @@ def _roi_head(part: Part, channels: int, train_cfg: Part, test_cfg: Part, fields
         masks = [Part(head, f"{part.where}.mask_head[{i}]", part.source)
                  for i, head in enumerate(_per_stage(part.take("mask_head"), count, f"{part.where}.mask_head",
                                                      part.source))]
-        mask_specs = {_mask_head(head, channels, num_classes, mask_size, fields) for head in masks}
+        mask_specs = {_mask_head(head, channels, num_classes, mask_size) for head in masks}
         if len(mask_specs) != 1:
             raise part.refuse(f"{part.where}.mask_head differs between stages (supported: the same head in each)")
-        fields["mask_head"] = mask_specs.pop()
+        fields["mask_head"], mask_channels = mask_specs.pop()
+        fields["mask_channels"] = None if mask_channels == channels else mask_channels
     fields["with_mask"] = with_mask
     part.done(ignored=("init_cfg", "train_cfg", "test_cfg", "shared_head"))
     if part.value.get("shared_head") is not None:
@@ -365,7 +397,8 @@ def _extractor(part: Part, channels: int) -> tuple[int, tuple[int, ...]]:
     size = layer.take("output_size")
     layer.need("sampling_ratio", 0, 0)
     layer.need("aligned", True, True)
-    layer.done(ignored=("pool_mode", "use_torchvision"))
+    layer.need("pool_mode", "avg", "avg")
+    layer.done(ignored=("use_torchvision",))
     part.need("out_channels", channels)
     strides = _ints(part.take("featmap_strides"), f"{part.where}.featmap_strides", part.source)
     part.need("finest_scale", 56, 56)
@@ -383,7 +416,8 @@ def _box_head(part: Part, channels: int, roi_size: int) -> tuple[Any, tuple[floa
     coder.kind(("DeltaXYWHBBoxCoder",))
     coder.need("target_means", [0.0] * 4, [0.0] * 4)
     stds = tuple(float(s) for s in coder.take("target_stds"))
-    coder.done(ignored=("clip_border",))
+    coder.need("clip_border", True, True)
+    coder.done()
     _loss(part.part("loss_cls"), "CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)
     agnostic = part.take("reg_class_agnostic", False)
     decoded = part.take("reg_decoded_bbox", False)
@@ -401,11 +435,13 @@ def _box_head(part: Part, channels: int, roi_size: int) -> tuple[Any, tuple[floa
         loss_box.kind(("GIoULoss",))
         weight = loss_box.take("loss_weight", 1.0)
         loss_box.done()
-        part.need("conv_out_channels", {part.value.get("conv_out_channels", 256)}, 256)
         norm = part.part("norm_cfg")
         norm.need("type", {"BN", "SyncBN"})
-        norm.done(ignored=("requires_grad", "eps", "momentum"))
-        spec = ConvFCBoxHeadConfig(conv_channels=part.value.get("conv_out_channels", 256), class_agnostic=agnostic,
+        norm.need("eps", 1e-5, 1e-5)
+        norm.done(ignored=("requires_grad", "momentum"))
+        part.need("num_shared_convs", 4, 4)
+        part.need("num_shared_fcs", 1, 1)
+        spec = ConvFCBoxHeadConfig(conv_channels=part.take("conv_out_channels", 256), class_agnostic=agnostic,
                                    giou_loss_weight=float(weight))
     for key, default in (("with_avg_pool", False), ("with_cls", True), ("with_reg", True),
                          ("predict_box_type", "hbox"), ("reg_predictor_cfg", {"type": "Linear"}),
@@ -415,8 +451,7 @@ def _box_head(part: Part, channels: int, roi_size: int) -> tuple[Any, tuple[floa
     return spec, stds, num_classes, fc
 
 
-def _mask_head(part: Part, channels: int, num_classes: int, roi_size: int, fields: dict[str, Any]
-               ) -> FCNMaskHeadConfig:
+def _mask_head(part: Part, channels: int, num_classes: int, roi_size: int) -> tuple[FCNMaskHeadConfig, int]:
     part.kind(("FCNMaskHead",))
     part.need("in_channels", channels)
     part.need("num_classes", num_classes)
@@ -428,11 +463,10 @@ def _mask_head(part: Part, channels: int, num_classes: int, roi_size: int, field
     for key in ("conv_cfg", "norm_cfg"):
         part.need(key, None, None)
     mask_channels = part.take("conv_out_channels", 256)
-    fields["mask_channels"] = None if mask_channels == channels else mask_channels
     _loss(part.part("loss_mask"), "CrossEntropyLoss", use_mask=True, loss_weight=1.0)
     spec = FCNMaskHeadConfig(num_convs=part.take("num_convs", 4))
     part.done(ignored=("init_cfg",))
-    return spec
+    return spec, mask_channels
 
 
 def _rcnn_stage(part: Part, mask_size: int | None) -> tuple[float, int, float, float]:
@@ -443,7 +477,8 @@ def _rcnn_stage(part: Part, mask_size: int | None) -> tuple[float, int, float, f
     assigner.need("min_pos_iou", pos, pos)
     assigner.need("match_low_quality", False, True)
     ignore = assigner.take("ignore_iof_thr", -1)
-    assigner.done(ignored=("gt_max_assign_all", "ignore_wrt_candidates", "iou_calculator"))
+    _assigner_defaults(assigner)
+    assigner.done(ignored=("gt_max_assign_all",))
     sampler = part.part("sampler")
     sampler.kind(("RandomSampler",))
     num, fraction = sampler.take("num"), sampler.take("pos_fraction")
@@ -477,19 +512,30 @@ def dig(value: Any, *keys: str) -> Any:
     return value
 
 
+def dataset(config: dict[str, Any], split: str) -> dict[str, Any]:
+    """The ``split`` ("train", "val", "test") data set's settings (3.x dataloader's, 2.x ``data``'s),
+    inside any wrapper (``RepeatDataset``); {} if the config has none."""
+    found = dig(config, f"{split}_dataloader", "dataset") or dig(config, "data", split)
+    while isinstance(found, dict) and isinstance(found.get("dataset"), dict):
+        found = found["dataset"]
+    return found if isinstance(found, dict) else {}
+
+
+def pipeline(config: dict[str, Any], split: str) -> list[Any]:
+    """The steps MMDetection runs on ``split``'s images: its data set's pipeline (mmengine copies
+    the top-level ``*_pipeline`` variable there when the file is read), else that variable."""
+    return dataset(config, split).get("pipeline") or config.get(f"{split}_pipeline") or []
+
+
 def _test_resize(config: dict[str, Any]) -> dict[str, Any] | None:
-    """The ``Resize`` step of the test pipeline (3.x ``test_pipeline`` / its dataloader's; 2.x
-    ``data.test.pipeline``'s ``MultiScaleFlipAug``, as ``img_scale``)."""
-    pipelines = [config.get("test_pipeline"), dig(config, "test_dataloader", "dataset", "pipeline"),
-                 dig(config, "data", "test", "pipeline")]
-    for pipeline in pipelines:
-        for step in pipeline or []:
-            if isinstance(step, dict) and step.get("type") == "Resize":
-                return step
-            if isinstance(step, dict) and step.get("type") == "MultiScaleFlipAug":
-                return {"type": "Resize", "scale": step.get("img_scale"), "keep_ratio": dig(
-                    next((s for s in step.get("transforms", []) if s.get("type") == "Resize"), {}), "keep_ratio"),
-                    "flip": step.get("flip", False)}
+    """The ``Resize`` step of the test pipeline (2.x: ``MultiScaleFlipAug``'s ``img_scale``)."""
+    for step in pipeline(config, "test"):
+        if isinstance(step, dict) and step.get("type") == "Resize":
+            return step
+        if isinstance(step, dict) and step.get("type") == "MultiScaleFlipAug":
+            inner = [s for s in step.get("transforms", []) if isinstance(s, dict) and s.get("type") == "Resize"]
+            return {"type": "Resize", "scale": step.get("img_scale"),
+                    "keep_ratio": inner[0].get("keep_ratio") if inner else None, "flip": step.get("flip", False)}
     return None
 
 
@@ -514,37 +560,36 @@ def _resize(config: dict[str, Any], source: str) -> tuple[tuple[int, int], Any]:
 
 
 def _train_scale_range(config: dict[str, Any], image_scale: tuple[int, int], source: str) -> Any:
-    pipelines = [config.get("train_pipeline"), dig(config, "train_dataloader", "dataset", "pipeline"),
-                 dig(config, "data", "train", "pipeline")]
-    for pipeline in pipelines:
-        for step in pipeline or []:
-            if not isinstance(step, dict) or step.get("type") not in ("Resize", "RandomResize"):
-                continue
-            scale = step.get("scale", step.get("img_scale"))
-            ranged = step.get("type") == "RandomResize" or step.get("multiscale_mode") == "range"
-            if ranged and isinstance(scale, (list, tuple)) and len(scale) == 2 \
-                    and all(isinstance(s, (list, tuple)) for s in scale):
-                return tuple((max(s), min(s)) for s in scale)
-            if isinstance(scale, (list, tuple)) and len(scale) == 1:
-                scale = scale[0]
-            if isinstance(scale, (list, tuple)) and len(scale) == 2 and all(isinstance(s, int) for s in scale) \
-                    and (max(scale), min(scale)) == image_scale:
-                return None
-            raise ConfigError(f"{source}: training {step.get('type')} scale={scale!r} is not supported (supported: "
-                              "the test scale, or RandomResize over two scales)")
+    for step in pipeline(config, "train"):
+        if not isinstance(step, dict) or step.get("type") not in ("Resize", "RandomResize"):
+            continue
+        scale = step.get("scale", step.get("img_scale"))
+        ranged = step.get("type") == "RandomResize" or step.get("multiscale_mode") == "range"
+        if ranged and isinstance(scale, (list, tuple)) and len(scale) == 2 \
+                and all(isinstance(s, (list, tuple)) for s in scale):
+            return tuple((max(s), min(s)) for s in scale)
+        if isinstance(scale, (list, tuple)) and len(scale) == 1:
+            scale = scale[0]
+        if isinstance(scale, (list, tuple)) and len(scale) == 2 and all(isinstance(s, int) for s in scale) \
+                and (max(scale), min(scale)) == image_scale:
+            return None
+        raise ConfigError(f"{source}: training {step.get('type')} scale={scale!r} is not supported (supported: "
+                          "the test scale, or RandomResize over two scales)")
     return None
 
 
 def _schedule(config: dict[str, Any]) -> str:
     """Our schedule name of the config's epochs (times a ``RepeatDataset``'s repeats: the 3x rows)."""
+    return SCHEDULE_NAMES.get(training_epochs(config), "1x")
+
+
+def training_epochs(config: dict[str, Any]) -> int | None:
+    """The config's training epochs, times a ``RepeatDataset``'s repeats (the 3x rows: 12 x 3)."""
     epochs = dig(config, "train_cfg", "max_epochs") or dig(config, "runner", "max_epochs") or \
         config.get("total_epochs")
-    dataset = dig(config, "train_dataloader", "dataset") or dig(config, "data", "train") or {}
-    repeats = dataset.get("times", 1) if isinstance(dataset, dict) and dataset.get("type") == "RepeatDataset" else 1
-    return SCHEDULE_NAMES.get(epochs * repeats if isinstance(epochs, int) else None, "1x")
+    return epochs * dataset_repeats(config) if isinstance(epochs, int) else None
 
 
-def with_zoo_facts(read: ModelConfig, zoo: ModelConfig) -> ModelConfig:
-    """``read`` with the zoo row's name and reported figures (what no config file holds)."""
-    return replace(read, name=zoo.name, reported_box_ap=zoo.reported_box_ap, reported_mask_ap=zoo.reported_mask_ap,
-                   reported_mem_gb=zoo.reported_mem_gb, reported_fps=zoo.reported_fps, url=zoo.url)
+def dataset_repeats(config: dict[str, Any]) -> int:
+    wrapper = dig(config, "train_dataloader", "dataset") or dig(config, "data", "train") or {}
+    return wrapper.get("times", 1) if isinstance(wrapper, dict) and wrapper.get("type") == "RepeatDataset" else 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .model import dig
+from .model import dataset, dataset_repeats, dig, pipeline, training_epochs
 from .text import ConfigError
 
 SUPPORTED_TRAIN_STEPS = ("LoadImageFromFile", "LoadAnnotations", "Resize", "RandomResize", "RandomFlip",
@@ -18,17 +18,15 @@ SUPPORTED_TRAIN_STEPS = ("LoadImageFromFile", "LoadAnnotations", "Resize", "Rand
 def data_files(config: dict[str, Any], split: str, source: str, root: str | None = None) -> tuple[str, str] | None:
     """(annotation file, image folder) of the ``split`` ("train", "val" or "test") data set, or
     None if the config has none; ``root`` replaces the config's ``data_root``."""
-    dataset = dig(config, f"{split}_dataloader", "dataset") or dig(config, "data", split)
-    while isinstance(dataset, dict) and isinstance(dataset.get("dataset"), dict):  # RepeatDataset and the like
-        dataset = dataset["dataset"]
-    if not isinstance(dataset, dict) or "ann_file" not in dataset:
+    found = dataset(config, split)
+    if "ann_file" not in found:
         return None
-    images = dig(dataset, "data_prefix", "img") if "data_prefix" in dataset else dataset.get("img_prefix", "")
-    annotations = dataset["ann_file"]
+    images = dig(found, "data_prefix", "img") if "data_prefix" in found else found.get("img_prefix", "")
+    annotations = found["ann_file"]
     if not isinstance(annotations, str) or not isinstance(images, str):
         raise ConfigError(f"{source}: {split} data set's ann_file / data_prefix are not paths")
-    if "data_root" in dataset:  # MMDetection 3: paths relative to the data set's data_root
-        data_root = dataset["data_root"] if root is None else root
+    if "data_root" in found:  # MMDetection 3: paths relative to the data set's data_root
+        data_root = found["data_root"] if root is None else root
     else:  # MMDetection 2: data_root already joined in; a given root replaces that prefix
         data_root, prefix = root or "", config.get("data_root") if root is not None else None
         if isinstance(prefix, str) and prefix:
@@ -38,48 +36,85 @@ def data_files(config: dict[str, Any], split: str, source: str, root: str | None
 
 
 def training_recipe(config: dict[str, Any], source: str, root: str | None = None) -> dict[str, Any]:
-    """``TrainConfig`` keyword arguments the config states (each only where it states it)."""
+    """``TrainConfig`` keyword arguments the config states (each only where it states it); what
+    our trainer would do differently (another scheduler, warm-up start, lr factor, parameter-wise
+    rules) is a ``ConfigError`` naming it."""
     recipe: dict[str, Any] = {}
     for split, keys in (("train", ("train_json", "train_images")), ("val", ("val_json", "val_images"))):
         found = data_files(config, split, source, root)
         if found:
             recipe.update(zip(keys, found))
     _check_train_pipeline(config, source)
-    optimizer = dig(config, "optim_wrapper", "optimizer") or config.get("optimizer")
-    if isinstance(optimizer, dict):
-        kind = str(optimizer.get("type", "")).lower()
-        if kind not in ("sgd", "adamw"):
-            raise ConfigError(f"{source}: optimizer type={optimizer.get('type')!r} is not supported "
-                              "(supported: SGD, AdamW)")
-        recipe["optimizer"] = kind
-        for key, ours in (("lr", "lr"), ("momentum", "momentum"), ("weight_decay", "weight_decay")):
-            if key in optimizer:
-                recipe[ours] = float(optimizer[key])
-    clip = dig(config, "optim_wrapper", "clip_grad") or dig(config, "optimizer_config", "grad_clip")
-    if isinstance(clip, dict) and "max_norm" in clip:
-        recipe["clip_grad"] = float(clip["max_norm"])
-    epochs = dig(config, "train_cfg", "max_epochs") or dig(config, "runner", "max_epochs")
-    train_set = dig(config, "train_dataloader", "dataset") or dig(config, "data", "train") or {}
-    repeats = train_set.get("times", 1) if train_set.get("type") == "RepeatDataset" else 1
-    if isinstance(epochs, int):
-        recipe["epochs"] = epochs * repeats
+    recipe.update(_optimizer(config, source))
+    epochs, repeats = training_epochs(config), dataset_repeats(config)
+    if epochs is not None:
+        recipe["epochs"] = epochs
     for scheduler in _schedulers(config):
-        if scheduler.get("type") == "MultiStepLR" or scheduler.get("policy") == "step":
-            steps = scheduler.get("milestones", scheduler.get("step"))
-            recipe["lr_steps"] = tuple(int(step) * repeats for step in ([steps] if isinstance(steps, int) else steps))
-        if scheduler.get("type") == "LinearLR" and not scheduler.get("by_epoch", True):
-            recipe["warmup_iters"] = int(scheduler.get("end", 0))
-        if scheduler.get("warmup") == "linear":
-            recipe["warmup_iters"] = int(scheduler.get("warmup_iters", 0))
+        recipe.update(_scheduler(scheduler, repeats, source))
     batch = dig(config, "train_dataloader", "batch_size") or dig(config, "data", "samples_per_gpu")
     if isinstance(batch, int):
         recipe["batch_size"] = batch
-    filters = dig(config, "train_dataloader", "dataset", "filter_cfg") or {}
+    filters = dataset(config, "train").get("filter_cfg") or {}
     if "filter_empty_gt" in filters:
         recipe["filter_empty_gt"] = bool(filters["filter_empty_gt"])
     if "min_size" in filters:
         recipe["min_size"] = int(filters["min_size"])
+    if dig(config, "auto_scale_lr", "enable"):
+        raise ConfigError(f"{source}: auto_scale_lr.enable=True is not supported (our lr scales with the batch by "
+                          "default: give --lr to fix it)")
     return recipe
+
+
+def _optimizer(config: dict[str, Any], source: str) -> dict[str, Any]:
+    optimizer = dig(config, "optim_wrapper", "optimizer") or config.get("optimizer")
+    found: dict[str, Any] = {}
+    if not isinstance(optimizer, dict):
+        return found
+    kind = str(optimizer.get("type", "")).lower()
+    if kind not in ("sgd", "adamw"):
+        raise ConfigError(f"{source}: optimizer type={optimizer.get('type')!r} is not supported (supported: SGD, "
+                          "AdamW)")
+    found["optimizer"] = kind
+    for key in ("lr", "momentum", "weight_decay"):
+        if key in optimizer:
+            found[key] = float(optimizer[key])
+    unknown = [key for key in optimizer if key not in ("type", "lr", "momentum", "weight_decay")
+               and not (key == "betas" and tuple(optimizer[key]) == (0.9, 0.999))]
+    if dig(config, "optim_wrapper", "paramwise_cfg") or config.get("paramwise_cfg"):
+        unknown.append("paramwise_cfg")
+    if unknown:
+        raise ConfigError(f"{source}: optimizer {unknown[0]}={optimizer.get(unknown[0], '...')!r} is not supported "
+                          "(supported: type, lr, momentum, weight_decay)")
+    clip = dig(config, "optim_wrapper", "clip_grad") or dig(config, "optimizer_config", "grad_clip")
+    if isinstance(clip, dict) and "max_norm" in clip:
+        found["clip_grad"] = float(clip["max_norm"])
+    return found
+
+
+def _scheduler(scheduler: dict[str, Any], repeats: int, source: str) -> dict[str, Any]:
+    """One lr scheduler as our schedule's knobs: MultiStepLR (x0.1 at epochs) and LinearLR warm-up
+    from 0.001x (MMDetection 3), or ``lr_config`` step / linear warm-up (2)."""
+    kind = scheduler.get("type", scheduler.get("policy"))
+    found: dict[str, Any] = {}
+    if kind in ("MultiStepLR", "step"):
+        steps = scheduler.get("milestones", scheduler.get("step"))
+        if not scheduler.get("by_epoch", True) or scheduler.get("gamma", 0.1) != 0.1 or steps is None:
+            raise ConfigError(f"{source}: {kind} {scheduler!r} is not supported (supported: milestones in epochs, "
+                              "gamma 0.1)")
+        found["lr_steps"] = tuple(int(step) * repeats for step in ([steps] if isinstance(steps, int) else steps))
+    if kind == "LinearLR":
+        if scheduler.get("by_epoch", True) or scheduler.get("start_factor", 0.001) != 0.001:
+            raise ConfigError(f"{source}: LinearLR {scheduler!r} is not supported (supported: a warm-up by "
+                              "iteration from start_factor 0.001)")
+        found["warmup_iters"] = int(scheduler.get("end", 0))
+    elif kind not in ("MultiStepLR", "step"):
+        raise ConfigError(f"{source}: lr scheduler {kind!r} is not supported (supported: MultiStepLR, LinearLR)")
+    if scheduler.get("warmup") is not None:
+        if scheduler.get("warmup") != "linear" or scheduler.get("warmup_ratio", 0.001) != 0.001:
+            raise ConfigError(f"{source}: warmup={scheduler.get('warmup')!r} ratio "
+                              f"{scheduler.get('warmup_ratio')!r} is not supported (supported: linear from 0.001)")
+        found["warmup_iters"] = int(scheduler.get("warmup_iters", 0))
+    return found
 
 
 def _schedulers(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -88,12 +123,7 @@ def _schedulers(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _check_train_pipeline(config: dict[str, Any], source: str) -> None:
-    train_set = dig(config, "train_dataloader", "dataset") or dig(config, "data", "train") or {}
-    while isinstance(train_set, dict) and isinstance(train_set.get("dataset"), dict):
-        train_set = train_set["dataset"]
-    pipeline = (train_set.get("pipeline") if isinstance(train_set, dict) else None) or config.get("train_pipeline") \
-        or []
-    for index, step in enumerate(pipeline):
+    for index, step in enumerate(pipeline(config, "train")):
         kind = step.get("type") if isinstance(step, dict) else None
         if kind not in SUPPORTED_TRAIN_STEPS:
             raise ConfigError(f"{source}: training pipeline step {index} type={kind!r} is not supported "

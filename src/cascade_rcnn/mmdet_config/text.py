@@ -18,12 +18,15 @@ import ast
 import math
 import operator
 import re
+import reprlib
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
 
 MAX_TEXT = 2_000_000  # characters: a merged MMDetection config is ~20 kB
+MAX_ITEMS = 200_000  # values a config may hold, counted with repeats (shared names count each time)
+MAX_NUMBER = 2**64
 MAX_BASE_DEPTH = 16
 _BASE_REFERENCE = re.compile(r"\{\{\s*_base_\.([\w.]+)\s*\}\}")
 _REFERENCE_NAME = "_base_reference_{}_"
@@ -83,6 +86,8 @@ def _merge_bases(config: dict[str, Any], source: str, base_dir: Path | None, dep
                           "give the merged config (a work dir's dump) instead")
     merged: dict[str, Any] = {}
     for base in bases:
+        if Path(base).is_absolute():
+            raise ConfigError(f"{source}: _base_ {base!r} is an absolute path; name it relative to the config")
         if "::" in base:
             raise ConfigError(f"{source}: _base_ {base!r} names a file inside an installed package; copy it "
                               "beside the config and name it by its path")
@@ -127,6 +132,7 @@ def _evaluate(text: str, source: str, base_values: dict[str, Any] | None = None)
     except (RecursionError, MemoryError, ValueError):
         raise ConfigError(f"{source}: nested too deeply to read") from None
     config: dict[str, Any] = {}
+    held = 0  # values bound so far, counted with repeats (bounds what config_text writes out)
     for statement in tree.body:
         if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant):
             continue  # a docstring or a bare string
@@ -139,6 +145,9 @@ def _evaluate(text: str, source: str, base_values: dict[str, Any] | None = None)
         except RecursionError:
             raise ConfigError(f"{source}:{statement.lineno}: nested too deeply to read") from None
         names[statement.targets[0].id] = config[statement.targets[0].id] = value
+        held += _count(value, MAX_ITEMS - held)
+        if held > MAX_ITEMS:
+            raise ConfigError(f"{source}:{statement.lineno}: the config holds more than {MAX_ITEMS} values")
     return config
 
 
@@ -161,6 +170,8 @@ def _value(node: ast.AST, names: dict[str, Any], source: str) -> Any:
         return tuple(_value(item, names, source) for item in node.elts)
     if isinstance(node, ast.Dict) and None not in node.keys:
         return {_key(key, names, source): _value(value, names, source) for key, value in zip(node.keys, node.values)}
+    if isinstance(node, ast.Constant) and isinstance(node.value, complex):
+        raise ConfigError(f"{source}:{node.lineno}: `{_snippet(node)}` is not a number a config may hold")
     if isinstance(node, ast.Name):
         if node.id not in names:
             raise ConfigError(f"{source}:{node.lineno}: {node.id!r} is not a name bound earlier in the config")
@@ -176,10 +187,16 @@ def _value(node: ast.AST, names: dict[str, Any], source: str) -> Any:
         left, right = _value(node.left, names, source), _value(node.right, names, source)
         if _is_number(left) and _is_number(right) and not (isinstance(node.op, ast.Pow) and abs(right) > 64):
             try:
-                return _NUMBER_OPS[type(node.op)](left, right)
+                result = _NUMBER_OPS[type(node.op)](left, right)
             except (ZeroDivisionError, OverflowError) as error:
                 raise ConfigError(f"{source}:{node.lineno}: {error}") from None
+            if not _is_number(result) or abs(result) > MAX_NUMBER:
+                raise ConfigError(f"{source}:{node.lineno}: `{_snippet(node)}` is not a number a config may hold "
+                                  f"(real, at most 2**64 in size)")
+            return result
         if isinstance(node.op, ast.Add) and type(left) is type(right) and isinstance(left, (str, list, tuple)):
+            if len(left) + len(right) > MAX_TEXT:
+                raise ConfigError(f"{source}:{node.lineno}: `{_snippet(node)}` is longer than a config may hold")
             return left + right
     if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
         container, index = _value(node.value, names, source), node.slice.value
@@ -187,16 +204,28 @@ def _value(node: ast.AST, names: dict[str, Any], source: str) -> Any:
             return container[index]
         except (KeyError, IndexError, TypeError):
             raise ConfigError(f"{source}:{node.lineno}: cannot index {type(container).__name__} with "
-                              f"{index!r}") from None
+                              f"{reprlib.repr(index)}") from None
     raise ConfigError(f"{source}:{getattr(node, 'lineno', '?')}: `{_snippet(node)}` is not a value a config may hold "
                       "(literals, dict(...), lists, tuples, earlier names and arithmetic are read; nothing is run)")
 
 
 def _key(node: ast.AST | None, names: dict[str, Any], source: str) -> Any:
     key = _value(node, names, source)
-    if not isinstance(key, (str, int, float, bool, type(None), tuple)):
+    if not isinstance(key, (str, int, float, bool, type(None))):
         raise ConfigError(f"{source}:{node.lineno}: a dict key must be a literal, got {type(key).__name__}")
     return key
+
+
+def _count(value: Any, limit: int) -> int:
+    """How many values ``value`` holds, counting shared ones each time; stops past ``limit``."""
+    if not isinstance(value, (dict, list, tuple)):
+        return 1
+    total = 1
+    for item in (value.values() if isinstance(value, dict) else value):
+        total += _count(item, limit - total)
+        if total > limit:
+            break
+    return total
 
 
 def _is_number(value: Any) -> bool:

@@ -91,7 +91,7 @@ class ModelConfig:
     test_score_thr: float = 0.05
     test_nms_iou: float = 0.5
     test_max_per_image: int = 100
-    mask_threshold: float = 0.5  # a pasted mask probability above it is the object (mask_thr_binary)
+    mask_threshold: float = 0.5  # a pasted mask probability at or above it is the object (mask_thr_binary)
     schedule: str = "1x"  # 1x = 12 epochs (lr x0.1 at 8, 11); 20e = 20 epochs (16, 19)
     # Model-zoo facts (MMDetection's page): reported COCO val AP, memory, V100 fps, checkpoint.
     reported_box_ap: float | None = None

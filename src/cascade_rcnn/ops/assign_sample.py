@@ -34,8 +34,9 @@ def assign(boxes: torch.Tensor, gt_boxes: torch.Tensor, settings: AssignerSettin
     boxes (N, 4), gt_boxes (G, 4), crowd_boxes (M, 4), all xyxy.
     """
     result = torch.full((boxes.shape[0],), IGNORED, dtype=torch.long, device=boxes.device)
-    in_crowd = None
-    if settings.crowd_iof > 0 and crowd_boxes is not None and crowd_boxes.shape[0] and boxes.shape[0]:
+    in_crowd = None  # MMDetection: without ground truth every box is negative, crowd regions or not
+    if settings.crowd_iof > 0 and crowd_boxes is not None and crowd_boxes.shape[0] and boxes.shape[0] \
+            and gt_boxes.shape[0]:
         in_crowd = intersection_over_box(boxes, crowd_boxes).max(dim=1).values > settings.crowd_iof
     if gt_boxes.shape[0] == 0:
         result[:] = NEGATIVE

@@ -22,7 +22,7 @@ def original_boxes(raw: ImageDetections, record: ResizedImage) -> torch.Tensor:
 def to_original_pixels(raw: ImageDetections, record: ResizedImage, class_names: tuple[str, ...],
                        mask_threshold: float = 0.5) -> Detections:
     """Boxes divided by the resize's scale factor, masks pasted into the original image (a pixel is
-    the object where its probability is above ``mask_threshold``)."""
+    the object where its probability is at least ``mask_threshold``)."""
     boxes = original_boxes(raw, record)
     masks = None if raw.mask_probs is None else paste_masks(raw.mask_probs.float(), boxes, record.original_size,
                                                             mask_threshold)

@@ -118,6 +118,19 @@ def config_of(loaded: dict[str, Any], path: str | os.PathLike) -> ModelConfig | 
     return config_from_meta(loaded.get("meta"), Path(path).stem.split(".")[0], str(path))
 
 
+def model_of(loaded: dict[str, Any], path: str | os.PathLike, config: ModelConfig | None = None) -> ModelConfig:
+    """The model to load a checkpoint into: ``config``, or the one the checkpoint describes
+    (``config_of``); with our checkpoints' class names and model settings restored."""
+    config = config or config_of(loaded, path)
+    if config is None:
+        raise CheckpointError(f"{path}: carries no config: give the model (a zoo name, --model) or its config "
+                              "file (--config)")
+    meta = meta_of(loaded)
+    if meta.get("class_names"):
+        config = config.with_classes(tuple(meta["class_names"]), meta.get("category_ids"))
+    return restore_settings(config, loaded, path)
+
+
 def restore_settings(config: ModelConfig, loaded: dict[str, Any], path: str | os.PathLike) -> ModelConfig:
     """``config`` with the model settings our checkpoint was written with; unchanged for older
     checkpoints of ours and for MMDetection's (they store none)."""
