@@ -57,18 +57,25 @@ def test_giou_loss_is_one_minus_generalized_iou():
 def test_convnext_layer_wise_lr_decay_follows_mmdetection():
     from cascade_rcnn.engine.param_groups import parameter_groups
     from cascade_rcnn.models.backbones.convnext import layer_id
-    assert layer_id("backbone.downsample_layers.0.0.weight") == 0
-    assert layer_id("backbone.stages.0.2.gamma") == 1
-    assert layer_id("backbone.downsample_layers.1.1.weight") == 2
-    assert layer_id("backbone.stages.2.7.pointwise_conv1.weight") == 3 + 7 // 3
-    assert layer_id("backbone.stages.3.0.norm.weight") == 6
-    assert layer_id("backbone.norm3.weight") == 7 and layer_id("neck.fpn_convs.0.conv.weight") == 7
+    assert layer_id("backbone.downsample_layers.0.0.weight", 6) == 0
+    assert layer_id("backbone.stages.0.2.gamma", 6) == 1
+    assert layer_id("backbone.downsample_layers.1.1.weight", 6) == 2
+    assert layer_id("backbone.stages.2.7.pointwise_conv1.weight", 6) == 3 + 7 // 3
+    assert layer_id("backbone.stages.3.0.norm.weight", 6) == 6
+    assert layer_id("backbone.norm3.weight", 6) == 7 and layer_id("neck.fpn_convs.0.conv.weight", 6) == 7
     groups = parameter_groups(convnext_model(), weight_decay=0.05)
     scales = {round(g["lr_scale"], 6) for g in groups}
     assert scales == {round(0.7 ** k, 6) for k in range(8)}
     assert all(g["weight_decay"] == 0.0 for g in groups if all(p.dim() == 1 for p in g["params"]))
     model = convnext_model()
     assert sum(len(g["params"]) for g in groups) == len([p for p in model.parameters() if p.requires_grad])
+    # ConvNeXt-S: 27 blocks in the third stage, MMDetection's num_layers 12: ids up to 3 + 26 // 3 = 11,
+    # the last stage 12, the rest 13; every scale 0.7 ** (13 - id) <= 1.
+    assert layer_id("backbone.stages.2.26.pointwise_conv1.weight", 12) == 11
+    small = cascade_rcnn.get_config("cascade_mask_rcnn_convnext-s_p4_w7_fpn_giou_4conv1f_fp16_ms-crop_3x_coco")
+    with torch.device("meta"):
+        groups = parameter_groups(cascade_rcnn.CascadeRCNN(small), weight_decay=0.05)
+    assert {round(g["lr_scale"], 6) for g in groups} == {round(0.7 ** k, 6) for k in range(14)}
 
 
 def test_imagenet_weights_of_an_mmpretrain_classifier_load_into_the_convnext(tmp_path):

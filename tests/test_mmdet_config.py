@@ -113,15 +113,17 @@ def with_zoo_facts(read: cascade_rcnn.ModelConfig, zoo: cascade_rcnn.ModelConfig
 
 
 ZOO_FILES = {
-    name: name.replace("cascade_mask_rcnn", "cascade-mask-rcnn").replace("cascade_rcnn", "cascade-rcnn")
+    name: "cascade_rcnn/" + name.replace("cascade_mask_rcnn", "cascade-mask-rcnn").replace("cascade_rcnn", "cascade-rcnn")
     .replace("_caffe", "-caffe").replace("x101_32x4d", "x101-32x4d").replace("x101_64x4d", "x101-64x4d")
     .replace("x101_32x8d", "x101-32x8d").replace("_mstrain_3x", "_ms-3x") + ".py"
     for name in cascade_rcnn.MODEL_ZOO if name.startswith("cascade") and "convnext" not in name
     and "swin" not in name and "r18w32" not in name}
+ZOO_FILES.update({name: f"convnext/cascade-mask-rcnn_convnext-{name.split('convnext-')[1][0]}-p4-w7_fpn_"
+                  "4conv1fc-giou_amp-ms-crop-3x_coco.py" for name in cascade_rcnn.MODEL_ZOO if "convnext" in name})
 
 
 def zoo_file(name: str) -> Path:
-    found = CONFIGS / "cascade_rcnn" / ZOO_FILES[name]
+    found = CONFIGS / ZOO_FILES[name]
     if not found.is_file() and "x101-64x4d_fpn_20e" in found.name:
         found = found.with_name(found.name.replace("x101-64x4d", "x101_64x4d"))
     return found
@@ -129,8 +131,9 @@ def zoo_file(name: str) -> Path:
 
 @pytest.mark.parametrize("name", sorted(ZOO_FILES))
 def test_every_zoo_row_is_what_the_reader_makes_of_mmdetections_own_config(name):
-    """Our 27 ResNet rows (the 20 of the v2 page, the 7 multi-scale 3x) against MMDetection 3's
-    config files for them, stored as text in tests/data/mmdet_configs."""
+    """Our 27 ResNet rows (the 20 of the v2 page, the 7 multi-scale 3x) and 2 ConvNeXt rows against
+    MMDetection 3.3's config files for them, stored as text in tests/data/mmdet_configs. (The Swin
+    rows are the official Swin repository's configs, not MMDetection's.)"""
     zoo = cascade_rcnn.get_config(name)
     read = with_zoo_facts(model_config(read_config(zoo_file(name)), name, zoo_file(name).name), zoo)
     assert read == zoo, {f: (getattr(read, f), getattr(zoo, f)) for f in zoo.__dataclass_fields__
@@ -140,7 +143,7 @@ def test_every_zoo_row_is_what_the_reader_makes_of_mmdetections_own_config(name)
 @pytest.mark.parametrize("change, refusal", [
     (lambda m: m["roi_head"]["bbox_head"][1].update(type="SABLHead"),
      r"model\.roi_head\.bbox_head\[1\]\.type='SABLHead' is not supported \(supported: Shared2FCBBoxHead, "
-     r"Shared4Conv1FCBBoxHead\)"),
+     r"Shared4Conv1FCBBoxHead, ConvFCBBoxHead\)"),
     (lambda m: m["backbone"].update(dcn=dict(type="DCN", deform_groups=1)),
      r"model\.backbone\.dcn=.* is not supported"),
     (lambda m: m["backbone"].update(type="RegNet"), r"model\.backbone\.type='RegNet' is not supported"),

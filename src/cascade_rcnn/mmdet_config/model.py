@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..models.backbones.convnext import ARCHS as CONVNEXT_ARCHS
+from ..models.backbones.convnext import ConvNeXtConfig
 from ..models.backbones.resnet import ResNetConfig
 from ..models.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from ..models.config import ModelConfig
@@ -127,7 +129,11 @@ def _model_config(config: dict[str, Any], name: str, source: str,
     model = Part(config.get("model"), "model", source)
     model.kind(("CascadeRCNN",))
     norm = _input_norm(config, model, source)
-    backbone = _backbone(model.part("backbone"), config.get("model", {}).get("pretrained"))
+    backbone_part = model.part("backbone")
+    if backbone_part.value.get("type") in CONVNEXT_TYPES:
+        backbone = _convnext(backbone_part, config)
+    else:
+        backbone = _backbone(backbone_part, config.get("model", {}).get("pretrained"))
     model.take("pretrained", None)
     neck = model.part("neck")
     fpn_channels = _fpn(neck, backbone.out_channels)
@@ -146,11 +152,14 @@ def _model_config(config: dict[str, Any], name: str, source: str,
         raise ConfigError(f"{source}: {len(names)} class names for a model of {num_classes} classes")
     coco = names == COCO_CLASSES
     image_scale, train_scale_range = _resize(config, source)
+    resize_crop = train_scale_range == RESIZE_CROP
+    train_scale_range = None if resize_crop else train_scale_range
     try:
         return ModelConfig(
             name=name, backbone=backbone, input_norm=None if norm == backbone.input_norm else norm, neck=FPNConfig(),
             rpn_head=rpn, roi_heads=roi_heads, class_names=names, category_ids=COCO_CATEGORY_IDS if coco else None,
-            image_scale=image_scale, train_scale_range=train_scale_range, schedule=_schedule(config), **fields)
+            image_scale=image_scale, train_scale_range=train_scale_range, train_resize_crop=resize_crop,
+            schedule=_schedule(config), **fields)
     except ValueError as error:  # ModelConfig's own checks: values out of range
         raise ConfigError(f"{source}: {error}") from None
 
@@ -178,8 +187,37 @@ def _input_norm(config: dict[str, Any], model: Part, source: str) -> InputNorm:
     return InputNorm(tuple(float(v) for v in mean), tuple(float(v) for v in std), bgr=bgr)
 
 
+CONVNEXT_TYPES = ("mmpretrain.ConvNeXt", "mmcls.ConvNeXt")
+
+
+def _convnext(part: Part, config: dict[str, Any]) -> ConvNeXtConfig:
+    """mmpretrain's ConvNeXt, with the layer-wise lr decay of the config's optimizer."""
+    part.kind(CONVNEXT_TYPES)
+    arch = part.need("arch", set(CONVNEXT_ARCHS))
+    if _ints(part.take("out_indices"), f"{part.where}.out_indices", part.source) != (0, 1, 2, 3):
+        raise part.refuse(f"{part.where}.out_indices={part.value['out_indices']!r} is not supported "
+                          "(supported: [0, 1, 2, 3])")
+    part.need("gap_before_final_norm", False)
+    for key, default in (("in_channels", 3), ("stem_patch_size", 4), ("frozen_stages", 0), ("use_grn", False),
+                         ("linear_pw_conv", True), ("norm_cfg", {"type": "LN2d", "eps": 1e-6}),
+                         ("act_cfg", {"type": "GELU"})):
+        part.need(key, default, default)
+    checkpoint = dig(part.value, "init_cfg", "checkpoint")
+    decay = Part(dig(config, "optim_wrapper", "paramwise_cfg") or {"decay_type": "layer_wise", "num_layers": 6,
+                                                                   "decay_rate": 0.7},
+                 "optim_wrapper.paramwise_cfg", part.source)
+    decay.need("decay_type", "layer_wise", "layer_wise")
+    spec = ConvNeXtConfig(arch, drop_path_rate=float(part.take("drop_path_rate", 0.0)),
+                          layer_scale_init=float(part.take("layer_scale_init_value", 1e-6)),
+                          imagenet_url=IMAGENET_FILES.get(checkpoint, checkpoint),
+                          lr_decay_layers=decay.take("num_layers"), lr_decay_rate=float(decay.take("decay_rate")))
+    decay.done()
+    part.done(ignored=("init_cfg", "with_cp"))
+    return spec
+
+
 def _backbone(part: Part, pretrained: str | None) -> ResNetConfig:
-    kind = part.kind(("ResNet", "ResNeXt"))
+    kind = part.kind(("ResNet", "ResNeXt") + CONVNEXT_TYPES)
     depth = part.need("depth", {18, 34, 50, 101})
     part.need("num_stages", 4, 4)
     if _ints(part.take("out_indices", (0, 1, 2, 3)), f"{part.where}.out_indices", part.source) != (0, 1, 2, 3):
@@ -407,7 +445,14 @@ def _extractor(part: Part, channels: int) -> tuple[int, tuple[int, ...]]:
 
 
 def _box_head(part: Part, channels: int, roi_size: int) -> tuple[Any, tuple[float, ...], int, int]:
-    kind = part.kind(("Shared2FCBBoxHead", "Shared4Conv1FCBBoxHead"))
+    kind = part.kind(("Shared2FCBBoxHead", "Shared4Conv1FCBBoxHead", "ConvFCBBoxHead"))
+    convs = part.take("num_shared_convs", {"Shared2FCBBoxHead": 0, "Shared4Conv1FCBBoxHead": 4}.get(kind, 0))
+    fcs = part.take("num_shared_fcs", {"Shared2FCBBoxHead": 2, "Shared4Conv1FCBBoxHead": 1}.get(kind, 0))
+    for key in ("num_cls_convs", "num_cls_fcs", "num_reg_convs", "num_reg_fcs"):
+        part.need(key, 0, 0)
+    if (convs, fcs) not in ((0, 2), (4, 1)):
+        raise part.refuse(f"{part.where}: {convs} shared convs and {fcs} shared fcs are not supported (supported: "
+                          "0 and 2 (Shared2FCBBoxHead), 4 and 1 (Shared4Conv1FCBBoxHead))")
     part.need("in_channels", channels)
     part.need("roi_feat_size", roi_size, 7)
     num_classes = part.take("num_classes")
@@ -422,15 +467,15 @@ def _box_head(part: Part, channels: int, roi_size: int) -> tuple[Any, tuple[floa
     agnostic = part.take("reg_class_agnostic", False)
     decoded = part.take("reg_decoded_bbox", False)
     loss_box = part.part("loss_bbox")
-    if kind == "Shared2FCBBoxHead":
+    if convs == 0:
         part.need("reg_class_agnostic", True, False)
         if decoded:
-            raise part.refuse(f"{part.where}.reg_decoded_bbox=True is not supported with Shared2FCBBoxHead")
+            raise part.refuse(f"{part.where}.reg_decoded_bbox=True is not supported with two shared fcs")
         _loss(loss_box, "SmoothL1Loss", beta=1.0, loss_weight=1.0)
         spec = SharedFCBoxHeadConfig()
     else:
         if not decoded:
-            raise part.refuse(f"{part.where}.reg_decoded_bbox=False is not supported with Shared4Conv1FCBBoxHead "
+            raise part.refuse(f"{part.where}.reg_decoded_bbox=False is not supported with 4 shared convs "
                               "(supported: True, with GIoULoss)")
         loss_box.kind(("GIoULoss",))
         weight = loss_box.take("loss_weight", 1.0)
@@ -439,8 +484,6 @@ def _box_head(part: Part, channels: int, roi_size: int) -> tuple[Any, tuple[floa
         norm.need("type", {"BN", "SyncBN"})
         norm.need("eps", 1e-5, 1e-5)
         norm.done(ignored=("requires_grad", "momentum"))
-        part.need("num_shared_convs", 4, 4)
-        part.need("num_shared_fcs", 1, 1)
         spec = ConvFCBoxHeadConfig(conv_channels=part.take("conv_out_channels", 256), class_agnostic=agnostic,
                                    giou_loss_weight=float(weight))
     for key, default in (("with_avg_pool", False), ("with_cls", True), ("with_reg", True),
@@ -559,8 +602,23 @@ def _resize(config: dict[str, Any], source: str) -> tuple[tuple[int, int], Any]:
     return image_scale, _train_scale_range(config, image_scale, source)
 
 
+# DETR's multi-scale crop augmentation as MMDetection's ConvNeXt configs spell it (data/resize_crop.py).
+_SHORT_SIDES = [(side, 1333) for side in range(480, 801, 32)]
+MS_CROP = {"type": "RandomChoice", "transforms": [
+    [{"type": "RandomChoiceResize", "scales": _SHORT_SIDES, "keep_ratio": True}],
+    [{"type": "RandomChoiceResize", "scales": [(400, 1333), (500, 1333), (600, 1333)], "keep_ratio": True},
+     {"type": "RandomCrop", "crop_type": "absolute_range", "crop_size": (384, 600), "allow_negative_crop": True},
+     {"type": "RandomChoiceResize", "scales": _SHORT_SIDES, "keep_ratio": True}]]}
+RESIZE_CROP = "ms-crop"  # what _train_scale_range returns for it
+
+
 def _train_scale_range(config: dict[str, Any], image_scale: tuple[int, int], source: str) -> Any:
     for step in pipeline(config, "train"):
+        if isinstance(step, dict) and step.get("type") == "RandomChoice":
+            if _hashable(step) != _hashable(MS_CROP):
+                raise ConfigError(f"{source}: training RandomChoice {step!r} is not supported (supported: DETR's "
+                                  "multi-scale crop, as MMDetection's ConvNeXt configs)")
+            return RESIZE_CROP
         if not isinstance(step, dict) or step.get("type") not in ("Resize", "RandomResize"):
             continue
         scale = step.get("scale", step.get("img_scale"))

@@ -8,11 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .model import dataset, dataset_repeats, dig, pipeline, training_epochs
+from .model import CONVNEXT_TYPES, dataset, dataset_repeats, dig, pipeline, training_epochs
 from .text import ConfigError
 
+# RandomChoice: only DETR's multi-scale crop passes the model's reader (model.MS_CROP).
 SUPPORTED_TRAIN_STEPS = ("LoadImageFromFile", "LoadAnnotations", "Resize", "RandomResize", "RandomFlip",
-                         "PackDetInputs", "Normalize", "Pad", "DefaultFormatBundle", "Collect")
+                         "RandomChoice", "PackDetInputs", "Normalize", "Pad", "DefaultFormatBundle", "Collect")
 
 
 def data_files(config: dict[str, Any], split: str, source: str, root: str | None = None) -> tuple[str, str] | None:
@@ -80,7 +81,9 @@ def _optimizer(config: dict[str, Any], source: str) -> dict[str, Any]:
             found[key] = float(optimizer[key])
     unknown = [key for key in optimizer if key not in ("type", "lr", "momentum", "weight_decay")
                and not (key == "betas" and tuple(optimizer[key]) == (0.9, 0.999))]
-    if dig(config, "optim_wrapper", "paramwise_cfg") or config.get("paramwise_cfg"):
+    paramwise = dig(config, "optim_wrapper", "paramwise_cfg") or config.get("paramwise_cfg")
+    layer_wise = dig(config, "model", "backbone", "type") in CONVNEXT_TYPES  # the backbone spec's lr decay
+    if paramwise and not (layer_wise and paramwise.get("decay_type") == "layer_wise"):
         unknown.append("paramwise_cfg")
     if unknown:
         raise ConfigError(f"{source}: optimizer {unknown[0]}={optimizer.get(unknown[0], '...')!r} is not supported "

@@ -174,22 +174,23 @@ class _ConvNeXtRow(_Reported):
 
     arch: str  # a key of convnext.ARCHS
     drop_path_rate: float
+    lr_decay_layers: int  # the layer-wise lr decay's num_layers (paramwise_cfg)
     imagenet_file: str  # mmpretrain's file under _MMCLS
     file: str  # the checkpoint's file name
 
     def config(self) -> ModelConfig:
         name = f"cascade_mask_rcnn_convnext-{self.arch[0]}_p4_w7_fpn_giou_4conv1f_fp16_ms-crop_3x_coco"
-        backbone = ConvNeXtConfig(self.arch, drop_path_rate=self.drop_path_rate,
-                                  imagenet_url=f"{_MMCLS}/{self.imagenet_file}")
+        backbone = ConvNeXtConfig(self.arch, drop_path_rate=self.drop_path_rate, layer_scale_init=1.0,
+                                  imagenet_url=f"{_MMCLS}/{self.imagenet_file}", lr_decay_layers=self.lr_decay_layers)
         return ModelConfig(name=name, backbone=backbone, box_head=ConvFCBoxHeadConfig(), schedule="3x",
                            train_resize_crop=True, url=f"{_CONVNEXT_URL}/{name}/{self.file}", **self.figures())
 
 
 _CONVNEXT_ROWS = [
-    _ConvNeXtRow(arch="tiny", drop_path_rate=0.4, box_ap=50.3, mask_ap=43.6, mem_gb=9.0,
+    _ConvNeXtRow(arch="tiny", drop_path_rate=0.4, lr_decay_layers=6, box_ap=50.3, mask_ap=43.6, mem_gb=9.0,
                  imagenet_file="convnext-tiny_3rdparty_32xb128-noema_in1k_20220301-795e9634.pth",
                  file="cascade_mask_rcnn_convnext-t_p4_w7_fpn_giou_4conv1f_fp16_ms-crop_3x_coco_20220509_204200-8f07c40b.pth"),
-    _ConvNeXtRow(arch="small", drop_path_rate=0.6, box_ap=51.8, mask_ap=44.8, mem_gb=12.3,
+    _ConvNeXtRow(arch="small", drop_path_rate=0.6, lr_decay_layers=12, box_ap=51.8, mask_ap=44.8, mem_gb=12.3,
                  imagenet_file="convnext-small_3rdparty_32xb128-noema_in1k_20220301-303e75e3.pth",
                  file="cascade_mask_rcnn_convnext-s_p4_w7_fpn_giou_4conv1f_fp16_ms-crop_3x_coco_20220510_201004-3d24f5a4.pth"),
 ]

@@ -7,9 +7,9 @@ LayerNorm over channels, Linear 4x wider, GELU, Linear back, layer scale ``gamma
 ``norm0..3`` = a LayerNorm on each returned map. No BatchNorm: nothing to fold; every part trains.
 
 Training (MMDetection's ``LearningRateDecayOptimizerConstructor``, 'layer_wise'): AdamW where the
-backbone's early layers learn slower. With ``LR_DECAY_LAYERS`` = 6, a parameter of layer id ``i``
-(0 = stem .. 6 = the last stage, 7 = everything after the backbone) gets ``lr_scale =
-LR_DECAY_RATE ** (7 - i)``; biases and one-dimensional parameters (norms, layer scale) get no
+backbone's early layers learn slower. With ``lr_decay_layers`` = 6 (ConvNeXt-T; 12 for -S), a
+parameter of layer id ``i`` (0 = stem .. 6 = the last stage, 7 = everything after the backbone)
+gets ``lr_scale = lr_decay_rate ** (7 - i)`` (MMDetection's paramwise_cfg num_layers, decay_rate); biases and one-dimensional parameters (norms, layer scale) get no
 weight decay.
 """
 from __future__ import annotations
@@ -29,11 +29,10 @@ from .hooks import ImageNetKeys
 ARCHS = {"atto": ((2, 2, 6, 2), (40, 80, 160, 320)), "tiny": ((3, 3, 9, 3), (96, 192, 384, 768)),
          "small": ((3, 3, 27, 3), (96, 192, 384, 768))}
 LAYER_NORM_EPS = 1e-6
-LR_DECAY_LAYERS = 6  # MMDetection's ConvNeXt rows: num_layers 6, decay_rate 0.7
-LR_DECAY_RATE = 0.7
+LR_DECAY_RATE = 0.7  # MMDetection's ConvNeXt rows: decay_rate 0.7, num_layers 6 (T) / 12 (S)
 
 
-def layer_id(name: str, num_layers: int = LR_DECAY_LAYERS) -> int:
+def layer_id(name: str, num_layers: int) -> int:
     """The layer id of parameter ``name`` (a key of the detector's state dict) for the lr decay."""
     parts = name.split(".")
     if name.startswith("backbone.downsample_layers."):
@@ -50,6 +49,9 @@ class ConvNeXtConfig:
     drop_path_rate: float = 0.4  # stochastic depth at the last block (training), linear from 0
     layer_scale_init: float = 1e-6
     imagenet_url: str | None = None
+    # Layer-wise lr decay in training: layers (3 + the third stage's blocks / 3) and factor.
+    lr_decay_layers: int = 6
+    lr_decay_rate: float = LR_DECAY_RATE
     # What the training engine asks of every backbone: nothing frozen, no BatchNorm statistics.
     frozen_stages: int = 0
     norm_eval: bool = False
@@ -74,7 +76,7 @@ class ConvNeXtConfig:
 
     def lr_scale(self, name: str) -> float:
         """The layer-wise lr factor of the detector's parameter ``name`` (hooks.py)."""
-        return LR_DECAY_RATE ** (LR_DECAY_LAYERS + 1 - layer_id(name))
+        return self.lr_decay_rate ** (self.lr_decay_layers + 1 - layer_id(name, self.lr_decay_layers))
 
     def weight_decays(self, name: str, parameter: torch.Tensor) -> bool:
         """Weight decay on the matrices and kernels, not on biases, norms and layer scales (hooks.py)."""
