@@ -9,6 +9,7 @@ import pytest
 
 import cascade_rcnn
 from cascade_rcnn.mmdet_config import ConfigError, model_config, parse_config_text, read_config
+from cascade_rcnn.mmdet_config.recipe import training_recipe
 from cascade_rcnn.mmdet_config.text import config_text
 
 CONFIGS = Path(__file__).parent / "data" / "mmdet_configs" / "configs"
@@ -113,17 +114,18 @@ def with_zoo_facts(read: cascade_rcnn.ModelConfig, zoo: cascade_rcnn.ModelConfig
 
 
 ZOO_FILES = {
-    name: "cascade_rcnn/" + name.replace("cascade_mask_rcnn", "cascade-mask-rcnn").replace("cascade_rcnn", "cascade-rcnn")
-    .replace("_caffe", "-caffe").replace("x101_32x4d", "x101-32x4d").replace("x101_64x4d", "x101-64x4d")
-    .replace("x101_32x8d", "x101-32x8d").replace("_mstrain_3x", "_ms-3x") + ".py"
+    name: "configs/cascade_rcnn/" + name.replace("cascade_mask_rcnn", "cascade-mask-rcnn")
+    .replace("cascade_rcnn", "cascade-rcnn").replace("_caffe", "-caffe").replace("x101_32x4d", "x101-32x4d")
+    .replace("x101_64x4d", "x101-64x4d").replace("x101_32x8d", "x101-32x8d").replace("_mstrain_3x", "_ms-3x") + ".py"
     for name in cascade_rcnn.MODEL_ZOO if name.startswith("cascade") and "convnext" not in name
     and "swin" not in name and "r18w32" not in name}
-ZOO_FILES.update({name: f"convnext/cascade-mask-rcnn_convnext-{name.split('convnext-')[1][0]}-p4-w7_fpn_"
+ZOO_FILES.update({name: f"configs/convnext/cascade-mask-rcnn_convnext-{name.split('convnext-')[1][0]}-p4-w7_fpn_"
                   "4conv1fc-giou_amp-ms-crop-3x_coco.py" for name in cascade_rcnn.MODEL_ZOO if "convnext" in name})
+ZOO_FILES["cascade_mask_rcnn_swin_tiny_patch4_window7"] = "ours/cascade_mask_rcnn_swin_tiny_patch4_window7.py"
 
 
 def zoo_file(name: str) -> Path:
-    found = CONFIGS / ZOO_FILES[name]
+    found = CONFIGS.parent / ZOO_FILES[name]
     if not found.is_file() and "x101-64x4d_fpn_20e" in found.name:
         found = found.with_name(found.name.replace("x101-64x4d", "x101_64x4d"))
     return found
@@ -132,8 +134,8 @@ def zoo_file(name: str) -> Path:
 @pytest.mark.parametrize("name", sorted(ZOO_FILES))
 def test_every_zoo_row_is_what_the_reader_makes_of_mmdetections_own_config(name):
     """Our 27 ResNet rows (the 20 of the v2 page, the 7 multi-scale 3x) and 2 ConvNeXt rows against
-    MMDetection 3.3's config files for them, stored as text in tests/data/mmdet_configs. (The Swin
-    rows are the official Swin repository's configs, not MMDetection's.)"""
+    MMDetection 3.3's config files for them, stored as text in tests/data/mmdet_configs; the Swin-T
+    row (the official Swin repository's config) as MMDetection 3.3 spells it (``ours/``)."""
     zoo = cascade_rcnn.get_config(name)
     read = with_zoo_facts(model_config(read_config(zoo_file(name)), name, zoo_file(name).name), zoo)
     assert read == zoo, {f: (getattr(read, f), getattr(zoo, f)) for f in zoo.__dataclass_fields__
@@ -203,3 +205,21 @@ def test_user_changes_reach_the_model():
     model = cascade_rcnn.CascadeRCNN(config)
     assert model.rpn_head.rpn_cls.out_channels == 4 and model.rpn_head.test_proposals.pre_nms_per_level == 400
     assert model.test_detections == replace(model.test_detections, score_thr=0.3, nms_iou=0.6, max_per_image=20)
+
+
+def test_the_backbone_rows_training_rules_come_from_the_config():
+    """ConvNeXt's layer-wise lr decay (paramwise_cfg num_layers: 6 for T, 12 for S) lands in the
+    backbone spec; Swin's no-decay keys are what its spec does: both recipes read as AdamW 3x."""
+    convnext = "cascade-mask-rcnn_convnext-{}-p4-w7_fpn_4conv1fc-giou_amp-ms-crop-3x_coco.py"
+    small = read_config(CONFIGS / "convnext" / convnext.format("s"))
+    assert model_config(small, "s", "s.py").backbone.lr_decay_layers == 12
+    for path in (CONFIGS / "convnext" / convnext.format("t"),
+                 CONFIGS.parent / "ours" / "cascade_mask_rcnn_swin_tiny_patch4_window7.py"):
+        recipe = training_recipe(read_config(path), path.name, "/data")
+        assert {k: recipe[k] for k in ("optimizer", "lr", "weight_decay", "epochs", "lr_steps", "warmup_iters")} == {
+            "optimizer": "adamw", "lr": 2e-4, "weight_decay": 0.05, "epochs": 36, "lr_steps": (27, 33),
+            "warmup_iters": 1000}
+    resnet = read_config(CONFIGS / "cascade_rcnn" / "cascade-mask-rcnn_r50_fpn_1x_coco.py")
+    resnet["optim_wrapper"]["paramwise_cfg"] = {"decay_type": "layer_wise", "num_layers": 6, "decay_rate": 0.7}
+    with pytest.raises(ConfigError, match="optimizer paramwise_cfg"):
+        training_recipe(resnet, "r50.py")

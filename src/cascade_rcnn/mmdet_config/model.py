@@ -15,6 +15,7 @@ from typing import Any
 from ..models.backbones.convnext import ARCHS as CONVNEXT_ARCHS
 from ..models.backbones.convnext import ConvNeXtConfig
 from ..models.backbones.resnet import ResNetConfig
+from ..models.backbones.swin import SwinConfig
 from ..models.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from ..models.config import ModelConfig
 from ..models.heads.box_head import ConvFCBoxHeadConfig, SharedFCBoxHeadConfig
@@ -132,6 +133,8 @@ def _model_config(config: dict[str, Any], name: str, source: str,
     backbone_part = model.part("backbone")
     if backbone_part.value.get("type") in CONVNEXT_TYPES:
         backbone = _convnext(backbone_part, config)
+    elif backbone_part.value.get("type") == "SwinTransformer":
+        backbone = _swin(backbone_part)
     else:
         backbone = _backbone(backbone_part, config.get("model", {}).get("pretrained"))
     model.take("pretrained", None)
@@ -216,8 +219,32 @@ def _convnext(part: Part, config: dict[str, Any]) -> ConvNeXtConfig:
     return spec
 
 
+def _swin(part: Part) -> SwinConfig:
+    """MMDetection's SwinTransformer (its checkpoints' key layout is converted on load: hooks.py)."""
+    part.kind(("SwinTransformer",))
+    if _ints(part.take("out_indices", (0, 1, 2, 3)), f"{part.where}.out_indices", part.source) != (0, 1, 2, 3):
+        raise part.refuse(f"{part.where}.out_indices={part.value['out_indices']!r} is not supported "
+                          "(supported: (0, 1, 2, 3))")
+    for key, default in (("pretrain_img_size", 224), ("in_channels", 3), ("patch_size", 4), ("qkv_bias", True),
+                         ("qk_scale", None), ("drop_rate", 0.0), ("attn_drop_rate", 0.0), ("use_abs_pos_embed", False),
+                         ("patch_norm", True), ("strides", (4, 2, 2, 2)), ("frozen_stages", -1),
+                         ("act_cfg", {"type": "GELU"}), ("norm_cfg", {"type": "LN"})):
+        part.need(key, default, default)
+    checkpoint = dig(part.value, "init_cfg", "checkpoint")
+    try:
+        spec = SwinConfig(embed_dim=part.take("embed_dims", 96), depths=tuple(part.take("depths", (2, 2, 6, 2))),
+                          num_heads=tuple(part.take("num_heads", (3, 6, 12, 24))),
+                          window_size=part.take("window_size", 7), mlp_ratio=part.take("mlp_ratio", 4),
+                          drop_path_rate=float(part.take("drop_path_rate", 0.1)),
+                          imagenet_url=IMAGENET_FILES.get(checkpoint, checkpoint))
+    except ValueError as error:
+        raise part.refuse(f"{part.where}: {error}") from None
+    part.done(ignored=("init_cfg", "with_cp", "convert_weights"))
+    return spec
+
+
 def _backbone(part: Part, pretrained: str | None) -> ResNetConfig:
-    kind = part.kind(("ResNet", "ResNeXt") + CONVNEXT_TYPES)
+    kind = part.kind(("ResNet", "ResNeXt", "SwinTransformer") + CONVNEXT_TYPES)
     depth = part.need("depth", {18, 34, 50, 101})
     part.need("num_stages", 4, 4)
     if _ints(part.take("out_indices", (0, 1, 2, 3)), f"{part.where}.out_indices", part.source) != (0, 1, 2, 3):

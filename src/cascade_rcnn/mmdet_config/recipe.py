@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..models.backbones.swin import NO_DECAY as SWIN_NO_DECAY
 from .model import CONVNEXT_TYPES, dataset, dataset_repeats, dig, pipeline, training_epochs
 from .text import ConfigError
 
@@ -82,8 +83,7 @@ def _optimizer(config: dict[str, Any], source: str) -> dict[str, Any]:
     unknown = [key for key in optimizer if key not in ("type", "lr", "momentum", "weight_decay")
                and not (key == "betas" and tuple(optimizer[key]) == (0.9, 0.999))]
     paramwise = dig(config, "optim_wrapper", "paramwise_cfg") or config.get("paramwise_cfg")
-    layer_wise = dig(config, "model", "backbone", "type") in CONVNEXT_TYPES  # the backbone spec's lr decay
-    if paramwise and not (layer_wise and paramwise.get("decay_type") == "layer_wise"):
+    if paramwise and not _backbone_rules(dig(config, "model", "backbone", "type"), paramwise):
         unknown.append("paramwise_cfg")
     if unknown:
         raise ConfigError(f"{source}: optimizer {unknown[0]}={optimizer.get(unknown[0], '...')!r} is not supported "
@@ -92,6 +92,17 @@ def _optimizer(config: dict[str, Any], source: str) -> dict[str, Any]:
     if isinstance(clip, dict) and "max_norm" in clip:
         found["clip_grad"] = float(clip["max_norm"])
     return found
+
+
+def _backbone_rules(backbone: str | None, paramwise: dict[str, Any]) -> bool:
+    """Whether ``paramwise_cfg`` is what the backbone spec's own rules do (hooks.py): ConvNeXt's
+    layer-wise lr decay (its numbers are read into the spec: model.py), Swin's norms and
+    position tables without weight decay."""
+    if backbone in CONVNEXT_TYPES:
+        return paramwise.get("decay_type") == "layer_wise"
+    if backbone == "SwinTransformer":
+        return paramwise == {"custom_keys": {key: {"decay_mult": 0.0} for key in SWIN_NO_DECAY}}
+    return False
 
 
 def _scheduler(scheduler: dict[str, Any], repeats: int, source: str) -> dict[str, Any]:
