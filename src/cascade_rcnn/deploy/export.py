@@ -79,7 +79,7 @@ def export_onnx(model: CascadeNetwork, path: str | os.PathLike, opset: int = DEF
         raise UserInputError(f"opset {opset} cannot express RoIAlign with aligned=True; use {MIN_OPSET} or newer")
     if model.path.precision != "fp32":
         raise UserInputError(f"ONNX export runs at fp32; the model's precision is {model.path.precision}: "
-                         "export it at fp32")
+                             "export it at fp32")
     overrides = {k: v for k, v in dict(score_thr=score_thr, nms_iou=nms_iou, max_per_image=max_per_image).items()
                  if v is not None}
     settings = replace(model.test_detections, **overrides)

@@ -68,7 +68,7 @@ class OnnxDetector:
         found = meta.get("format", "")
         if found.startswith(FORMAT.rsplit("-", 1)[0] + "-") and found != FORMAT:
             raise UserInputError(f"{self.path}: ONNX format {found} of another cascade_rcnn version (this one reads "
-                             f"{FORMAT}, the batched graph): export it again with `cascade-rcnn export`")
+                                 f"{FORMAT}, the batched graph): export it again with `cascade-rcnn export`")
         missing = [key for key in REQUIRED_METADATA if key not in meta]
         if missing or found != FORMAT:
             raise UserInputError(f"{self.path}: not exported by cascade_rcnn (metadata "
@@ -100,7 +100,7 @@ class OnnxDetector:
         to float noise. ``score_thr`` can only raise the threshold the file was exported with."""
         if score_thr is not None and score_thr < self.score_thr:
             raise UserInputError(f"{self.path} was exported with score_thr={self.score_thr}; it cannot return "
-                             f"detections scoring {score_thr} or less (export again with --score-thr)")
+                                 f"detections scoring {score_thr} or less (export again with --score-thr)")
         if batch_size < 1:
             raise UserInputError(f"batch_size must be at least 1, got {batch_size}")
         norm = self.config.normalization

@@ -153,14 +153,14 @@ def _load_predictions(predictions: str | Path | list[dict], coco_gt: COCO) -> li
         if "image_id" in record:
             if record["image_id"] not in coco_gt.imgs:
                 raise UserInputError(f"a prediction is for image_id {record['image_id']!r}, "
-                                 "which is not in the ground truth")
+                                     "which is not in the ground truth")
         elif "file_name" in record:
             record["image_id"] = match_file_name(str(record["file_name"]))
         else:
             raise UserInputError(f"a prediction has neither image_id nor file_name: {_short(record)}")
         if record["category_id"] not in category_ids:
             raise UserInputError(f"a prediction has category_id {record['category_id']!r}, not one of the "
-                             f"ground truth's {sorted(category_ids)}")
+                                 f"ground truth's {sorted(category_ids)}")
         if "segmentation" in record and not isinstance(record["segmentation"], dict):
             raise UserInputError("a prediction's segmentation is not RLE ({'size', 'counts'})")
         loaded.append(record)
@@ -184,11 +184,11 @@ def _file_name_matcher(images: list[dict]) -> Callable[[str], int]:
             candidates = [image for image, n in zip(candidates, shared) if n == max(shared)]
         if not candidates:
             raise UserInputError(f"a prediction is for {file_name!r}, which matches no file_name of the "
-                             "ground truth")
+                                 "ground truth")
         if len(candidates) > 1:
             names = ", ".join(repr(image["file_name"]) for image in candidates)
             raise UserInputError(f"a prediction is for {file_name!r}, which matches several ground-truth "
-                             f"images equally well: {names}")
+                                 f"images equally well: {names}")
         return candidates[0]["id"]
 
     return match

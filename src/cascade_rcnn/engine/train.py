@@ -367,8 +367,8 @@ def _restore(path: Path, model: CascadeRCNN, optimizer, scaler, context: distrib
     changed = {k: (recorded.get(k), v) for k, v in layout.items() if recorded.get(k) != v}
     if changed:
         raise UserInputError(f"{path}: cannot resume exactly, the run changed since it was written "
-                         f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in changed.items())}); "
-                         "start a new --out, or pass the checkpoint as --weights")
+                             f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in changed.items())}); "
+                             "start a new --out, or pass the checkpoint as --weights")
     checkpoint.load_into(model, loaded, path)
     optimizer.load_state_dict(loaded["optimizer"])
     if loaded["scaler"]:  # empty when the run was written without fp16

@@ -114,7 +114,7 @@ class CascadeRCNN(CascadeNetwork):
             tta = TestTimeAugmentation.parse(tta) if isinstance(tta, str) else tta
             if not isinstance(tta, TestTimeAugmentation):
                 raise UserInputError(f"tta must be a string such as 'flip,scales=0.75:1:1.25' or a "
-                                 f"TestTimeAugmentation, got {type(tta).__name__}")
+                                     f"TestTimeAugmentation, got {type(tta).__name__}")
         was_training = self.training
         self.eval()
         try:

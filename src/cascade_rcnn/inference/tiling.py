@@ -252,8 +252,8 @@ def check_mask_budget(image_size: tuple[int, int], max_per_image: int, name: str
         fits = MAX_PASTED_MASK_BYTES // (height * width)
         advice = f"lower max_per_image (--max-per-image) to {fits} or " if fits else ""
         raise UserInputError(f"{name}: up to {max_per_image} masks (max_per_image) of {height}x{width} px would take "
-                         f"{need / 2**30:.1f} GiB once pasted (limit {MAX_PASTED_MASK_BYTES / 2**30:g} GiB); "
-                         f"{advice}use a box-only model")
+                             f"{need / 2**30:.1f} GiB once pasted (limit {MAX_PASTED_MASK_BYTES / 2**30:g} GiB); "
+                             f"{advice}use a box-only model")
 
 
 def predict_tiled(model: CascadeRCNN, image: np.ndarray, name: str, settings: DetectionSettings, tile: int,

@@ -131,13 +131,8 @@ def _model_config(config: dict[str, Any], name: str, source: str,
     model.kind(("CascadeRCNN",))
     norm = _input_norm(config, model, source)
     backbone_part = model.part("backbone")
-    if backbone_part.value.get("type") in CONVNEXT_TYPES:
-        backbone = _convnext(backbone_part, config)
-    elif backbone_part.value.get("type") == "SwinTransformer":
-        backbone = _swin(backbone_part)
-    else:
-        backbone = _backbone(backbone_part, config.get("model", {}).get("pretrained"))
-    model.take("pretrained", None)
+    backbone = BACKBONES[backbone_part.kind(tuple(BACKBONES))](backbone_part, config)
+    model.take("pretrained", None)  # 2.x: the backbone's ImageNet file (read by _resnet)
     neck = model.part("neck")
     fpn_channels = _fpn(neck, backbone.out_channels)
     rpn_part, roi_part = model.part("rpn_head"), model.part("roi_head")
@@ -193,63 +188,66 @@ def _input_norm(config: dict[str, Any], model: Part, source: str) -> InputNorm:
 CONVNEXT_TYPES = ("mmpretrain.ConvNeXt", "mmcls.ConvNeXt")
 
 
+def _four_levels(part: Part) -> None:
+    """The backbone gives all four stages' maps (the FPN reads C2..C5)."""
+    if _ints(part.take("out_indices", (0, 1, 2, 3)), f"{part.where}.out_indices", part.source) != (0, 1, 2, 3):
+        raise part.refuse(f"{part.where}.out_indices={part.value['out_indices']!r} is not supported (supported: "
+                          "(0, 1, 2, 3): the FPN reads all four stages)")
+
+
+def _imagenet_url(part: Part, fallback: str | None = None) -> str | None:
+    """The ImageNet file the backbone's ``init_cfg`` names (or ``fallback``), as a URL where known."""
+    checkpoint = dig(part.value, "init_cfg", "checkpoint") or fallback
+    return IMAGENET_FILES.get(checkpoint, checkpoint)
+
+
 def _convnext(part: Part, config: dict[str, Any]) -> ConvNeXtConfig:
     """mmpretrain's ConvNeXt, with the layer-wise lr decay of the config's optimizer."""
-    part.kind(CONVNEXT_TYPES)
     arch = part.need("arch", set(CONVNEXT_ARCHS))
-    if _ints(part.take("out_indices"), f"{part.where}.out_indices", part.source) != (0, 1, 2, 3):
-        raise part.refuse(f"{part.where}.out_indices={part.value['out_indices']!r} is not supported "
-                          "(supported: [0, 1, 2, 3])")
+    _four_levels(part)
     part.need("gap_before_final_norm", False)
     for key, default in (("in_channels", 3), ("stem_patch_size", 4), ("frozen_stages", 0), ("use_grn", False),
                          ("linear_pw_conv", True), ("norm_cfg", {"type": "LN2d", "eps": 1e-6}),
                          ("act_cfg", {"type": "GELU"})):
         part.need(key, default, default)
-    checkpoint = dig(part.value, "init_cfg", "checkpoint")
     decay = Part(dig(config, "optim_wrapper", "paramwise_cfg") or {"decay_type": "layer_wise", "num_layers": 6,
                                                                    "decay_rate": 0.7},
                  "optim_wrapper.paramwise_cfg", part.source)
     decay.need("decay_type", "layer_wise", "layer_wise")
     spec = ConvNeXtConfig(arch, drop_path_rate=float(part.take("drop_path_rate", 0.0)),
                           layer_scale_init=float(part.take("layer_scale_init_value", 1e-6)),
-                          imagenet_url=IMAGENET_FILES.get(checkpoint, checkpoint),
+                          imagenet_url=_imagenet_url(part),
                           lr_decay_layers=decay.take("num_layers"), lr_decay_rate=float(decay.take("decay_rate")))
     decay.done()
     part.done(ignored=("init_cfg", "with_cp"))
     return spec
 
 
-def _swin(part: Part) -> SwinConfig:
+def _swin(part: Part, config: dict[str, Any]) -> SwinConfig:
     """MMDetection's SwinTransformer (its checkpoints' key layout is converted on load: hooks.py)."""
-    part.kind(("SwinTransformer",))
-    if _ints(part.take("out_indices", (0, 1, 2, 3)), f"{part.where}.out_indices", part.source) != (0, 1, 2, 3):
-        raise part.refuse(f"{part.where}.out_indices={part.value['out_indices']!r} is not supported "
-                          "(supported: (0, 1, 2, 3))")
+    _four_levels(part)
     for key, default in (("pretrain_img_size", 224), ("in_channels", 3), ("patch_size", 4), ("qkv_bias", True),
                          ("qk_scale", None), ("drop_rate", 0.0), ("attn_drop_rate", 0.0), ("use_abs_pos_embed", False),
                          ("patch_norm", True), ("strides", (4, 2, 2, 2)), ("frozen_stages", -1),
                          ("act_cfg", {"type": "GELU"}), ("norm_cfg", {"type": "LN"})):
         part.need(key, default, default)
-    checkpoint = dig(part.value, "init_cfg", "checkpoint")
     try:
         spec = SwinConfig(embed_dim=part.take("embed_dims", 96), depths=tuple(part.take("depths", (2, 2, 6, 2))),
                           num_heads=tuple(part.take("num_heads", (3, 6, 12, 24))),
                           window_size=part.take("window_size", 7), mlp_ratio=part.take("mlp_ratio", 4),
-                          drop_path_rate=float(part.take("drop_path_rate", 0.1)),
-                          imagenet_url=IMAGENET_FILES.get(checkpoint, checkpoint))
+                          drop_path_rate=float(part.take("drop_path_rate", 0.1)), imagenet_url=_imagenet_url(part))
     except ValueError as error:
         raise part.refuse(f"{part.where}: {error}") from None
     part.done(ignored=("init_cfg", "with_cp", "convert_weights"))
     return spec
 
 
-def _backbone(part: Part, pretrained: str | None) -> ResNetConfig:
-    kind = part.kind(("ResNet", "ResNeXt", "SwinTransformer") + CONVNEXT_TYPES)
+def _resnet(part: Part, config: dict[str, Any]) -> ResNetConfig:
+    """MMDetection's ResNet / ResNeXt (``model.pretrained``: 2.x's ImageNet file)."""
+    kind = part.value["type"]
     depth = part.need("depth", {18, 34, 50, 101})
     part.need("num_stages", 4, 4)
-    if _ints(part.take("out_indices", (0, 1, 2, 3)), f"{part.where}.out_indices", part.source) != (0, 1, 2, 3):
-        raise part.refuse(f"{part.where}.out_indices={part.value['out_indices']!r} is not supported (supported: "
-                          "(0, 1, 2, 3): the FPN reads all four stages)")
+    _four_levels(part)
     frozen = part.take("frozen_stages", -1)
     if not isinstance(frozen, int) or frozen == 0 or not -1 <= frozen <= 4:
         raise part.refuse(f"{part.where}.frozen_stages={frozen!r} is not supported (supported: -1, 1, 2, 3, 4)")
@@ -269,14 +267,16 @@ def _backbone(part: Part, pretrained: str | None) -> ResNetConfig:
                           "(supported: the stem as wide as base_channels)")
     style = part.need("style", {"pytorch", "caffe"}, "pytorch")
     groups, width = (part.take("groups", 1), part.take("base_width", 4)) if kind == "ResNeXt" else (1, 64)
-    init = part.value.get("init_cfg") or {}
-    checkpoint = init.get("checkpoint") if isinstance(init, dict) else None
-    checkpoint = checkpoint or pretrained
-    part.done(ignored=("init_cfg", "pretrained", "with_cp", "zero_init_residual", "norm_eval"))
+    norm_eval = part.take("norm_eval", True)
+    part.done(ignored=("init_cfg", "with_cp", "zero_init_residual"))
     return ResNetConfig(depth=depth, style=style, groups=groups, width_per_group=width, base_channels=base,
-                        train_bn_affine=trains_affine, frozen_stages=max(frozen, 0),
-                        norm_eval=part.value.get("norm_eval", True),
-                        imagenet_url=IMAGENET_FILES.get(checkpoint, checkpoint))
+                        train_bn_affine=trains_affine, frozen_stages=max(frozen, 0), norm_eval=norm_eval,
+                        imagenet_url=_imagenet_url(part, dig(config, "model", "pretrained")))
+
+
+# The backbone types the reader builds, each read by its function (the refusal lists them).
+BACKBONES = {"ResNet": _resnet, "ResNeXt": _resnet, "SwinTransformer": _swin,
+             **{kind: _convnext for kind in CONVNEXT_TYPES}}
 
 
 def _fpn(part: Part, backbone_channels: list[int]) -> int:
@@ -294,10 +294,16 @@ def _fpn(part: Part, backbone_channels: list[int]) -> int:
     return channels
 
 
+# MMDetection's defaults of the losses' settings (what an absent key means).
+LOSS_DEFAULTS = {"CrossEntropyLoss": {"use_sigmoid": False, "use_mask": False, "loss_weight": 1.0},
+                 "SmoothL1Loss": {"beta": 1.0, "loss_weight": 1.0}}
+
+
 def _loss(part: Part, kind: str, **settings: Any) -> None:
+    """A loss of ``kind`` with exactly these ``settings`` (an absent key: MMDetection's default)."""
     part.kind((kind,))
     for key, value in settings.items():
-        part.need(key, value, value if key != "loss_weight" else 1.0)
+        part.need(key, value, LOSS_DEFAULTS[kind][key])
     part.done()
 
 

@@ -57,7 +57,7 @@ class ComputePath:
         if self.precision != "fp32" and not any(getattr(self, f.name) for f in fields(self)
                                                 if f.name not in ("exporting", "precision")):
             raise UserInputError(f"the exact path runs in fp32 only (MMDetection's numbers); "
-                             f"precision {self.precision} needs the fast path")
+                                 f"precision {self.precision} needs the fast path")
 
     @property
     def exact(self) -> bool:
@@ -100,9 +100,9 @@ def check_precision(precision: str, device: torch.device | str) -> None:
     device_type = torch.device(device).type
     if precision == "fp16" and device_type != "cuda":
         raise UserInputError(f"precision fp16 runs on CUDA only ({device_type} has no fast float16 kernels): "
-                         "use fp32, or bf16 on a CPU with bfloat16 instructions")
+                             "use fp32, or bf16 on a CPU with bfloat16 instructions")
     if precision == "bf16" and device_type == "cpu" and not cpu_has_bf16_instructions():
         raise UserInputError("precision bf16 needs a CPU with bfloat16 instructions (AVX512-BF16 or AMX); this "
-                         "one has neither and would run bf16 several times slower than fp32: use fp32")
+                             "one has neither and would run bf16 several times slower than fp32: use fp32")
     if precision == "bf16" and device_type == "cuda" and not torch.cuda.is_bf16_supported():
         raise UserInputError("precision bf16: this CUDA device has no bfloat16 support: use fp16 or fp32")

@@ -9,8 +9,8 @@ LayerNorm over channels, Linear 4x wider, GELU, Linear back, layer scale ``gamma
 Training (MMDetection's ``LearningRateDecayOptimizerConstructor``, 'layer_wise'): AdamW where the
 backbone's early layers learn slower. With ``lr_decay_layers`` = 6 (ConvNeXt-T; 12 for -S), a
 parameter of layer id ``i`` (0 = stem .. 6 = the last stage, 7 = everything after the backbone)
-gets ``lr_scale = lr_decay_rate ** (7 - i)`` (MMDetection's paramwise_cfg num_layers, decay_rate); biases and one-dimensional parameters (norms, layer scale) get no
-weight decay.
+gets ``lr_scale = lr_decay_rate ** (7 - i)`` (MMDetection's paramwise_cfg num_layers, decay_rate);
+biases and one-dimensional parameters (norms, layer scale) get no weight decay.
 """
 from __future__ import annotations
 
