@@ -18,7 +18,7 @@ from ..errors import CascadeRCNNError, UserInputError, user_input
 from ..inference.predictor import CascadeRCNN
 from ..models.config import ModelConfig
 from ..models.settings import settings_text
-from ..ops.compute_path import channels_last_trains_faster, check_precision
+from ..ops.compute_path import channels_last_trains_faster, channels_last_trains_safely, check_precision
 from ..weights import checkpoint
 from ..weights.backbone_weights import backbone_weights_source, load_backbone_weights
 from ..weights.zoo import published_url
@@ -220,8 +220,9 @@ def _initial_model(model_config: ModelConfig, config: TrainConfig, context: dist
     elif backbone_source:
         log.message(load_backbone_weights(model.backbone, backbone_source).summary())
     model.to(context.device).train()
-    model.path = replace(model.path, precision=config.precision,
-                         channels_last=model.path.channels_last and channels_last_trains_faster(context.device))
+    channels_last = (model.path.channels_last and channels_last_trains_faster(context.device)
+                     and channels_last_trains_safely(model, context.device))
+    model.path = replace(model.path, precision=config.precision, channels_last=channels_last)
     return model
 
 

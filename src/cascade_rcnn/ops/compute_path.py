@@ -17,7 +17,8 @@ Where each switch is read (one place each):
 | channels_last        | models/detector.py ``memory_format``      | layout of the image batch (and all maps)  |
 |                      | (and heads/box_head.py ``BoxHead``; the   | (and the RoIs of conv box heads)          |
 |                      | trainer turns it off on AVX2-only CPUs:   |                                           |
-|                      | ``channels_last_trains_faster``)          |                                           |
+|                      | ``channels_last_trains_faster``, and for  |                                           |
+|                      | torch's crash: ``..._trains_safely``)     |                                           |
 | gathered_roi_align   | ops/roi_align.py ``roi_align_kernel``     | CPU inference RoIAlign as weighted gathers|
 | best_candidate_nms   | ops/nms.py ``multiclass_nms``             | NMS over the best-scored candidates only  |
 | class_mask_logits    | models/roi_heads/cascade.py               | the detected class's mask logits only     |
@@ -91,6 +92,20 @@ def channels_last_trains_faster(device: torch.device | str) -> bool:
     so the trainer turns the switch off there. Inference keeps channels-last everywhere."""
     device = torch.device(device)
     return device.type != "cpu" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+def channels_last_trains_safely(model: torch.nn.Module, device: torch.device | str) -> bool:
+    """Whether ``model`` can train channels-last on ``device`` without hitting torch's CPU crash:
+    the weight gradient of a channels-last 1x1 convolution with stride > 1 and fewer than 16 input
+    channels corrupts the heap (``double free``) on AVX-512 CPUs with torch 2.14.1 from about
+    48 x 48 maps on (tools/channels_last_conv_crash.py reproduces it with one ``nn.Conv2d``;
+    BENCHMARKS.md). Narrow ResNets' first downsample convs are such convs; a model that has one
+    trains contiguous there instead."""
+    if torch.device(device).type != "cpu":
+        return True
+    return not any(isinstance(module, torch.nn.Conv2d) and module.kernel_size == (1, 1)
+                   and max(module.stride) > 1 and module.in_channels // module.groups < 16
+                   for module in model.modules())
 
 
 def check_precision(precision: str, device: torch.device | str) -> None:
