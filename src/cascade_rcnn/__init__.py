@@ -16,10 +16,11 @@ from .outputs.detections import Detections
 from .outputs.fiftyone_adapter import fiftyone_model, to_fiftyone
 from .outputs.supervision_adapter import from_supervision, to_supervision
 from .weights import checkpoint
-from .weights.checkpoint import CheckpointError
+from .weights.checkpoint import CheckpointError, read_detectron2_state_dict
 from .weights.zoo import MODEL_ZOO, get_config
 
 __all__ = ["build_model", "CascadeRCNN", "CheckpointError", "ComputePath", "Detections", "EXACT", "FAST",
            "ImageError", "MODEL_ZOO", "ModelConfig", "OnnxDetector", "ResNetConfig", "checkpoint", "export_onnx",
-           "fiftyone_model", "from_supervision", "get_config", "to_fiftyone", "to_supervision"]
+           "fiftyone_model", "from_supervision", "get_config", "read_detectron2_state_dict", "to_fiftyone",
+           "to_supervision"]
 __version__ = "0.1.0"

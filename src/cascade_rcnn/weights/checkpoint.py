@@ -1,10 +1,12 @@
 """Reading and writing weights: MMDetection ``.pth`` files, our own checkpoints (``.pth`` or
-``.safetensors``), URLs and Hugging Face Hub names.
+``.safetensors``), Detectron2's (its model zoo's ``.pkl``, a run's ``model_final.pth``), URLs and
+Hugging Face Hub names.
 
 A checkpoint is untrusted input: ``.pth`` files are read with ``torch.load(weights_only=True)``,
 which builds tensors and plain containers only. Objects of any other class (e.g. version objects
 in an MMDetection ``meta``) are replaced by an inert placeholder - never imported, never called.
-``.safetensors`` files hold tensors and strings only.
+``.safetensors`` files hold tensors and strings only; ``.pkl`` files numpy arrays and plain
+containers only (``pickle_reader``).
 """
 from __future__ import annotations
 
@@ -21,11 +23,12 @@ from ..mmdet_config.checkpoint_meta import config_from_meta, config_from_text
 from ..models.backbones import hooks
 from ..models.config import ModelConfig
 from ..models.settings import apply_settings, parse_settings, settings_text
-from . import download, hub, safetensors_file, zoo
+from . import detectron2_layout, download, hub, pickle_reader, safetensors_file, zoo
 from .download import HASH_IN_NAME, cache_dir  # noqa: F401  (their home before download.py)
 from .errors import CheckpointError
 
 FORMAT = "cascade_rcnn/1"
+PKL_SUFFIX = ".pkl"  # Detectron2's model-zoo files (a pickle of numpy arrays), as its own checkpointer tells them
 CLASS_LAYER_SUFFIXES = ("fc_cls.weight", "fc_cls.bias", "conv_logits.weight", "conv_logits.bias")
 
 
@@ -61,6 +64,8 @@ def read(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.suffix == safetensors_file.SUFFIX or safetensors_file.looks_like_safetensors(path):
         return safetensors_file.read(path)
+    if path.suffix == PKL_SUFFIX:
+        return pickle_reader.read_pkl_checkpoint(path)
     try:
         loaded = _weights_only_load(path)
     except Exception as error:  # the weights-only unpickler raises many types on foreign bytes
@@ -88,7 +93,30 @@ def _weights_only_load(path: Path) -> Any:
 def state_dict_of(checkpoint: dict[str, Any], path: str | os.PathLike = "checkpoint") -> dict[str, torch.Tensor]:
     """The tensors of an MMDetection (``state_dict`` + ``meta``), official Swin ImageNet (``model``)
     or bare state dict, under the file's own key names (``load_into`` turns them into the model's
-    backbone layout)."""
+    backbone layout); a Detectron2 checkpoint's (``model``) under ours (``detectron2_layout``;
+    its ``pixel_mean`` / ``pixel_std``, if any, left out: ``read_detectron2_state_dict``)."""
+    state = _file_state_dict(checkpoint, path)
+    if detectron2_layout.is_detectron2(state):
+        return detectron2_layout.to_our_layout(state, path)[0]
+    return state
+
+
+def read_detectron2_state_dict(source: str | os.PathLike
+                               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A Detectron2 checkpoint (a model-zoo ``.pkl``, or a run's ``model_final.pth``:
+    ``{"model": state_dict, "optimizer": ..., "iteration": ...}``; a path, URL or Hub name, as
+    ``resolve`` takes) as ``(tensors under our names, extras)``; extras are its ``pixel_mean`` /
+    ``pixel_std`` entries, those it holds."""
+    path = resolve(source)
+    state = _file_state_dict(read(path), path)
+    if not detectron2_layout.is_detectron2(state):
+        raise CheckpointError(f"{path}: not a Detectron2 checkpoint (no keys under "
+                              f"{', '.join(detectron2_layout.DETECTRON2_PREFIXES)}; keys: {few(list(state))})")
+    return detectron2_layout.to_our_layout(state, path)
+
+
+def _file_state_dict(checkpoint: dict[str, Any], path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint under the file's own key names."""
     state = checkpoint.get("state_dict", checkpoint)
     if "state_dict" not in checkpoint and isinstance(checkpoint.get("model"), dict):
         state = checkpoint["model"]
