@@ -9,10 +9,11 @@ import cascade_rcnn
 
 PACKAGE = Path(cascade_rcnn.__file__).parent
 # Each layer with the layers it may import (the README's order: errors <- ops <- models <-
-# mmdet_config <- data, weights <- outputs <- inference <- deploy, api <- benchmarking, engine <- cli).
-ORDER = ["errors", "ops", "models", "mmdet_config", "data", "weights", "outputs", "inference", "deploy", "api", "benchmarking",
-         "engine", "cli"]
-SAME_RANK = [{"data", "weights"}, {"deploy", "api"}, {"benchmarking", "engine"}]
+# mmdet_config, detectron2_config <- data, weights <- outputs <- inference <- deploy, api <- benchmarking,
+# engine <- cli).
+ORDER = ["errors", "ops", "models", "mmdet_config", "detectron2_config", "data", "weights", "outputs", "inference",
+         "deploy", "api", "benchmarking", "engine", "cli"]
+SAME_RANK = [{"mmdet_config", "detectron2_config"}, {"data", "weights"}, {"deploy", "api"}, {"benchmarking", "engine"}]
 
 
 def imported_layers(layer: str) -> set[str]:

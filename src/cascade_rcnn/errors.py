@@ -19,6 +19,11 @@ class UserInputError(CascadeRCNNError, ValueError):
     ``ValueError``, so Python callers' ``except ValueError`` keeps working."""
 
 
+class ConfigError(UserInputError):
+    """A config file that cannot be read as data (or names what we do not build); the message
+    names the file (and line or key) and the problem."""
+
+
 @contextmanager
 def user_input() -> Iterator[None]:
     """Re-raise a ``ValueError`` or ``KeyError`` from the block as a ``UserInputError`` with the

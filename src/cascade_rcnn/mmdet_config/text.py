@@ -22,7 +22,7 @@ import reprlib
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserInputError
+from ..errors import ConfigError
 
 MAX_TEXT = 2_000_000  # characters: a merged MMDetection config is ~20 kB
 MAX_ITEMS = 200_000  # values a config may hold, counted with repeats (shared names count each time)
@@ -32,11 +32,6 @@ _BASE_REFERENCE = re.compile(r"\{\{\s*_base_\.([\w.]+)\s*\}\}")
 _REFERENCE_NAME = "_base_reference_{}_"
 _NUMBER_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
                ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
-
-
-class ConfigError(UserInputError):
-    """A config that cannot be read as data (or names what we do not build); the message names
-    the file (and line) and the problem."""
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
