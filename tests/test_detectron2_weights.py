@@ -12,17 +12,21 @@ import torch
 from conftest import tiny_config
 
 import cascade_rcnn
+from cascade_rcnn.detectron2_config.model import read_detectron2_model
+from cascade_rcnn.models.roi_heads.cascade import DETECTRON2_CASCADE
 from cascade_rcnn.weights import checkpoint
 from cascade_rcnn.weights.detectron2_layout import is_detectron2, our_name, to_our_layout
 from cascade_rcnn.weights.errors import CheckpointError
 
 KEYS_DIR = Path(__file__).resolve().parent / "data" / "detectron2_keys"
 D2_GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "d2_cascade_mask_rcnn_R_18_FPN"
-# Ours for the golden Detectron2 model (its README): ResNet-18 at full width, FPN 64, fcs 256, mask convs 32.
+# Ours for the golden Detectron2 model (its README): ResNet-18 at full width, FPN 64, fcs 256, mask convs 32,
+# with Detectron2's cascade rules (one mask head, on the final boxes).
 R18_LIKE_GOLDEN = cascade_rcnn.ModelConfig(name="d2_r18_golden", backbone=cascade_rcnn.ResNetConfig(depth=18),
-                                           fpn_channels=64, fc_channels=256, mask_channels=32)
-# Detectron2 runs one mask head on the final boxes; ours has one per stage.
-OUR_LATER_MASK_HEADS = ("roi_head.mask_head.1.", "roi_head.mask_head.2.")
+                                           fpn_channels=64, fc_channels=256, mask_channels=32,
+                                           roi_heads=DETECTRON2_CASCADE)
+R50_3X = read_detectron2_model(Path(__file__).parent / "data" / "detectron2_configs" / "Misc" /
+                               "cascade_mask_rcnn_R_50_FPN_3x.yaml")
 
 
 def detectron2_keys(file_name: str) -> dict[str, list[int]]:
@@ -33,15 +37,14 @@ def detectron2_keys(file_name: str) -> dict[str, list[int]]:
 
 
 def our_shapes(config: cascade_rcnn.ModelConfig) -> dict[str, list[int]]:
-    """Our model's state-dict shapes, without the mask heads Detectron2 lacks."""
+    """Our model's state-dict shapes."""
     with torch.device("meta"):
         model = cascade_rcnn.CascadeRCNN(config)
-    return {key: list(tensor.shape) for key, tensor in model.state_dict().items()
-            if not key.startswith(OUR_LATER_MASK_HEADS)}
+    return {key: list(tensor.shape) for key, tensor in model.state_dict().items()}
 
 
 @pytest.mark.parametrize("keys_file, config", [
-    ("Misc-cascade_mask_rcnn_R_50_FPN_3x.json", cascade_rcnn.get_config("cascade_mask_rcnn_r50_caffe_fpn_1x_coco")),
+    ("Misc-cascade_mask_rcnn_R_50_FPN_3x.json", R50_3X),
     ("d2_cascade_mask_rcnn_R_18_FPN.json", R18_LIKE_GOLDEN),
 ], ids=["R-50-zoo", "R-18-golden"])
 def test_every_detectron2_key_has_one_place_in_our_layout_with_its_shape(keys_file, config):

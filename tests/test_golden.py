@@ -193,13 +193,13 @@ def match_one_to_one(ours, golden: dict) -> torch.Tensor:
     return match
 
 
-def predict_with_probabilities(exact: bool):
-    """``predict``'s detections, and a function giving (H, W) bool maps of the pixels whose pasted
-    probability of detection k lies within ``eps`` of the mask threshold 0.5."""
-    model = golden_model(exact)
+def predict_with_probabilities(model, image: Path):
+    """The model's detections on ``image`` at score 0 (NMS 0.5, 100 per image), and a function
+    giving (H, W) bool maps of the pixels whose pasted probability of detection k lies within
+    ``eps`` of the mask threshold 0.5."""
     settings = DetectionSettings(score_thr=0.0, nms_iou=0.5, max_per_image=100)
-    unpasted = model.detect_unpasted([model.preprocess(str(GOLDEN / "image.png"))], settings)[0]
-    ours = predict(exact)
+    unpasted = model.detect_unpasted([model.preprocess(str(image))], settings)[0]
+    ours = model.predict(str(image), score_thr=0.0, nms_iou=0.5, max_per_image=100)[0]
     assert torch.equal(unpasted.boxes, ours.boxes)
 
     def near_threshold(k: int, eps: float) -> torch.Tensor:
@@ -209,10 +209,10 @@ def predict_with_probabilities(exact: bool):
     return ours, near_threshold
 
 
-def assert_within(exact: bool, golden_detections: dict, box_px: float, score: float) -> None:
+def assert_within(model, image: Path, golden_detections: dict, box_px: float, score: float) -> None:
     """Matched one to one, the same labels, every detection within the box and score bounds, and
     mask pixels that differ only where our probability is within noise of the threshold."""
-    ours, near_threshold = predict_with_probabilities(exact)
+    ours, near_threshold = predict_with_probabilities(model, image)
     assert len(ours) == len(golden_detections["scores"]) == 100
     index = match_one_to_one(ours, golden_detections)
     unmatched = torch.nonzero(index < 0).flatten().tolist()
@@ -233,11 +233,11 @@ def assert_within(exact: bool, golden_detections: dict, box_px: float, score: fl
 
 
 def test_exact_path_agrees_with_mmdetection_on_any_cpu(golden_detections):
-    assert_within(True, golden_detections, KIND_BOX_PX, KIND_SCORE)
+    assert_within(golden_model(True), GOLDEN / "image.png", golden_detections, KIND_BOX_PX, KIND_SCORE)
 
 
 def test_fast_path_detections_agree_with_mmdetection_to_float_noise(golden_detections):
-    assert_within(False, golden_detections, FAST_BOX_PX, FAST_SCORE)
+    assert_within(golden_model(False), GOLDEN / "image.png", golden_detections, FAST_BOX_PX, FAST_SCORE)
 
 
 def record_sampling(monkeypatch) -> list[tuple[int, int, int]]:

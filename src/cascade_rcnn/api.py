@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .detectron2_config.model import read_detectron2_model
 from .errors import UserInputError, user_input
 from .inference.predictor import CascadeRCNN
 from .mmdet_config.checkpoint_meta import config_from_file
@@ -72,9 +73,12 @@ def build_model(model: str | os.PathLike | ModelConfig | None = None, weights: s
 
 
 def model_from(model: str | os.PathLike | ModelConfig) -> ModelConfig:
-    """A ``ModelConfig`` as given, a config file (``.py``) read as data, or a zoo name."""
+    """A ``ModelConfig`` as given, a config file read as data (MMDetection's ``.py``, Detectron2's
+    ``.yaml``), or a zoo name."""
     if isinstance(model, ModelConfig):
         return model
+    if str(model).endswith((".yaml", ".yml")):
+        return read_detectron2_model(model)
     if str(model).endswith(".py") or isinstance(model, os.PathLike):
         return config_from_file(str(model), Path(model).stem)
     return get_config(model)

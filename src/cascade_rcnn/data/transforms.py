@@ -8,10 +8,31 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .images import ImageInput, to_rgb_uint8
 
 SIZE_DIVISOR = 32  # MMDetection's ``Pad(size_divisor=32)``: batches are padded to multiples of it
+
+
+@dataclass(frozen=True)
+class ResizeRule:
+    """How a framework resizes an image for its network and maps boxes back (``ModelConfig.resize_rule``).
+
+    MMDetection (the defaults): fit inside (long, short) keeping the ratio, ``int(x * s + 0.5)``,
+    OpenCV bilinear; boxes back divided by the (w / W, h / H) factors. Detectron2: its
+    ``ResizeShortestEdge`` (short side = the short limit unless the long side would pass the long
+    one), Pillow's bilinear on uint8; boxes back multiplied by (W / w, H / h), clipped to the image,
+    and boxes left empty dropped (its ``detector_postprocess``).
+    """
+
+    shortest_edge: bool = False
+    library: str = "cv2"  # "cv2" or "pil"
+    multiply_back: bool = False
+
+
+MMDETECTION_RESIZE = ResizeRule()
+DETECTRON2_RESIZE = ResizeRule(shortest_edge=True, library="pil", multiply_back=True)
 
 
 @dataclass(frozen=True)
@@ -21,10 +42,38 @@ class ResizedImage:
     image: np.ndarray  # (h, w, 3) uint8, RGB
     original_size: tuple[int, int]  # (H, W)
     scale_factor: tuple[float, float]  # (w / W, h / H), two factors as MMDetection
+    rule: ResizeRule = MMDETECTION_RESIZE
 
     @property
     def size(self) -> tuple[int, int]:
         return self.image.shape[0], self.image.shape[1]
+
+    def boxes_to_original(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 4) boxes of the resized image -> (N, 4) boxes in the original's pixels, and the (N,)
+        bool mask of the boxes kept (all, except empty ones under Detectron2's rule)."""
+        if not self.rule.multiply_back:
+            return boxes / boxes.new_tensor(self.scale_factor).repeat(2), boxes.new_ones(len(boxes), dtype=torch.bool)
+        (height, width), (new_h, new_w) = self.original_size, self.size
+        boxes = boxes * torch.tensor([width / new_w, height / new_h] * 2, dtype=boxes.dtype, device=boxes.device)
+        boxes = clip_to(boxes, height, width)
+        return boxes, (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
+
+
+def clip_to(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(N, 4) xyxy boxes with x clamped to [0, width] and y to [0, height]."""
+    upper = boxes.new_tensor([width, height, width, height])
+    return torch.maximum(torch.minimum(boxes, upper), boxes.new_zeros(()))
+
+
+def shortest_edge_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, int]:
+    """(new_h, new_w) as Detectron2's ``ResizeShortestEdge`` rounds them, for ``scale`` = (long, short)."""
+    short, longest = min(scale), max(scale)
+    factor = short * 1.0 / min(height, width)
+    new_h, new_w = (short, factor * width) if height < width else (factor * height, short)
+    if max(new_h, new_w) > longest:
+        factor = longest * 1.0 / max(new_h, new_w)
+        new_h, new_w = new_h * factor, new_w * factor
+    return max(int(new_h + 0.5), 1), max(int(new_w + 0.5), 1)
 
 
 def fit_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, int]:
@@ -36,12 +85,15 @@ def fit_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, int]
     return max(int(height * factor + 0.5), 1), max(int(width * factor + 0.5), 1)
 
 
-def resize(image: np.ndarray, scale: tuple[int, int]) -> ResizedImage:
-    """Bilinear resize of the uint8 image with OpenCV (bit-exact with MMDetection's input)."""
+def resize(image: np.ndarray, scale: tuple[int, int], rule: ResizeRule = MMDETECTION_RESIZE) -> ResizedImage:
+    """Bilinear resize of the uint8 image under ``rule`` (bit-exact with the framework's input)."""
     height, width = image.shape[:2]
-    new_h, new_w = fit_size(height, width, scale)
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    return ResizedImage(resized, (height, width), (new_w / width, new_h / height))
+    new_h, new_w = (shortest_edge_size if rule.shortest_edge else fit_size)(height, width, scale)
+    if rule.library == "pil":
+        resized = np.array(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    else:
+        resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    return ResizedImage(resized, (height, width), (new_w / width, new_h / height), rule)
 
 
 def normalize(image: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...], bgr: bool) -> torch.Tensor:
@@ -121,8 +173,9 @@ def train_transform(sample: dict, scale: tuple[int, int], flip: bool, mean: tupl
 
 
 def prepare_image(image: ImageInput, name: str, scale: tuple[int, int], mean: tuple[float, ...],
-                  std: tuple[float, ...], bgr: bool) -> tuple[ResizedImage, torch.Tensor]:
+                  std: tuple[float, ...], bgr: bool, rule: ResizeRule = MMDETECTION_RESIZE
+                  ) -> tuple[ResizedImage, torch.Tensor]:
     """Any input -> (resize record, normalised (3, h, w) float tensor): what both the PyTorch
     model and the ONNX runtime feed their network (``name`` is used in errors)."""
-    resized = resize(to_rgb_uint8(image, name), scale)
+    resized = resize(to_rgb_uint8(image, name), scale, rule)
     return resized, normalize(resized.image, mean, std, bgr)

@@ -31,7 +31,7 @@ class CascadeRCNN(CascadeNetwork):
     def preprocess(self, image: ImageInput, name: str = "image") -> Prepared:
         """Any input -> (resize record, normalised (3, h, w) tensor)."""
         return prepare_image(image, name, self.config.image_scale, self.config.pixel_mean, self.config.pixel_std,
-                             self.config.bgr_input)
+                             self.config.bgr_input, self.config.resize_rule)
 
     @torch.no_grad()
     def detect_unpasted(self, prepared: Sequence[Prepared], settings: DetectionSettings,

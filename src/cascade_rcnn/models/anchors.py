@@ -1,6 +1,8 @@
 """RPN anchors: one set of base anchors per pyramid level, repeated at every feature-map cell."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -17,6 +19,24 @@ def base_anchors(stride: int, scales: tuple[float, ...], ratios: tuple[float, ..
     widths = (stride * w_ratios[:, None] * scales_t[None, :]).reshape(-1)
     heights = (stride * h_ratios[:, None] * scales_t[None, :]).reshape(-1)
     return torch.stack([-0.5 * widths, -0.5 * heights, 0.5 * widths, 0.5 * heights], dim=1)
+
+
+def area_kept_anchors(stride: int, scales: tuple[float, ...], ratios: tuple[float, ...]) -> torch.Tensor:
+    """The same anchors as Detectron2 computes them (its ``DefaultAnchorGenerator``, offset 0): for
+    each size ``stride * scale`` and ratio r = h / w, ``w = sqrt(size**2 / r)``, ``h = r * w``, in
+    Python floats, then float32; sizes outer, ratios inner (one size per level: the same order)."""
+    anchors = []
+    for scale in scales:
+        area = float(stride * scale) ** 2.0
+        for ratio in ratios:
+            width = math.sqrt(area / ratio)
+            height = ratio * width
+            anchors.append([-width / 2.0, -height / 2.0, width / 2.0, height / 2.0])
+    return torch.tensor(anchors, dtype=torch.float32)
+
+
+# How the base anchors are computed: ``RPNHeadConfig.anchor_rule`` names one.
+ANCHOR_RULES = {"side_ratios": base_anchors, "area_kept": area_kept_anchors}
 
 
 def grid_anchors(base: torch.Tensor, feature_size: tuple[int, int], stride: int) -> torch.Tensor:

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from torch import nn
 
+from ..data.transforms import MMDETECTION_RESIZE, ResizeRule
 from .backbones.resnet import ResNetConfig
 from .coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from .heads.box_head import SharedFCBoxHeadConfig
@@ -60,6 +61,7 @@ class ModelConfig:
     fc_channels: int = 1024
     mask_channels: int | None = None  # mask heads' conv width; None = fpn_channels (MMDetection)
     image_scale: tuple[int, int] = (1333, 800)  # resize to fit (long side, short side)
+    resize_rule: ResizeRule = MMDETECTION_RESIZE  # how images are resized and boxes mapped back
     # Multi-scale training: each training image's (long, short) scale is drawn between these two,
     # each side uniformly (MMDetection's multi-scale "range" resize, e.g. short side 640..800 for
     # the 3x zoo rows); None trains at image_scale. Testing always uses image_scale.

@@ -56,8 +56,8 @@ class BatchDetections:
 
 def select_detections(boxes: torch.Tensor, class_probs: torch.Tensor, image_index: torch.Tensor,
                       image_sizes: torch.Tensor, settings: DetectionSettings, path: ComputePath,
-                      box_scales: torch.Tensor | None = None) -> BatchDetections:
-    """MMDetection's multiclass NMS, per image, for RoI-head outputs of a whole batch.
+                      box_scales: torch.Tensor | None = None, nms_rule: str = "mmcv") -> BatchDetections:
+    """MMDetection's multiclass NMS (``nms_rule``: ops/nms.py GROUPED_NMS), per image, for RoI-head outputs of a whole batch.
 
     boxes (K, 4) are class-agnostic, so every box is a candidate for every foreground class, or
     (K, C, 4), one per class; class_probs (K, C + 1) with background last; image_index (K,) of
@@ -78,7 +78,7 @@ def select_detections(boxes: torch.Tensor, class_probs: torch.Tensor, image_inde
         for index in range(image_sizes.shape[0]):
             mine = torch.nonzero(image_index == index).squeeze(1)
             box_index, labels, scores = multiclass_nms(boxes[mine], foreground[mine], settings.score_thr,
-                                                       settings.nms_iou, settings.max_per_image, path)
+                                                       settings.nms_iou, settings.max_per_image, path, nms_rule)
             kept.append((torch.full_like(labels, index), mine[box_index], labels, scores))
         image, row, labels, scores = (torch.cat(parts) for parts in zip(*kept))
     return BatchDetections(boxes[row] if boxes.dim() == 2 else boxes[row, labels], scores, labels, image,

@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.assign_sample import AssignerSettings, SamplerSettings, assign, sample
-from ..ops.box_coder import BoxCoder
+from ..ops.box_coder import BoxCoder, WeightedBoxCoder
 from ..ops.compute_path import ComputePath
 from ..ops.nms import level_nms
 from ..ops.onnx_forms import exported_proposals
 from ..ops.rois import rois_from_boxes
-from .anchors import base_anchors, grid_anchors, inside_image
+from .anchors import ANCHOR_RULES, grid_anchors, inside_image
 
 RPN_CODER = BoxCoder((1.0, 1.0, 1.0, 1.0))
 
@@ -33,6 +33,13 @@ class RPNHeadConfig:
     neg_iou: float = 0.3  # and each ground truth's best anchors if >= min_pos_iou
     min_pos_iou: float = 0.3
     ignore_iof_thr: float = -1.0  # anchors this much inside a crowd region ignored; -1: none (the zoo's)
+    # A framework's rules, as values (MMDetection's by default; ``DETECTRON2_RPN`` below):
+    anchor_rule: str = "side_ratios"  # models/anchors.py ANCHOR_RULES
+    box_coder: BoxCoder | WeightedBoxCoder = RPN_CODER
+    # Proposals per level: the best by sigmoid score, a level shorter than the cut left unsorted
+    # (MMDetection), or ``torch.topk`` of the logits, always sorted (Detectron2).
+    rank_by_logits: bool = False
+    nms_rule: str = "mmcv"  # ops/nms.py GROUPED_NMS
 
     @property
     def assigner(self) -> AssignerSettings:
@@ -40,32 +47,46 @@ class RPNHeadConfig:
                                 crowd_iof=self.ignore_iof_thr)
 
     def build(self, config, in_channels: int, strides: tuple[int, ...]) -> "RPNHead":
-        return RPNHead(in_channels, strides, scales=(config.anchor_scale,), ratios=self.ratios, assigner=self.assigner,
+        return RPNHead(in_channels, strides, scales=(config.anchor_scale,), ratios=self.ratios, spec=self,
+                       assigner=self.assigner,
                        sampler=SamplerSettings(num=config.rpn_samples_per_image,
                                                positive_fraction=self.positive_fraction),
-                       train_proposals=ProposalSettings(config.train_proposals_pre_nms or config.train_proposals,
-                                                        self.nms_iou, config.train_proposals),
-                       test_proposals=ProposalSettings(config.test_proposals_pre_nms or config.test_proposals,
-                                                       self.nms_iou, config.test_proposals))
+                       train_proposals=self.proposal_settings(config.train_proposals_pre_nms or config.train_proposals,
+                                                              config.train_proposals),
+                       test_proposals=self.proposal_settings(config.test_proposals_pre_nms or config.test_proposals,
+                                                             config.test_proposals))
+
+    def proposal_settings(self, pre_nms_per_level: int, max_proposals: int) -> "ProposalSettings":
+        return ProposalSettings(pre_nms_per_level, self.nms_iou, max_proposals, self.box_coder, self.rank_by_logits,
+                                self.nms_rule)
+
+
+DETECTRON2_RPN = RPNHeadConfig(anchor_rule="area_kept", box_coder=WeightedBoxCoder((1.0, 1.0, 1.0, 1.0)),
+                               rank_by_logits=True, nms_rule="torchvision")
 
 
 @dataclass(frozen=True)
 class ProposalSettings:
-    """How many proposals survive, per image (MMDetection: 1000 at test, 2000 in training)."""
+    """How many proposals survive, per image (MMDetection: 1000 at test, 2000 in training), and
+    the rules that pick them (``RPNHeadConfig``)."""
 
     pre_nms_per_level: int = 1000
     nms_iou: float = 0.7
     max_proposals: int = 1000
+    coder: BoxCoder | WeightedBoxCoder = RPN_CODER
+    rank_by_logits: bool = False
+    nms_rule: str = "mmcv"
 
 
 class RPNHead(nn.Module):
     """Anchor head on each pyramid level; ``num_anchors`` = ratios x scales (3)."""
 
     def __init__(self, channels: int, strides: tuple[int, ...], scales: tuple[float, ...],
-                 ratios: tuple[float, ...], assigner: AssignerSettings, sampler: SamplerSettings,
+                 ratios: tuple[float, ...], spec: RPNHeadConfig, assigner: AssignerSettings, sampler: SamplerSettings,
                  train_proposals: ProposalSettings, test_proposals: ProposalSettings):
         super().__init__()
         self.strides = strides
+        self.coder = spec.box_coder
         self.assigner, self.sampler = assigner, sampler
         self.train_proposals, self.test_proposals = train_proposals, test_proposals
         num_anchors = len(scales) * len(ratios)
@@ -76,7 +97,7 @@ class RPNHead(nn.Module):
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
         self.register_buffer("base_anchors", torch.stack(
-            [base_anchors(s, scales, ratios) for s in strides]), persistent=False)
+            [ANCHOR_RULES[spec.anchor_rule](s, scales, ratios) for s in strides]), persistent=False)
 
     def forward(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per level: objectness logits (B, H*W*A) and deltas (B, H*W*A, 4), in anchor order."""
@@ -102,7 +123,7 @@ class RPNHead(nn.Module):
         settings = self.train_proposals if training else self.test_proposals
         with torch.no_grad():
             if path.exporting:
-                return exported_proposals(logits, deltas, anchors, image_sizes, RPN_CODER, settings.pre_nms_per_level,
+                return exported_proposals(logits, deltas, anchors, image_sizes, settings.coder, settings.pre_nms_per_level,
                                           settings.nms_iou, settings.max_proposals)
             return rois_from_boxes([propose([level[i] for level in logits], [level[i] for level in deltas], anchors,
                                             image_sizes[i:i + 1], settings, path)[0]
@@ -111,7 +132,7 @@ class RPNHead(nn.Module):
     def loss(self, logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
              targets: list[dict], image_sizes: torch.Tensor) -> dict[str, torch.Tensor]:
         """``rpn_loss`` with this head's assigner and sampler."""
-        return rpn_loss(logits, deltas, anchors, targets, image_sizes, self.assigner, self.sampler)
+        return rpn_loss(logits, deltas, anchors, targets, image_sizes, self.assigner, self.sampler, self.coder)
 
 
 def propose(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
@@ -122,30 +143,36 @@ def propose(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: lis
     MMDetection's order of work: the top ``pre_nms_per_level`` anchors of each level by sigmoid
     score, decoded and clipped to the resized (unpadded) image's (1, 2) (h, w), boxes with zero
     width or height dropped, NMS separately per level, then the best ``max_proposals`` overall.
+    With ``settings.rank_by_logits`` (Detectron2) each level's best are ``torch.topk`` of the logits,
+    which stay the scores.
     """
     level_boxes, level_scores, level_ids = [], [], []
     for level, (level_logits, level_deltas, level_anchors) in enumerate(zip(logits, deltas, anchors)):
-        scores = level_logits.sigmoid()
+        if settings.rank_by_logits:
+            scores, order = level_logits.topk(min(settings.pre_nms_per_level, level_logits.shape[0]))
+            level_deltas, level_anchors = level_deltas[order], level_anchors[order]
+        else:
+            scores = level_logits.sigmoid()
         # MMDetection leaves a level shorter than pre_nms_per_level unsorted (that order decides
         # NMS ties); the exported graph (onnx_forms.exported_proposals) always sorts and slices.
-        if 0 < settings.pre_nms_per_level < scores.shape[0]:
+        if not settings.rank_by_logits and 0 < settings.pre_nms_per_level < scores.shape[0]:
             scores, order = scores.sort(descending=True)
             scores, order = scores[:settings.pre_nms_per_level], order[:settings.pre_nms_per_level]
             level_deltas, level_anchors = level_deltas[order], level_anchors[order]
-        level_boxes.append(RPN_CODER.decode(level_anchors, level_deltas, max_shape=image_size))
+        level_boxes.append(settings.coder.decode(level_anchors, level_deltas, max_shape=image_size))
         level_scores.append(scores)
         level_ids.append(torch.full_like(scores, level, dtype=torch.long))
     boxes = torch.cat(level_boxes)
     scores, ids = torch.cat(level_scores), torch.cat(level_ids)
     valid = torch.nonzero((boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)).squeeze(1)
     boxes, scores, ids = boxes[valid], scores[valid], ids[valid]
-    keep = level_nms(boxes, scores, ids, settings.nms_iou, path)[:settings.max_proposals]
+    keep = level_nms(boxes, scores, ids, settings.nms_iou, path, settings.nms_rule)[:settings.max_proposals]
     return boxes[keep], scores[keep]
 
 
 def rpn_loss(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
-             targets: list[dict], image_sizes: torch.Tensor, assigner: AssignerSettings, sampler: SamplerSettings
-             ) -> dict[str, torch.Tensor]:
+             targets: list[dict], image_sizes: torch.Tensor, assigner: AssignerSettings, sampler: SamplerSettings,
+             coder: BoxCoder | WeightedBoxCoder = RPN_CODER) -> dict[str, torch.Tensor]:
     """Objectness BCE + SmoothL1 (beta 1/9) on ``sampler.num`` (256) sampled anchors per image.
 
     Only anchors fully inside the (unpadded) image, ``image_sizes`` (B, 2) (h, w), take part. Both losses are summed and divided
@@ -165,7 +192,7 @@ def rpn_loss(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: li
         cls_losses.append(F.binary_cross_entropy_with_logits(
             all_logits[image, inside[sampled]], labels, reduction="sum"))
         positive_anchors = all_anchors[inside[positives]]
-        box_targets = RPN_CODER.encode(positive_anchors, target["boxes"][assigned[positives]])
+        box_targets = coder.encode(positive_anchors, target["boxes"][assigned[positives]])
         box_losses.append(F.smooth_l1_loss(all_deltas[image, inside[positives]], box_targets,
                                            beta=1 / 9, reduction="sum"))
         num_sampled += max(positives.numel(), 1) + max(negatives.numel(), 1)

@@ -18,6 +18,7 @@ and ``onnx_forms.exported_multiclass_nms``), chosen where ``ComputePath.exportin
 from __future__ import annotations
 
 import torch
+from torchvision.ops import batched_nms as torchvision_batched_nms
 from torchvision.ops import nms
 
 from .compute_path import ComputePath
@@ -87,19 +88,26 @@ def _nms_in_mmcv_order(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold:
     return order[nms(boxes[order], scores[order], iou_threshold)]
 
 
+# Grouped NMS as each framework runs it (a rule named by the RPN and RoI head specs): mmcv's
+# shifted-groups form (MMDetection), torchvision's ``batched_nms`` (Detectron2 calls it as it is).
+GROUPED_NMS = {"mmcv": batched_nms, "torchvision": torchvision_batched_nms}
+
+
 def level_nms(boxes: torch.Tensor, scores: torch.Tensor, levels: torch.Tensor, iou_threshold: float,
-              path: ComputePath) -> torch.Tensor:
+              path: ComputePath, rule: str = "mmcv") -> torch.Tensor:
     """The RPN's NMS within each pyramid level: kept indices by descending score."""
-    return batched_nms(boxes, scores, levels, iou_threshold)
+    return GROUPED_NMS[rule](boxes, scores, levels, iou_threshold)
 
 
 def multiclass_nms(boxes: torch.Tensor, class_scores: torch.Tensor, score_thr: float, iou_threshold: float,
-                   max_detections: int, path: ComputePath) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   max_detections: int, path: ComputePath, rule: str = "mmcv"
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MMDetection's multiclass NMS: every (box, class) pair scoring > ``score_thr`` is a
     candidate, NMS runs per class, the best ``max_detections`` are kept, by descending score.
 
     boxes (K, 4) shared by all classes (class-agnostic regression) or (K, C, 4), one per class;
     class_scores (K, C). Returns the box index (N,), class (N,) and score (N,) of each detection.
+    ``rule`` names the grouped NMS of the exact path (``GROUPED_NMS``).
     """
     num_classes = class_scores.shape[1]
     scores = class_scores.reshape(-1)
@@ -109,5 +117,5 @@ def multiclass_nms(boxes: torch.Tensor, class_scores: torch.Tensor, score_thr: f
     if path.best_candidate_nms:
         keep = best_batched_nms(candidate_boxes, scores[candidates], labels, iou_threshold, max_detections)
     else:
-        keep = batched_nms(candidate_boxes, scores[candidates], labels, iou_threshold)[:max_detections]
+        keep = GROUPED_NMS[rule](candidate_boxes, scores[candidates], labels, iou_threshold)[:max_detections]
     return box_index[keep], labels[keep], scores[candidates[keep]]

@@ -19,8 +19,6 @@ from .onnx_forms import exported_multilevel_roi_align
 from .separable_roi_align import SEPARABLE_MAX_PIXELS, separable_roi_align
 from .threaded_roi_align import threaded_roi_align
 
-# A 224 px RoI reads P4 (canonical ImageNet size); MMDetection states it as finest_scale=56 on P2.
-FINEST_SCALE = 56
 
 
 class Kernel(enum.Enum):
@@ -59,14 +57,29 @@ def roi_align_kernel(path: ComputePath, feature: torch.Tensor, rois: torch.Tenso
     return Kernel.THREADED
 
 
-def roi_levels(rois: torch.Tensor, num_levels: int) -> torch.Tensor:
-    """(K,) pyramid index: floor(log2(sqrt(area) / 56 + 1e-6)) clamped to [0, num_levels - 1].
+@dataclass(frozen=True)
+class RoILevelRule:
+    """Which pyramid level pools a RoI: ``floor(canonical_level + log2(sqrt(area) / canonical_size + eps))``,
+    clamped to the levels read, counted from ``first_level``. MMDetection's (the defaults) states it
+    as ``finest_scale=56`` on P2; Detectron2's as a 224 px RoI on level 4 with eps 1e-8, which puts a
+    few sizes just below 112 px on another level."""
 
-    rois (K, 5) = (batch index, x1, y1, x2, y2): < 112 px -> P2, < 224 -> P3, < 448 -> P4, else P5.
-    """
+    canonical_size: float = 56.0
+    canonical_level: float = 0.0
+    first_level: int = 0
+    eps: float = 1e-6
+
+
+MMDETECTION_LEVELS = RoILevelRule()
+DETECTRON2_LEVELS = RoILevelRule(canonical_size=224.0, canonical_level=4.0, first_level=2, eps=1e-8)
+
+
+def roi_levels(rois: torch.Tensor, num_levels: int, rule: RoILevelRule = MMDETECTION_LEVELS) -> torch.Tensor:
+    """(K,) pyramid index of (K, 5) RoIs (batch index, x1, y1, x2, y2) under ``rule``, in
+    [0, num_levels - 1]; MMDetection's: < 112 px -> P2, < 224 -> P3, < 448 -> P4, else P5."""
     scale = torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2]))
-    levels = torch.floor(torch.log2(scale / FINEST_SCALE + 1e-6))
-    return levels.clamp(min=0, max=num_levels - 1).long()
+    levels = torch.floor(rule.canonical_level + torch.log2(scale / rule.canonical_size + rule.eps))
+    return (levels.clamp(min=rule.first_level, max=rule.first_level + num_levels - 1) - rule.first_level).long()
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,7 @@ class MultiLevelRoIAlign:
 
     output_size: int
     strides: tuple[int, ...] = (4, 8, 16, 32)
+    level_rule: RoILevelRule = MMDETECTION_LEVELS
 
     def readable(self, features: list[torch.Tensor], path: ComputePath) -> list[torch.Tensor]:
         """The maps in the layout the chosen kernel reads, converted once per image batch rather
@@ -85,7 +99,7 @@ class MultiLevelRoIAlign:
 
     def __call__(self, features: list[torch.Tensor], rois: torch.Tensor, path: ComputePath) -> torch.Tensor:
         features = features[:len(self.strides)]
-        levels = roi_levels(rois, len(self.strides))
+        levels = roi_levels(rois, len(self.strides), self.level_rule)
         whole_pyramid = roi_align_kernel(path, features[0], rois)
         if whole_pyramid is Kernel.EXPORTED:
             return exported_multilevel_roi_align(features, rois, levels, self.output_size, self.strides)

@@ -17,10 +17,10 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from ...ops.assign_sample import AssignerSettings, SamplerSettings, assign, sample
-from ...ops.box_coder import BoxCoder
+from ...ops.box_coder import BoxCoder, WeightedBoxCoder
 from ...ops.compute_path import ComputePath
 from ...ops.giou import giou_loss
-from ...ops.roi_align import MultiLevelRoIAlign
+from ...ops.roi_align import DETECTRON2_LEVELS, MMDETECTION_LEVELS, MultiLevelRoIAlign, RoILevelRule
 from ...ops.rois import boxes_per_image
 from ..detections import BatchDetections, DetectionSettings, select_detections
 from ..heads.mask_head import MaskHead
@@ -38,12 +38,29 @@ class CascadeRoIHeadConfig:
     mask_roi_size: int = 14  # and of the mask heads (their 2x deconv gives 28 x 28 masks)
     featmap_strides: tuple[int, ...] = (4, 8, 16, 32)  # the pyramid levels RoIs are pooled from
     ignore_iof_thr: float = -1.0  # RoIs this much inside a crowd region ignored; -1: none (the zoo's)
+    # A framework's rules, as values (MMDetection's by default; ``DETECTRON2_CASCADE`` below):
+    # each stage's box coder: MMDetection's stds (``ModelConfig.stage_stds``), or, given here,
+    # Detectron2's BBOX_REG_WEIGHTS per stage (deltas divided by them: ``WeightedBoxCoder``)
+    stage_box_weights: tuple[tuple[float, float, float, float], ...] | None = None
+    # test scores: softmax of the stages' mean logits (MMDetection), or the mean of the stages'
+    # softmax probabilities (Detectron2)
+    mean_of_probabilities: bool = False
+    # one mask head per stage, their sigmoids averaged (MMDetection), or one on the final boxes
+    # (Detectron2; ``mask_head.0``)
+    one_mask_head: bool = False
+    nms_rule: str = "mmcv"  # the final per-class NMS of the exact path (ops/nms.py GROUPED_NMS)
+    level_rule: RoILevelRule = MMDETECTION_LEVELS  # which pyramid level pools a RoI
 
     def build(self, config, in_channels: int, strides: tuple[int, ...]) -> "CascadeRoIHead":
         if tuple(strides[:len(self.featmap_strides)]) != self.featmap_strides:
             raise ValueError(f"{config.name}: the neck's levels have strides {tuple(strides)}; the RoI heads read "
                              f"levels of strides {self.featmap_strides} (give the backbone maps at those strides)")
         return CascadeRoIHead(config, self)
+
+
+DETECTRON2_CASCADE = CascadeRoIHeadConfig(
+    stage_box_weights=((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0)),
+    mean_of_probabilities=True, one_mask_head=True, nms_rule="torchvision", level_rule=DETECTRON2_LEVELS)
 
 
 @dataclass
@@ -65,17 +82,20 @@ class CascadeRoIHead(nn.Module):
     def __init__(self, config, spec: CascadeRoIHeadConfig):
         super().__init__()
         self.num_classes = config.num_classes
-        self.coders = [BoxCoder(tuple(stds)) for stds in config.stage_stds]
+        self.spec = spec
+        self.coders = ([WeightedBoxCoder(tuple(weights)) for weights in spec.stage_box_weights]
+                       if spec.stage_box_weights is not None else [BoxCoder(tuple(stds)) for stds in config.stage_stds])
         # One threshold per stage, used for positives and negatives alike (no low-quality matches).
         self.assigners = [AssignerSettings(pos_iou=iou, neg_iou=iou, crowd_iof=spec.ignore_iof_thr)
                           for iou in config.stage_ious]
         self.stage_loss_weights = config.stage_loss_weights
         self.sampler = SamplerSettings(num=config.rois_per_image, positive_fraction=spec.positive_fraction)
-        self.box_roi_align = MultiLevelRoIAlign(spec.box_roi_size, spec.featmap_strides)
+        self.box_roi_align = MultiLevelRoIAlign(spec.box_roi_size, spec.featmap_strides, spec.level_rule)
         self.bbox_head = nn.ModuleList(config.box_head.build(config) for _ in config.stage_stds)
-        self.mask_roi_align = MultiLevelRoIAlign(spec.mask_roi_size, spec.featmap_strides)
+        self.mask_roi_align = MultiLevelRoIAlign(spec.mask_roi_size, spec.featmap_strides, spec.level_rule)
+        mask_heads = 1 if spec.one_mask_head else config.num_stages
         self.mask_head = nn.ModuleList(config.mask_head.build(config)
-                                       for _ in config.stage_stds) if config.with_mask else None
+                                       for _ in range(mask_heads)) if config.with_mask else None
 
     @property
     def with_mask(self) -> bool:
@@ -99,7 +119,7 @@ class CascadeRoIHead(nn.Module):
         features = self.box_roi_align.readable(features, path)
         boxes, class_probs, image_index = self.predict_boxes(features, rois, image_sizes, path, stage)
         detections = select_detections(boxes.float(), class_probs.float(), image_index, image_sizes, settings, path,
-                                       box_scales)
+                                       box_scales, self.spec.nms_rule)
         if self.with_mask:
             mask_rois = torch.cat([detections.image_index[:, None].to(detections.boxes.dtype), detections.boxes], 1)
             detections.mask_probs = self.predict_masks(features, mask_rois, detections.labels, path, stage)
@@ -135,6 +155,8 @@ class CascadeRoIHead(nn.Module):
                 rois = torch.cat([rois[:, :1], boxes], dim=1)
         if stage is not None:
             return boxes, stage_logits[-1].softmax(dim=-1), image_index
+        if self.spec.mean_of_probabilities:  # Detectron2: sum(probabilities) * (1 / 3), same order
+            return boxes, sum(logits.softmax(dim=-1) for logits in stage_logits) * (1.0 / len(stage_logits)), image_index
         # MMDetection averages LOGITS and applies softmax afterwards (sum(...) / 3, same order).
         mean_logits = sum(stage_logits) / float(len(stage_logits))
         return boxes, mean_logits.softmax(dim=-1), image_index
@@ -169,7 +191,7 @@ class CascadeRoIHead(nn.Module):
                 box_loss = giou_weight * giou_loss(decoded, batch.target_boxes).sum()
             losses[f"s{stage}_box"] = weight * box_loss / num_rois
             losses[f"s{stage}_acc"] = (logits.argmax(1) == batch.labels).float().mean().detach()
-            if self.with_mask:
+            if self.with_mask and (stage == 0 or not self.spec.one_mask_head):  # one head: stage 0's positives
                 losses[f"s{stage}_mask"] = weight * self._mask_loss(stage, features, batch, targets, padded_size,
                                                                     path)
             if stage + 1 < len(self.coders):
@@ -229,7 +251,7 @@ class CascadeRoIHead(nn.Module):
         """(K, 28, 28) probabilities of class ``labels[k]`` inside (K, 5) RoI k: mean of the
         stages' sigmoids (or stage ``stage``'s alone)."""
         roi_features = self.mask_roi_align(features, rois, path)
-        heads = self.mask_head if stage is None else [self.mask_head[stage]]
+        heads = self.mask_head if stage is None or self.spec.one_mask_head else [self.mask_head[stage]]
         if path.class_mask_logits:
             label_probs = _class_mask_probs(heads, roi_features, rois, labels, group_rois=not path.exporting)
         else:
