@@ -27,9 +27,14 @@ def test_models_lists_the_zoo(capsys):
     assert "https://download.openmmlab.com/mmdetection/v2.0/cascade_rcnn/" in out
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert len([r for r in rows if r["url"]]) == 32  # MMDetection's 29, the official Swin repository's 3
+    assert len([r for r in rows if r["url"]]) == 34  # MMDetection's 29, the official Swin repository's 3, Detectron2's 2
     assert {r["backbone"] for r in rows} >= {"R-50", "R-50-caffe", "X-101-32x8d", "ConvNeXt-T", "Swin-T"}
-    assert set(rows[0]) == {"name", "backbone", "neck", "schedule", "box_ap", "mask_ap", "mem_gb", "fps", "url"}
+    assert set(rows[0]) == {"name", "from", "backbone", "neck", "schedule", "box_ap", "mask_ap", "mem_gb", "fps", "url"}
+    detectron2 = {r["name"]: r for r in rows if r["from"] == "Detectron2"}
+    assert {name: (r["box_ap"], r["mask_ap"]) for name, r in detectron2.items()} == {
+        "Misc/cascade_mask_rcnn_R_50_FPN_1x": (42.1, 36.4), "Misc/cascade_mask_rcnn_R_50_FPN_3x": (44.3, 38.5)}
+    assert detectron2["Misc/cascade_mask_rcnn_R_50_FPN_3x"]["url"] == (
+        "https://dl.fbaipublicfiles.com/detectron2/Misc/cascade_mask_rcnn_R_50_FPN_3x/144998488/model_final_480dd8.pkl")
     assert {r["neck"] for r in rows} == {"FPN"}
 
 

@@ -21,12 +21,13 @@ from pycocotools import mask as mask_utils
 from test_golden import FAST_BOX_PX, FAST_SCORE, KIND_BOX_PX, KIND_SCORE, assert_within
 
 import cascade_rcnn
+from cascade_rcnn.weights.zoo import DETECTRON2_CONFIGS
 from cascade_rcnn.detectron2_config.model import read_detectron2_model
 from cascade_rcnn.errors import ConfigError
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "d2_cascade_mask_rcnn_R_18_FPN"
 CONFIG, CHECKPOINT, IMAGE = GOLDEN / "config.yaml", GOLDEN / "checkpoint.pth", GOLDEN / "image.png"
-CONFIGS = Path(__file__).parent / "data" / "detectron2_configs"
+CONFIGS = DETECTRON2_CONFIGS  # Detectron2's own config files, shipped for the zoo rows
 
 needs_golden = pytest.mark.skipif(not all(p.is_file() for p in (CONFIG, CHECKPOINT, IMAGE, GOLDEN / "detections.pt")),
                                   reason=f"Detectron2 golden data not found at {GOLDEN} (the shared/ folder beside "
@@ -115,3 +116,44 @@ def test_a_config_of_another_architecture_is_refused_by_key(tmp_path):
     (tmp_path / "faster.yaml").write_text('_BASE_: "Base-RCNN-FPN.yaml"\nMODEL:\n  MASK_ON: False\n')
     with pytest.raises(ConfigError, match=r"Base-RCNN-FPN\.yaml: MODEL\.ROI_HEADS\.NAME = 'StandardROIHeads' is not supported"):
         read_detectron2_model(tmp_path / "faster.yaml")
+
+
+@needs_golden
+def test_a_detectron2_zoo_row_downloads_md5_checked_and_loads_from_its_pickle(tmp_path, monkeypatch, capsys):
+    """A Detectron2 row's published file: a pickle of numpy arrays in Detectron2's names, named by its
+    MD5 prefix. Served locally with the golden model standing in for the row (same layout, small)."""
+    import dataclasses
+    import hashlib
+    import pickle
+
+    from test_download import Server
+
+    from cascade_rcnn.cli import main
+    from cascade_rcnn.weights import zoo
+
+    state = torch.load(CHECKPOINT, weights_only=True)["model"]
+    served = tmp_path / "served"
+    served.mkdir()
+    staging = served / "staging.pkl"
+    staging.write_bytes(pickle.dumps({"model": {k: v.numpy() for k, v in state.items()}, "__author__": "test"},
+                                     protocol=4))
+    name = f"model_final_{hashlib.md5(staging.read_bytes()).hexdigest()[:6]}.pkl"
+    staging.rename(served / name)
+    server = Server(served)
+    try:
+        row = "Misc/cascade_mask_rcnn_R_50_FPN_3x"
+        monkeypatch.setenv("CASCADE_RCNN_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setitem(zoo.MODEL_ZOO, row, dataclasses.replace(read_detectron2_model(CONFIG, row),
+                                                                    url=f"{server.url}/{name}"))
+        assert main(["download", row]) == 0
+        assert f"{tmp_path / 'cache' / name} (downloaded, MD5 checked)" in capsys.readouterr().out
+        model = cascade_rcnn.build_model(row, weights="zoo", exact=True)
+        ours = model.predict(str(IMAGE), score_thr=0.0)[0]
+        expected = golden_model(True).predict(str(IMAGE), score_thr=0.0)[0]
+        assert torch.equal(ours.boxes, expected.boxes) and torch.equal(ours.scores, expected.scores)
+        (tmp_path / "cache" / name).write_bytes(b"damaged")
+        assert main(["download", row]) == 1
+        assert "fails its hash check (MD5 starts " in capsys.readouterr().err
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()

@@ -36,18 +36,18 @@ if TYPE_CHECKING:
 def cmd_models(args: argparse.Namespace) -> int:
     # Columns every family fills: the backbone's label carries what sets it apart (R-50-caffe, Swin-T);
     # the neck is named by its spec's class (FPNConfig -> FPN).
-    rows = [{"name": c.name, "backbone": c.backbone.label, "neck": type(c.neck).__name__.removesuffix("Config"),
+    rows = [{"name": c.name, "from": c.framework, "backbone": c.backbone.label, "neck": type(c.neck).__name__.removesuffix("Config"),
              "schedule": c.schedule, "box_ap": c.reported_box_ap, "mask_ap": c.reported_mask_ap,
              "mem_gb": c.reported_mem_gb, "fps": c.reported_fps, "url": c.url} for c in MODEL_ZOO.values()]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    name, backbone, neck = (max(len(k), *(len(r[k]) for r in rows)) for k in ("name", "backbone", "neck"))
-    print(f"{'name':<{name}} {'backbone':<{backbone}} {'neck':<{neck}} {'sched':<5} {'box AP':>6} {'mask AP':>7} "
-          f"{'mem':>5} {'fps':>5}  url")
+    name, source, backbone, neck = (max(len(k), *(len(r[k]) for r in rows)) for k in ("name", "from", "backbone", "neck"))
+    print(f"{'name':<{name}} {'from':<{source}} {'backbone':<{backbone}} {'neck':<{neck}} {'sched':<5} {'box AP':>6} "
+          f"{'mask AP':>7} {'mem':>5} {'fps':>5}  url")
     for r in rows:
         cells = [reported_figure(r[k]) for k in ("box_ap", "mask_ap", "mem_gb", "fps")]
-        print(f"{r['name']:<{name}} {r['backbone']:<{backbone}} {r['neck']:<{neck}} {r['schedule']:<5} "
+        print(f"{r['name']:<{name}} {r['from']:<{source}} {r['backbone']:<{backbone}} {r['neck']:<{neck}} {r['schedule']:<5} "
               f"{cells[0]:>6} {cells[1]:>7} {cells[2]:>5} {cells[3]:>5}  {r['url'] or '(project config, no weights)'}")
     return 0
 
@@ -325,7 +325,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from .weights.download import cache_dir, ensure
+    from .weights.download import cache_dir, ensure, named_hash
 
     if not (args.names or args.all):
         raise UserInputError("name the zoo models to fetch (see `cascade-rcnn models`), or --all")
@@ -338,7 +338,8 @@ def cmd_download(args: argparse.Namespace) -> int:
     for url in urls:
         try:
             path, done = ensure(url)
-            print(f"{path} ({done}, SHA-256 checked)")
+            named = named_hash(path.name)
+            print(f"{path} ({done}, {f'{named[1]} checked' if named else 'no hash in its name to check'})")
         except CheckpointError as error:
             print(f"error: {error}", file=sys.stderr)
             failed += 1

@@ -7,12 +7,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..data.transforms import DETECTRON2_RESIZE
 from ..errors import ConfigError
 from ..models.backbones.resnet import ResNetConfig
 from ..models.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from ..models.config import ModelConfig
-from ..models.input_norm import InputNorm
+from ..models.input_norm import DETECTRON2_RESIZE, InputNorm
 from ..models.roi_heads.cascade import DETECTRON2_CASCADE
 from ..models.rpn import DETECTRON2_RPN
 from .resolved import Detectron2Config

@@ -7,12 +7,11 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from ..data.transforms import MMDETECTION_RESIZE, ResizeRule
 from .backbones.resnet import ResNetConfig
 from .coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from .heads.box_head import SharedFCBoxHeadConfig
 from .heads.mask_head import FCNMaskHeadConfig
-from .input_norm import InputNorm
+from .input_norm import MMDETECTION_RESIZE, InputNorm, ResizeRule
 from .necks.fpn import FPNConfig
 from .roi_heads.cascade import CascadeRoIHeadConfig
 from .rpn import RPNHeadConfig
@@ -95,7 +94,8 @@ class ModelConfig:
     test_max_per_image: int = 100
     mask_threshold: float = 0.5  # a pasted mask probability at or above it is the object (mask_thr_binary)
     schedule: str = "1x"  # 1x = 12 epochs (lr x0.1 at 8, 11); 20e = 20 epochs (16, 19)
-    # Model-zoo facts (MMDetection's page): reported COCO val AP, memory, V100 fps, checkpoint.
+    # Model-zoo facts (the zoo page of ``framework``): reported COCO val AP, memory, V100 fps, checkpoint.
+    framework: str = "MMDetection"
     reported_box_ap: float | None = None
     reported_mask_ap: float | None = None
     reported_mem_gb: float | None = None

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..detectron2_config.model import read_detectron2_model
 from ..mmdet_config.checkpoint_meta import config_from_meta, config_from_text
 from ..models.backbones import hooks
 from ..models.config import ModelConfig
@@ -137,12 +138,16 @@ def meta_of(checkpoint: dict[str, Any]) -> dict[str, Any]:
 def config_of(loaded: dict[str, Any], path: str | os.PathLike) -> ModelConfig | None:
     """The model a checkpoint describes, or None if it names none: ours by its zoo name or the
     MMDetection config it was converted from; MMDetection's by the merged config in its ``meta``
-    (named after the file), with its class names."""
+    (named after the file), with its class names; Detectron2's by the ``config.yaml`` its run wrote
+    beside it (Detectron2's checkpoints carry none)."""
     ours = meta_of(loaded)
     if ours:
         if isinstance(ours.get("mmdet_config"), str):
             return config_from_text(ours["mmdet_config"], str(ours.get("config_name", Path(path).stem)), str(path))
         return zoo.MODEL_ZOO.get(ours.get("config_name"))
+    beside = Path(path).with_name("config.yaml")
+    if detectron2_layout.is_detectron2(_file_state_dict(loaded, path)) and beside.is_file():
+        return read_detectron2_model(beside, Path(path).resolve().parent.name)
     return config_from_meta(loaded.get("meta"), Path(path).stem.split(".")[0], str(path))
 
 
@@ -152,7 +157,7 @@ def model_of(loaded: dict[str, Any], path: str | os.PathLike, config: ModelConfi
     config = config or config_of(loaded, path)
     if config is None:
         raise CheckpointError(f"{path}: carries no config: give the model (a zoo name, --model) or its config "
-                              "file (--config)")
+                              "file (--config: MMDetection's .py, or the config.yaml a Detectron2 run writes)")
     meta = meta_of(loaded)
     if meta.get("class_names"):
         config = config.with_classes(tuple(meta["class_names"]), meta.get("category_ids"))
