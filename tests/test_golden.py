@@ -330,6 +330,7 @@ def test_the_golden_config_inside_a_checkpoint_is_the_whole_model(tmp_path):
     zoo = cascade_rcnn.get_config(NAME)
     assert (model.config.backbone, model.config.fpn_channels, model.config.class_names) == (
         zoo.backbone, zoo.fpn_channels, zoo.class_names)
+    assert model.config.train_scale_range == ((1333, 800), (1333, 800))  # its train_pipeline's fixed Resize
     settings = dict(score_thr=0.0, nms_iou=0.5, max_per_image=100)
     ours = model.predict(str(GOLDEN / "image.png"), **settings)[0]
     zoos = golden_model(exact=False).predict(str(GOLDEN / "image.png"), **settings)[0]
