@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from ..mmdet_config.checkpoint_meta import config_from_meta, config_from_text
 from ..models.backbones import hooks
 from ..models.config import ModelConfig
 from ..models.settings import apply_settings, parse_settings, settings_text
-from . import download, hub, safetensors_file, zoo
+from . import download, file_kind, hub, safetensors_file, zoo
 from .download import HASH_IN_NAME, cache_dir  # noqa: F401  (their home before download.py)
 from .errors import CheckpointError
 
@@ -62,10 +63,11 @@ def read(path: Path) -> dict[str, Any]:
     if path.suffix == safetensors_file.SUFFIX or safetensors_file.looks_like_safetensors(path):
         return safetensors_file.read(path)
     try:
-        loaded = _weights_only_load(path)
-    except Exception as error:  # the weights-only unpickler raises many types on foreign bytes
-        reason = (str(error).splitlines() or [type(error).__name__])[0]
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({reason})") from None
+        with warnings.catch_warnings():  # a foreign pickle's protocol: the error below says what the file is
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            loaded = _weights_only_load(path)
+    except Exception:  # the weights-only unpickler raises many types on foreign bytes
+        raise CheckpointError(f"{path}: {file_kind.describe(path)}") from None
     if not isinstance(loaded, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(loaded).__name__}, not a dict)")
     return loaded
