@@ -8,9 +8,9 @@ from pathlib import Path
 import cascade_rcnn
 
 PACKAGE = Path(cascade_rcnn.__file__).parent
-# Each layer with the layers it may import (the README's order: errors <- ops <- models <-
+# Each layer with the layers it may import (the README's order: errors, atomic_write <- ops <- models <-
 # mmdet_config <- data, weights <- outputs <- inference <- deploy, api <- benchmarking, engine <- cli).
-ORDER = ["errors", "ops", "models", "mmdet_config", "data", "weights", "outputs", "inference", "deploy", "api", "benchmarking",
+ORDER = ["errors", "atomic_write", "ops", "models", "mmdet_config", "data", "weights", "outputs", "inference", "deploy", "api", "benchmarking",
          "engine", "cli"]
 SAME_RANK = [{"data", "weights"}, {"deploy", "api"}, {"benchmarking", "engine"}]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..atomic_write import atomic_path
 from ..mmdet_config.checkpoint_meta import config_from_meta, config_from_text
 from ..models.backbones import hooks
 from ..models.config import ModelConfig
@@ -209,20 +209,11 @@ def save(path: str | os.PathLike, model: nn.Module, **extra: Any) -> None:
         raise CheckpointError(f"{path}: a .safetensors file holds the weights and their metadata only, not "
                               f"{', '.join(extra)}; save training state as .pth")
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(descriptor)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
+    with atomic_path(path) as temporary:
         if as_safetensors:
-            safetensors_file.write(temporary, model.state_dict(), meta)
+            safetensors_file.write(str(temporary), model.state_dict(), meta)
         else:
             torch.save({"state_dict": model.state_dict(), "meta": meta, **extra}, temporary)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would make it private to its owner
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def few(names: list[str], count: int = 3) -> str:
