@@ -207,7 +207,7 @@ def test_a_truncated_file_is_named(tmp_path):
     torch.save(torchvision_layout(SMALL_R50), whole)
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match=rf"{truncated}: not a PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match=rf"{truncated}: a truncated PyTorch checkpoint"):
         load_backbone_weights(ResNet(SMALL_R50), truncated)
 
 

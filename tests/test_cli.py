@@ -45,6 +45,42 @@ def test_python_dash_m_runs_the_cli():
     assert len(json.loads(result.stdout)) == len(cascade_rcnn.MODEL_ZOO)
 
 
+def test_a_closed_output_pipe_ends_the_command_quietly():
+    """`cascade-rcnn models | head -1`: the reader is gone; no "error: [Errno 32] Broken pipe"."""
+    command = subprocess.Popen([sys.executable, "-m", "cascade_rcnn", "models"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    command.stdout.close()  # before the command writes a line (importing torch takes far longer)
+    assert command.wait(timeout=120) == 141  # 128 + SIGPIPE: what the shell reports for Unix tools
+    assert command.stderr.read() == b""
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["predict", "a.png", "--model", "cascade_rcnn_r50_fpn_1xx"],
+     "argument --model: unknown model 'cascade_rcnn_r50_fpn_1xx' (did you mean cascade_rcnn_r50_fpn_1x_coco, "),
+    (["export", "--model", "cascade_mask_rcnn_r18w32", "--out", "m.onnx"],
+     "(did you mean cascade_mask_rcnn_r18w32_fpn_256, "),
+    (["predict", "a.png", "--score-threshold", "0.3"],
+     "unrecognized arguments: --score-threshold 0.3 (did you mean --score-thr?)"),
+    (["train", "--model", SMALL, "--weight_decay=0.1"],
+     "unrecognized arguments: --weight_decay=0.1 (did you mean --weight-decay or --weights?)"),
+])
+def test_a_mistyped_name_or_option_gets_the_commands_usage_and_the_closest_names(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and expected in err
+    assert err.startswith(f"usage: cascade-rcnn {argv[0]} ") and "cascade_mask_rcnn_x101_64x4d_fpn_20e_coco" not in err
+
+
+def test_help_names_every_command_and_every_default(capsys):
+    for argv in (["--help"], ["train", "--help"], ["shapes", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+    out = capsys.readouterr().out
+    assert "export, convert, download, benchmark" in " ".join(out.split())
+    assert "36 (3x)" in out and "(default 200)" in out and "(default 320)" in out and "default 0;" in out
+
+
 @pytest.fixture
 def weights(tmp_path):
     """Our checkpoint of the small project model, seeded."""
@@ -71,16 +107,17 @@ def test_predict_reports_bad_inputs_by_name_and_processes_the_rest(tmp_path, wei
     assert records and {r["file_name"] for r in records} == {str(folder / "good.png")}
     assert {"category_id", "bbox", "score", "segmentation"} <= set(records[0])
     assert (out / "good.png").is_file() and not (out / "broken.png").exists()
-    assert "1 image(s) done, 2 failed" in captured.out
+    assert "1 image(s) done, 2 failed" in captured.out and f"pictures: {out}/" in captured.out
 
 
-def test_predict_succeeds_with_status_zero(tmp_path, weights):
+def test_predict_succeeds_with_status_zero(tmp_path, weights, capsys):
     path = tmp_path / "a.png"
     cv2.imwrite(str(path), np.full((64, 64, 3), 127, np.uint8))
     assert main(["predict", str(path), "--model", SMALL, "--weights", str(weights),
                  "--out", str(tmp_path / "out"), "--no-draw"]) == 0
     assert json.loads((tmp_path / "out" / "predictions.json").read_text()) == []
     assert not (tmp_path / "out" / "a.png").exists()
+    assert "pictures" not in capsys.readouterr().out  # --no-draw: none were drawn
 
 
 def test_a_bad_checkpoint_is_one_line_not_a_traceback(tmp_path, capsys):
@@ -88,7 +125,7 @@ def test_a_bad_checkpoint_is_one_line_not_a_traceback(tmp_path, capsys):
     bad.write_text("<html>404</html>")
     assert main(["predict", str(tmp_path), "--model", SMALL, "--weights", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert f"error: {bad}: not a PyTorch checkpoint" in err and "Traceback" not in err
+    assert err == f"error: {bad}: an HTML page (a web page downloaded instead of the file?), not a PyTorch checkpoint\n"
 
 
 def test_a_box_only_checkpoint_in_a_mask_model_is_named(tmp_path, capsys):
@@ -133,6 +170,17 @@ def test_evaluate_a_model_per_stage(tmp_path, capsys):
     assert set(metrics) == {"stage 1", "stage 2", "stage 3", "ensemble"}
     assert set(metrics["ensemble"]) == {"bbox", "segm"}
     assert "stage 3" in capsys.readouterr().out
+
+
+def test_evaluate_on_other_classes_than_the_models_names_the_fix(tmp_path, capsys):
+    generate_shapes(tmp_path / "data", num_images=1, size=64, seed=5)
+    assert main(["evaluate", "--gt-json", str(tmp_path / "data" / "annotations.json"), "--model", SMALL,
+                 "--weights", "none", "--images", str(tmp_path / "data" / "images")]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]  # after the note on random weights
+    assert last.startswith(f"error: {tmp_path / 'data' / 'annotations.json'}: its categories do not match")
+    assert "expected 80 classes" in last and "the file has 5" in last
+    assert last.endswith("give its checkpoint (--weights) and, if it carries no class names, --class-names "
+                         "NAME,NAME,... (in the order of its class layers)")
 
 
 def test_evaluate_with_a_missing_file_is_one_line(tmp_path, capsys):

@@ -345,3 +345,22 @@ def test_a_crowd_region_gives_mmdetections_losses_under_the_configs_ignore_iof_t
     ours = in_mmdet_units(model.loss(case["inputs"], targets, torch.tensor(case["image_sizes"])))
     errors = relative_errors(ours, CROWD_LOSSES[ignore_iof_thr])
     assert max(errors.values()) <= EXACT_LOSS_REL, errors
+
+
+def test_the_golden_config_inside_a_checkpoint_is_the_whole_model(tmp_path):
+    """MMDetection's ResNet reads no ``stem_channels`` as ``base_channels`` (32 here): the golden
+    ``config.py`` in a 3.x checkpoint's ``meta["cfg"]`` builds the zoo row's network, from the file alone."""
+    if not (GOLDEN / "config.py").is_file():
+        pytest.skip(f"no {GOLDEN / 'config.py'}")
+    path = tmp_path / "epoch_12.pth"
+    torch.save({"state_dict": torch.load(GOLDEN / "checkpoint.pth", weights_only=True)["state_dict"],
+                "meta": {"cfg": (GOLDEN / "config.py").read_text(), "mmdet_version": "3.3.0"}}, path)
+    model = cascade_rcnn.build_model(weights=path)
+    zoo = cascade_rcnn.get_config(NAME)
+    assert (model.config.backbone, model.config.fpn_channels, model.config.class_names) == (
+        zoo.backbone, zoo.fpn_channels, zoo.class_names)
+    assert model.config.train_scale_range == ((1333, 800), (1333, 800))  # its train_pipeline's fixed Resize
+    settings = dict(score_thr=0.0, nms_iou=0.5, max_per_image=100)
+    ours = model.predict(str(GOLDEN / "image.png"), **settings)[0]
+    zoos = golden_model(exact=False).predict(str(GOLDEN / "image.png"), **settings)[0]
+    assert len(ours) == 100 and torch.equal(ours.boxes, zoos.boxes) and torch.equal(ours.masks, zoos.masks)

@@ -1,9 +1,11 @@
-"""The ``cascade-rcnn`` command line: models, predict, train, evaluate, export, benchmark, shapes, demo."""
+"""The ``cascade-rcnn`` command line: models, predict, train, evaluate, export, convert, download, benchmark,
+shapes, demo."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +17,7 @@ from .data.coco_root import coco_root_paths
 from .deploy.export import MissingPackageError
 from .engine.schedule import SCHEDULES
 from .engine.train import TrainingStopped
-from .errors import CascadeRCNNError, UserInputError, user_input
+from .errors import CascadeRCNNError, UserInputError, did_you_mean, user_input
 from .models.settings import SETTABLE, apply_settings, parse_settings
 from .ops.compute_path import PRECISION_DTYPES
 from .weights.checkpoint import CheckpointError
@@ -81,8 +83,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if report.frames or report.frames_resumed or not report.json_path:  # some input was a video
             counts.append(f"{report.frames} video frame(s) done{resumed(report.frames_resumed)}")
         streams = f"{args.out}/predictions{'.rank*' if context.distributed else ''}.jsonl"
-        print(f"{', '.join(counts)}, {len(report.failures)} failed; predictions: {report.json_path or streams}; "
-              f"pictures: {args.out}/")
+        pictures = "" if args.no_draw else f"; pictures: {args.out}/"
+        print(f"{', '.join(counts)}, {len(report.failures)} failed; predictions: {report.json_path or streams}"
+              f"{pictures}")
     return 1 if report.failures else 0
 
 
@@ -284,11 +287,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise UserInputError("give --predictions P.json, or --images DIR with --model NAME, --config FILE.py "
                                  "or --weights")
         from .data.coco import CocoDataset
+        from .data.coco_checks import ClassNamesError
         from .engine.validate import evaluate_dataset
 
         check_device(args.device)
         model = load_model(args, args.device)
-        dataset = CocoDataset(gt_json, images, class_names=list(model.class_names), with_masks=False)
+        try:
+            dataset = CocoDataset(gt_json, images, class_names=list(model.class_names), with_masks=False)
+        except ClassNamesError as error:
+            raise UserInputError(f"{error}. To evaluate a model trained on these classes, give its checkpoint "
+                                 "(--weights) and, if it carries no class names, --class-names NAME,NAME,... "
+                                 "(in the order of its class layers)") from None
         dataset.require_every_image()  # a left-out image's objects would count as misses
         metrics = evaluate_dataset(model, dataset, gt_json, per_stage=args.per_stage)
         print(format_stage_table(metrics) if args.per_stage else format_table(metrics))
@@ -403,6 +412,28 @@ WEIGHTS_HELP = ("the checkpoint: a .pth or .safetensors path, a URL, hf://ORG/RE
                 "hash-checked) or 'none' (random weights: no checkpoint is read)")
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A sub-command's parser: an argument it does not know is its own usage error, naming the
+    closest options (the top-level parser would show its own usage and no hint)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            options = [option for action in self._actions for option in action.option_strings]
+            hints = "".join(did_you_mean(extra.split("=")[0], options) for extra in extras if extra.startswith("--"))
+            self.error(f"unrecognized arguments: {' '.join(extras)}{hints}")
+        return namespace, extras
+
+
+def zoo_name(text: str) -> str:
+    """``--model NAME``: a zoo name; otherwise a usage error naming the closest ones."""
+    try:
+        get_config(text)
+    except KeyError as error:
+        raise argparse.ArgumentTypeError(error.args[0]) from None
+    return text
+
+
 def add_command(commands: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], int],
                 summary: str) -> argparse.ArgumentParser:
     """A subcommand that runs ``run(args)``; ``--debug`` is taken after its name too."""
@@ -421,8 +452,7 @@ def add_model_options(command: argparse.ArgumentParser, *, required: bool, defau
     command.set_defaults(model_required=required)
     group = command.add_argument_group("model")
     source = group.add_mutually_exclusive_group()
-    source.add_argument("--model", choices=list(MODEL_ZOO), metavar="NAME",
-                        help="a zoo name (see `cascade-rcnn models`)")
+    source.add_argument("--model", type=zoo_name, metavar="NAME", help="a zoo name (see `cascade-rcnn models`)")
     source.add_argument("--config", metavar="FILE.py",
                         help="an MMDetection config file (a work dir's merged dump, or one with _base_ files beside "
                         "it), read as data, never run; not needed with an MMDetection checkpoint, which carries it")
@@ -485,7 +515,7 @@ def add_coco_root_option(command: argparse._ActionsContainer) -> None:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="cascade-rcnn", description=__doc__)
     root.add_argument("--debug", action="store_true", help=DEBUG_HELP)
-    commands = root.add_subparsers(dest="command", required=True)
+    commands = root.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
     models = add_command(commands, "models", cmd_models, "list the model zoo")
     models.add_argument("--json", action="store_true", help="machine-readable output")
@@ -558,7 +588,7 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--out", default="runs/train", help="checkpoints, metrics.jsonl, curves.png")
     train.add_argument("--schedule", choices=sorted(SCHEDULES),
                        help="default: the model's (1x; 20e for *_20e_*; 3x for *_mstrain_3x_*)")
-    train.add_argument("--epochs", type=int, help="default: 12 (1x) or 20 (20e)")
+    train.add_argument("--epochs", type=int, help="default: 12 (1x), 20 (20e) or 36 (3x)")
     train.add_argument("--lr-steps", type=int, nargs="+", help="epochs after which lr x0.1")
     train.add_argument("--optimizer", choices=["sgd", "adamw"],
                        help="sgd (default): MMDetection's recipe; adamw: faster from scratch")
@@ -607,7 +637,7 @@ def add_convert(commands: argparse._SubParsersAction) -> None:
     convert.add_argument("source", metavar="CHECKPOINT", help="the checkpoint to convert (path, URL or hf://)")
     convert.add_argument("out", help="the file to write: .pth or .safetensors")
     model = convert.add_argument_group("model")
-    model.add_argument("--model", choices=list(MODEL_ZOO), metavar="NAME", help="for a checkpoint without a config")
+    model.add_argument("--model", type=zoo_name, metavar="NAME", help="for a checkpoint without a config")
     model.add_argument("--config", metavar="FILE.py", help="for a checkpoint without a config: its config file")
     add_class_names_option(model)
     convert.set_defaults(model_required=False, weights=None, set=[], exact=False, precision="fp32")
@@ -644,10 +674,11 @@ def add_benchmark(commands: argparse._SubParsersAction) -> None:
 
 def add_shapes(commands: argparse._SubParsersAction) -> None:
     shapes = add_command(commands, "shapes", cmd_shapes, "generate the synthetic shapes data set")
-    shapes.add_argument("out_dir")
-    shapes.add_argument("--num-images", type=int, default=200)
-    shapes.add_argument("--size", type=int, default=320)
-    shapes.add_argument("--seed", type=int, default=0)
+    shapes.add_argument("out_dir", help="writes OUT_DIR/annotations.json (COCO) and OUT_DIR/images/")
+    shapes.add_argument("--num-images", type=int, default=200, help="how many images (default 200)")
+    shapes.add_argument("--size", type=int, default=320, help="image side in pixels, at least 64 (default 320)")
+    shapes.add_argument("--seed", type=int, default=0,
+                        help="default 0; another seed gives other images (e.g. a validation split)")
 
 
 def add_demo(commands: argparse._SubParsersAction) -> None:
@@ -666,7 +697,12 @@ USER_ERRORS = (CascadeRCNNError, CheckpointError, MissingPackageError, OSError)
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # a reader gone (a closed pipe) shows here, not as Python's complaint at exit
+        return status
+    except BrokenPipeError:  # stdout closed early (`cascade-rcnn models | head -1`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exit's final flush fails silently
+        return 128 + signal.SIGPIPE
     except USER_ERRORS as error:
         if args.debug or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
             raise

@@ -63,7 +63,8 @@ class ModelConfig:
     resize_rule: ResizeRule = MMDETECTION_RESIZE  # how images are resized and boxes mapped back
     # Multi-scale training: each training image's (long, short) scale is drawn between these two,
     # each side uniformly (MMDetection's multi-scale "range" resize, e.g. short side 640..800 for
-    # the 3x zoo rows); None trains at image_scale. Testing always uses image_scale.
+    # the 3x zoo rows); two equal scales train at that one; None trains at image_scale. Testing
+    # always uses image_scale.
     train_scale_range: tuple[tuple[int, int], tuple[int, int]] | None = None
     # DETR's "ms-crop" training augmentation instead (data/resize_crop.py): the ConvNeXt rows'.
     train_resize_crop: bool = False

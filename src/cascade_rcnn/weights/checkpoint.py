@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..atomic_write import atomic_path
 from ..detectron2_config.model import read_detectron2_model
 from ..mmdet_config.checkpoint_meta import config_from_meta, config_from_text
 from ..models.backbones import hooks
 from ..models.config import ModelConfig
 from ..models.settings import apply_settings, parse_settings, settings_text
-from . import detectron2_layout, download, hub, pickle_reader, safetensors_file, zoo
+from . import detectron2_layout, download, file_kind, hub, pickle_reader, safetensors_file, zoo
 from .download import HASH_IN_NAME, cache_dir  # noqa: F401  (their home before download.py)
 from .errors import CheckpointError
 
@@ -68,10 +69,11 @@ def read(path: Path) -> dict[str, Any]:
     if path.suffix == PKL_SUFFIX:
         return pickle_reader.read_pkl_checkpoint(path)
     try:
-        loaded = _weights_only_load(path)
-    except Exception as error:  # the weights-only unpickler raises many types on foreign bytes
-        reason = (str(error).splitlines() or [type(error).__name__])[0]
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({reason})") from None
+        with warnings.catch_warnings():  # a foreign pickle's protocol: the error below says what the file is
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            loaded = _weights_only_load(path)
+    except Exception:  # the weights-only unpickler raises many types on foreign bytes
+        raise CheckpointError(f"{path}: {file_kind.describe(path)}") from None
     if not isinstance(loaded, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(loaded).__name__}, not a dict)")
     return loaded
@@ -240,20 +242,11 @@ def save(path: str | os.PathLike, model: nn.Module, **extra: Any) -> None:
         raise CheckpointError(f"{path}: a .safetensors file holds the weights and their metadata only, not "
                               f"{', '.join(extra)}; save training state as .pth")
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(descriptor)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
+    with atomic_path(path) as temporary:
         if as_safetensors:
-            safetensors_file.write(temporary, model.state_dict(), meta)
+            safetensors_file.write(str(temporary), model.state_dict(), meta)
         else:
             torch.save({"state_dict": model.state_dict(), "meta": meta, **extra}, temporary)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would make it private to its owner
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def few(names: list[str], count: int = 3) -> str:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 
+from ..atomic_write import atomic_path
 from .errors import CheckpointError
 
 # torch.hub's naming convention for published weights: <name>-<first hex digits of SHA-256>.<ext>
@@ -53,10 +53,7 @@ def fetch(url: str, check_hash: bool = False) -> tuple[Path, bool]:
         return target, False
     target.parent.mkdir(parents=True, exist_ok=True)
     # A name of its own, so processes downloading the same file at once do not collide.
-    descriptor, partial_name = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
-    os.close(descriptor)
-    partial = Path(partial_name)
-    try:
+    with atomic_path(target, suffix=".part") as partial:
         try:
             torch.hub.download_url_to_file(url, str(partial), progress=True)
         except Exception as error:  # urllib, ssl and socket errors, HTTP status errors, ...
@@ -66,9 +63,6 @@ def fetch(url: str, check_hash: bool = False) -> tuple[Path, bool]:
             if mismatch:
                 raise DownloadError(f"{url}: the download fails its hash check ({mismatch}): "
                                     "truncated or corrupted; deleted, try again")
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
     return target, True
 
 

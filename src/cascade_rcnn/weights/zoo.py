@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..detectron2_config.model import read_detectron2_model
+from ..errors import did_you_mean
 from ..mmdet_config import IMAGENET_FILES
 from ..models.backbones.convnext import ConvNeXtConfig
 from ..models.backbones.resnet import ResNetConfig
@@ -292,11 +293,12 @@ def imagenet_url(config: ModelConfig) -> str | None:
 
 
 def get_config(name: str) -> ModelConfig:
-    """The zoo config called ``name``; a clear error listing the names otherwise."""
+    """The zoo config called ``name``; otherwise an error naming the closest names."""
     try:
         return MODEL_ZOO[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(MODEL_ZOO)}") from None
+        raise KeyError(f"unknown model {name!r}{did_you_mean(name, MODEL_ZOO)}; `cascade-rcnn models` lists all "
+                       f"{len(MODEL_ZOO)}") from None
 
 
 def published_url(config: ModelConfig) -> str:
