@@ -157,3 +157,19 @@ def test_a_detectron2_zoo_row_downloads_md5_checked_and_loads_from_its_pickle(tm
     finally:
         server.httpd.shutdown()
         server.httpd.server_close()
+
+
+@needs_golden
+def test_an_exported_detectron2_model_gives_its_pytorch_detections_in_onnxruntime(tmp_path):
+    """ONNX export of a Detectron2 model: the graph carries its cascade rules, the file's metadata
+    its resize rule (Pillow, shortest edge, boxes multiplied back), so onnxruntime's detections
+    are the PyTorch fast path's (the tolerances of tests/test_onnx.py)."""
+    pytest.importorskip("onnxruntime")
+    from test_onnx import assert_same_detections
+
+    model = golden_model(False)
+    runtime = cascade_rcnn.OnnxDetector(cascade_rcnn.export_onnx(model, tmp_path / "d2.onnx"))
+    assert runtime.config.resize_rule == model.config.resize_rule
+    ours, theirs = model.predict(str(IMAGE), score_thr=0.05)[0], runtime.predict(str(IMAGE), score_thr=0.05)[0]
+    assert len(ours) > 20 and theirs.image_size == ours.image_size == (480, 640)
+    assert_same_detections(ours, theirs)

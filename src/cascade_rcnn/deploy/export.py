@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -131,6 +131,8 @@ def metadata(model: CascadeNetwork, settings: DetectionSettings) -> dict[str, st
         "mean": json.dumps(list(config.pixel_mean)),
         "std": json.dumps(list(config.pixel_std)),
         "image_scale": json.dumps(list(config.image_scale)),
+        # How the framework resizes and maps boxes back (models/input_norm.py ResizeRule)
+        "resize_rule": json.dumps(asdict(config.resize_rule)),
         "size_divisor": str(SIZE_DIVISOR),
         "score_thr": repr(settings.score_thr),
         "nms_iou": repr(settings.nms_iou),

@@ -244,10 +244,13 @@ class _Detectron2Row(_Reported):
     config_path: str  # Detectron2's, under configs/, without .yaml
     file: str  # <model id>/model_final_<md5>.pkl
     schedule: str
+    # Its MODEL.WEIGHTS, Detectron2's ImageNetPretrained/MSRA/R-50.pkl, as MMDetection converted it
+    imagenet: str = "open-mmlab://detectron2/resnet50_caffe"
 
     def config(self) -> ModelConfig:
         read = read_detectron2_model(DETECTRON2_CONFIGS / f"{self.config_path}.yaml", self.config_path)
         return replace(read, schedule=self.schedule, framework="Detectron2",
+                       backbone=replace(read.backbone, imagenet_url=IMAGENET_FILES[self.imagenet]),
                        url=f"{_DETECTRON2_URL}/{self.config_path}/{self.file}", **self.figures())
 
 
