@@ -18,6 +18,7 @@ from .engine.train import TrainingStopped
 from .errors import CascadeRCNNError, UserInputError, user_input
 from .models.settings import SETTABLE, apply_settings, parse_settings
 from .ops.compute_path import PRECISION_DTYPES
+from .outputs.overwrite_guard import refuse_previous_run
 from .weights.checkpoint import CheckpointError
 from .weights.zoo import (
     MODEL_ZOO,
@@ -54,10 +55,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .engine import distributed
-    from .engine.predict import predict_files
+    from .engine.predict import STREAMS, predict_files
 
     check_device(args.device)
     options = predict_options(args)
+    refuse_previous_run(args.out, [STREAMS], what="predict", resume_hint="--resume finishes it",
+                        resume=args.resume, overwrite=args.overwrite)
     context = distributed.start(args.device)  # several ranks under torchrun: the images are sharded
     try:
         if args.onnx:
@@ -517,6 +520,8 @@ def add_predict(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--resume", action="store_true",
                          help="skip the images and video frames already in OUT/predictions*.jsonl and finish "
                          "the rest (annotated videos are rebuilt from the start)")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="replace the previous run in OUT (without it, or --resume, such an OUT is refused)")
     predict.add_argument("--read-workers", type=int, metavar="N",
                          help="threads decoding images ahead of the model (default: 2 on a GPU, 0 on the CPU)")
     predict.add_argument("--tile", type=int, metavar="SIZE",

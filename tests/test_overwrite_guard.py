@@ -1,0 +1,108 @@
+"""Nothing lost: no command writes over one of its inputs or over a previous run's results.
+
+Each refusal is one line on stderr with status 2, and the files it protects keep their bytes and
+their modification times."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from cascade_rcnn.cli import main
+
+SMALL = "cascade_mask_rcnn_r18w32_fpn_256"
+RANDOM = ["--model", SMALL, "--weights", "none"]
+FAST = [*RANDOM, "--set", "image_scale=128,96", "test_proposals=20"]  # predict: seconds, not minutes
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``root``: its bytes and modification time (ns)."""
+    return {path.relative_to(root).as_posix(): (path.read_bytes(), path.stat().st_mtime_ns)
+            for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def write_image(path: Path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((48, 64, 3), value, np.uint8))
+
+
+def refused(capsys, *needles: str) -> str:
+    """The one error line of a refused command, checked to name ``needles``."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert all(needle in lines[0] for needle in needles), lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    """a.png, c.jpg and c.png: c.jpg's drawing would be named c.png."""
+    folder = tmp_path / "photos"
+    for name, value in (("a.png", 10), ("c.jpg", 90), ("c.png", 200)):
+        write_image(folder / name, value)
+    return folder
+
+
+# --- predict ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("out", ["same", "symlink", "dotdot"])
+def test_predict_refuses_its_input_folder_as_out(photos, tmp_path, capsys, out):
+    given = {"same": str(photos), "dotdot": str(photos / ".." / "photos"), "symlink": str(tmp_path / "link")}[out]
+    (tmp_path / "link").symlink_to(photos)
+    before = snapshot(photos)
+    assert main(["predict", str(photos), *FAST, "--out", given]) == 2
+    refused(capsys, f"--out {given} is the input ", "give another --out")
+    assert snapshot(photos) == before
+
+
+@pytest.mark.parametrize("case", ["file inside out", "out inside the folder, holding images"])
+def test_predict_refuses_an_out_that_holds_an_input(photos, tmp_path, capsys, case):
+    if case == "file inside out":
+        inputs, out = [str(photos / "a.png")], photos
+    else:  # photos/misc/b.png is an image of the folder: its drawing would be photos/misc/b.png
+        write_image(photos / "misc" / "b.png", 150)
+        inputs, out = [str(photos)], photos / "misc"
+    before = snapshot(photos)
+    assert main(["predict", *inputs, *FAST, "--out", str(out)]) == 2
+    refused(capsys, f"--out {out} holds the input {photos}/")
+    assert snapshot(photos) == before
+
+
+def test_predict_never_reads_its_own_output_folder_back_as_input(photos, monkeypatch, capsys):
+    monkeypatch.chdir(photos)  # the default --out predictions lands inside the folder predicted
+    assert main(["predict", ".", *FAST]) == 0
+    assert sorted(p.name for p in (photos / "predictions").glob("*.png")) == ["a.png", "c.png", "c_1.png"]
+    for again in (["--resume"], ["--overwrite"]):
+        assert main(["predict", ".", *FAST, *again]) == 0
+        streamed = [json.loads(line)["file_name"] for line in (photos / "predictions" / "predictions.jsonl").open()]
+        assert streamed == ["a.png", "c.jpg", "c.png"]  # the drawings were not predicted
+        assert "note: predictions left out: a predict output folder" in capsys.readouterr().err
+
+
+def test_predict_refuses_a_previous_run_without_resume_or_overwrite(photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["predict", str(photos), *FAST, "--out", str(out)]) == 0
+    before = snapshot(out)
+    assert main(["predict", str(photos), *FAST, "--out", str(out)]) == 2
+    refused(capsys, f"--out {out} holds a previous predict run (predictions.jsonl): --resume finishes it, "
+            "--overwrite replaces it, or give a new --out folder")
+    assert main(["predict", str(photos), *FAST, "--out", str(out), "--resume", "--overwrite"]) == 2
+    refused(capsys, "choose one")
+    assert snapshot(out) == before
+    assert main(["predict", str(photos), *FAST, "--out", str(out), "--overwrite"]) == 0
+    assert (out / "predictions.jsonl").stat().st_mtime_ns > before["predictions.jsonl"][1]
+
+
+@pytest.mark.parametrize("theirs", ["a.png", "predictions.json"])
+def test_predict_writes_over_no_file_of_a_folder_it_did_not_fill(photos, tmp_path, capsys, theirs):
+    out = tmp_path / "theirs"
+    out.mkdir()
+    (out / theirs).write_bytes(b"not ours")
+    before = snapshot(out)
+    assert main(["predict", str(photos / "a.png"), *FAST, "--out", str(out)]) == 2
+    refused(capsys, f"{out / theirs} already exists: it is not from a predict run; give a new or empty --out folder")
+    assert snapshot(out) == before
