@@ -10,8 +10,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
+import cascade_rcnn
 from cascade_rcnn.cli import main
+from cascade_rcnn.data.shapes import generate_shapes
+from cascade_rcnn.weights import checkpoint
 
 SMALL = "cascade_mask_rcnn_r18w32_fpn_256"
 RANDOM = ["--model", SMALL, "--weights", "none"]
@@ -106,3 +110,49 @@ def test_predict_writes_over_no_file_of_a_folder_it_did_not_fill(photos, tmp_pat
     assert main(["predict", str(photos / "a.png"), *FAST, "--out", str(out)]) == 2
     refused(capsys, f"{out / theirs} already exists: it is not from a predict run; give a new or empty --out folder")
     assert snapshot(out) == before
+
+
+# --- train -----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def shapes_set(tmp_path) -> Path:
+    generate_shapes(tmp_path / "data", num_images=2, size=96, seed=5)
+    return tmp_path / "data"
+
+
+def train_args(shapes_set: Path, out: Path) -> list[str]:
+    return ["train", *RANDOM, "--backbone-weights", "none", "--train-json", str(shapes_set / "annotations.json"),
+            "--train-images", str(shapes_set / "images"), "--out", str(out), "--epochs", "1", "--workers", "0"]
+
+
+def test_train_refuses_a_previous_run_without_resume_or_overwrite(shapes_set, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "latest.pth").write_bytes(b"the earlier run's checkpoint")
+    (out / "metrics.jsonl").write_text('{"iteration": 1, "loss": 2.0}\n')
+    before = snapshot(out)
+    started = []
+    monkeypatch.setattr("cascade_rcnn.engine.train.train", lambda model, config: started.append(config))
+    assert main(train_args(shapes_set, out)) == 2
+    refused(capsys, f"--out {out} holds a previous training run (latest.pth, metrics.jsonl): --resume continues "
+            "it, --overwrite replaces it, or give a new --out folder")
+    assert started == [] and snapshot(out) == before
+    assert main([*train_args(shapes_set, out), "--resume"]) == 0
+    assert main([*train_args(shapes_set, out), "--overwrite"]) == 0
+    assert [config.resume for config in started] == [True, False]
+
+
+@pytest.mark.parametrize("case", ["--out is --train-images", "--out holds --weights"])
+def test_train_refuses_an_out_that_is_or_holds_its_inputs(shapes_set, tmp_path, capsys, case):
+    args = train_args(shapes_set, shapes_set / "images")
+    if case == "--out holds --weights":  # fine-tuning the earlier run's weights in its own folder
+        torch.manual_seed(0)
+        checkpoint.save(tmp_path / "run" / "final.pth",
+                        cascade_rcnn.CascadeRCNN(cascade_rcnn.get_config(SMALL).with_classes(("circle",))))
+        args = [*train_args(shapes_set, tmp_path / "run"), "--weights", str(tmp_path / "run" / "final.pth"),
+                "--overwrite"]
+    before = snapshot(tmp_path)
+    assert main(args) == 2
+    refused(capsys, *(["is the input", "(--train-images)"] if case.endswith("images") else
+                      ["holds the input", "final.pth (--weights)"]))
+    assert snapshot(tmp_path) == before

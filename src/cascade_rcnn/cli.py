@@ -194,9 +194,11 @@ def check_device(device: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .engine.train import TrainConfig, train
+    from .engine.train import RUN_FILES, TrainConfig, train
 
     check_device(args.device)
+    refuse_previous_run(args.out, RUN_FILES, what="training", resume_hint="--resume continues it",
+                        resume=args.resume, overwrite=args.overwrite)
     recipe = config_recipe(args)
     paths = coco_root_paths(args.coco_root, {"train_json": args.train_json, "train_images": args.train_images,
                                              "val_json": args.val_json, "val_images": args.val_images})
@@ -575,6 +577,8 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--eval-every", type=int, default=1, help="epochs between evaluations (0: never)")
     train.add_argument("--checkpoint-every", type=int, default=0, help="iterations (0: each epoch)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/latest.pth")
+    train.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run: its "
+                       "checkpoints and metrics.jsonl are replaced (without it, or --resume, such an OUT is refused)")
 
 
 def add_evaluate(commands: argparse._SubParsersAction) -> None:
