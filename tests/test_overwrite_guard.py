@@ -4,7 +4,10 @@ Each refusal is one line on stderr with status 2, and the files it protects keep
 their modification times."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -15,7 +18,7 @@ import torch
 import cascade_rcnn
 from cascade_rcnn.cli import main
 from cascade_rcnn.data.shapes import generate_shapes
-from cascade_rcnn.weights import checkpoint
+from cascade_rcnn.weights import checkpoint, zoo
 
 SMALL = "cascade_mask_rcnn_r18w32_fpn_256"
 RANDOM = ["--model", SMALL, "--weights", "none"]
@@ -156,3 +159,93 @@ def test_train_refuses_an_out_that_is_or_holds_its_inputs(shapes_set, tmp_path, 
     refused(capsys, *(["is the input", "(--train-images)"] if case.endswith("images") else
                       ["holds the input", "final.pth (--weights)"]))
     assert snapshot(tmp_path) == before
+
+
+# --- evaluate, export, convert ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("target", ["--gt-json", "--predictions", "the folder of --gt-json"])
+def test_evaluate_writes_its_metrics_over_no_input(shapes_set, tmp_path, capsys, target):
+    gt = shapes_set / "annotations.json"
+    records = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+               for a in json.loads(gt.read_text())["annotations"]]
+    (tmp_path / "p.json").write_text(json.dumps(records))
+    out = {"--gt-json": gt, "--predictions": tmp_path / "p.json", "the folder of --gt-json": shapes_set}[target]
+    before = snapshot(tmp_path)
+    assert main(["evaluate", "--gt-json", str(gt), "--predictions", str(tmp_path / "p.json"), "--out", str(out)]) == 2
+    refused(capsys, f"--out {out} ", "(--gt-json)" if target != "--predictions" else "(--predictions)")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.fixture
+def weights(tmp_path) -> Path:
+    """The small model's weights as MMDetection saves them: converting changes the file."""
+    torch.manual_seed(0)
+    path = tmp_path / "small.pth"
+    torch.save({"state_dict": cascade_rcnn.CascadeRCNN(cascade_rcnn.get_config(SMALL)).state_dict()}, path)
+    return path
+
+
+def test_export_refuses_to_write_over_its_weights(weights, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("cascade_rcnn.deploy.export.export_onnx",
+                        lambda model, out, **kwargs: Path(out).write_bytes(b"an onnx graph") and out)
+    before = snapshot(tmp_path)
+    assert main(["export", "--model", SMALL, "--weights", str(weights), "--out", str(weights)]) == 2
+    refused(capsys, f"--out {weights} is the input {weights} (--weights)")
+    assert snapshot(tmp_path) == before
+
+
+def test_convert_refuses_to_write_over_its_source(weights, tmp_path, capsys):
+    before = snapshot(tmp_path)
+    assert main(["convert", str(weights), str(weights), "--model", SMALL]) == 2
+    refused(capsys, f"OUT {weights} is the input {weights} (CHECKPOINT)")
+    assert main(["convert", str(weights), os.path.relpath(weights), "--model", SMALL]) == 2
+    refused(capsys, "(CHECKPOINT)")
+    assert snapshot(tmp_path) == before
+
+
+# --- shapes, demo, download ------------------------------------------------------------------------
+
+def test_shapes_refuses_a_folder_holding_a_data_set(tmp_path, capsys):
+    assert main(["shapes", str(tmp_path / "set"), "--num-images", "3", "--size", "64"]) == 0
+    before = snapshot(tmp_path)
+    assert main(["shapes", str(tmp_path / "set"), "--num-images", "2", "--size", "64", "--seed", "1"]) == 2
+    refused(capsys, f"{tmp_path / 'set' / 'annotations.json'} already exists: shapes would write a data set over it")
+    assert snapshot(tmp_path) == before
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("mine")
+    assert main(["shapes", str(tmp_path / "notes"), "--num-images", "1", "--size", "64"]) == 0  # nothing in the way
+    assert (tmp_path / "notes" / "readme.txt").read_text() == "mine"
+
+
+def test_demo_refuses_a_folder_that_is_not_empty(tmp_path, monkeypatch, capsys):
+    def went_ahead(*args, **kwargs):
+        raise AssertionError("the demo started writing")
+
+    monkeypatch.setattr("cascade_rcnn.engine.demo.generate_demo_data", went_ahead)
+    (tmp_path / "metrics.json").write_text('{"bbox": {"AP": 54.2}}')  # the earlier demo's result
+    before = snapshot(tmp_path)
+    assert main(["demo", "--out", str(tmp_path)]) == 2
+    refused(capsys, f"{tmp_path} is a folder that is not empty: the demo would write a new run over it")
+    assert snapshot(tmp_path) == before
+
+
+def test_download_rewrites_no_file_already_in_the_cache(tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CASCADE_RCNN_CACHE", str(cache))
+    cache.mkdir()
+    good, damaged = b"the published file", b"half a file"
+    names = [f"good-{hashlib.sha256(good).hexdigest()[:8]}.pth", "damaged-0123abcd.pth"]
+    (cache / names[0]).write_bytes(good)
+    (cache / names[1]).write_bytes(damaged)
+    before = snapshot(cache)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("downloaded again")
+
+    monkeypatch.setattr("torch.hub.download_url_to_file", no_network)
+    for name, status in zip(names, (0, 1)):
+        monkeypatch.setitem(zoo.MODEL_ZOO, SMALL, dataclasses.replace(zoo.MODEL_ZOO[SMALL],
+                                                                      url=f"http://127.0.0.1:9/{name}"))
+        assert main(["download", SMALL]) == status
+    assert "in the cache but fails its hash check" in capsys.readouterr().err
+    assert snapshot(cache) == before

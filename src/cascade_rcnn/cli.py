@@ -18,7 +18,7 @@ from .engine.train import TrainingStopped
 from .errors import CascadeRCNNError, UserInputError, user_input
 from .models.settings import SETTABLE, apply_settings, parse_settings
 from .ops.compute_path import PRECISION_DTYPES
-from .outputs.overwrite_guard import refuse_previous_run
+from .outputs.overwrite_guard import refuse_existing, refuse_inputs_in, refuse_previous_run
 from .weights.checkpoint import CheckpointError
 from .weights.zoo import (
     MODEL_ZOO,
@@ -275,6 +275,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         images = args.images or images
     if not gt_json:
         raise UserInputError("give --gt-json, or --coco-root")
+    if args.out:
+        refuse_inputs_in(args.out, [("--gt-json", gt_json), ("--images", images), ("--predictions", args.predictions),
+                                    ("--weights", args.weights), ("--config", args.config)], "--out")
     if args.predictions:
         model_options = [name for name, value in (
             ("--per-stage", args.per_stage), ("--class-names", args.class_names), ("--set", args.set),
@@ -309,6 +312,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.opset < MIN_OPSET:
         raise UserInputError(f"--opset {args.opset} cannot express RoIAlign with aligned=True; "
                              f"use {MIN_OPSET} or newer")
+    refuse_inputs_in(args.out, [("--weights", args.weights), ("--config", args.config)], "--out")
     model = load_model(args, "cpu")
     path = export_onnx(model, args.out, opset=args.opset, score_thr=args.score_thr)
     print(f"exported {model.config.name} ({model.config.num_classes} classes) to {path}")
@@ -320,6 +324,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     if args.source in ("none", "zoo"):
         raise UserInputError(f"convert needs a checkpoint file or URL, not {args.source!r}")
+    refuse_inputs_in(args.out, [("CHECKPOINT", args.source), ("--config", args.config)], "OUT")
     args.weights = args.source
     model = load_model(args, "cpu")
     checkpoint.save(args.out, model)
@@ -383,8 +388,9 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def cmd_shapes(args: argparse.Namespace) -> int:
-    from .data.shapes import generate_shapes
+    from .data.shapes import generate_shapes, shapes_files
 
+    refuse_existing(shapes_files(args.out_dir), "shapes would write a data set over it; give a new or empty folder")
     path = generate_shapes(args.out_dir, num_images=args.num_images, size=args.size, seed=args.seed)
     print(f"shapes data set: {path}")
     return 0
