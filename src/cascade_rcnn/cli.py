@@ -20,6 +20,7 @@ from .engine.train import TrainingStopped
 from .errors import CascadeRCNNError, UserInputError, did_you_mean, user_input
 from .models.settings import SETTABLE, apply_settings, parse_settings
 from .ops.compute_path import PRECISION_DTYPES
+from .outputs.overwrite_guard import refuse_existing, refuse_inputs_in, refuse_previous_run
 from .weights.checkpoint import CheckpointError
 from .weights.zoo import (
     MODEL_ZOO,
@@ -56,10 +57,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .engine import distributed
-    from .engine.predict import predict_files
+    from .engine.predict import STREAMS, predict_files
 
     check_device(args.device)
     options = predict_options(args)
+    refuse_previous_run(args.out, [STREAMS], what="predict", resume_hint="--resume finishes it",
+                        resume=args.resume, overwrite=args.overwrite)
     context = distributed.start(args.device)  # several ranks under torchrun: the images are sharded
     try:
         if args.onnx:
@@ -194,9 +197,11 @@ def check_device(device: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .engine.train import TrainConfig, train
+    from .engine.train import RUN_FILES, TrainConfig, train
 
     check_device(args.device)
+    refuse_previous_run(args.out, RUN_FILES, what="training", resume_hint="--resume continues it",
+                        resume=args.resume, overwrite=args.overwrite)
     recipe = config_recipe(args)
     paths = coco_root_paths(args.coco_root, {"train_json": args.train_json, "train_images": args.train_images,
                                              "val_json": args.val_json, "val_images": args.val_images})
@@ -273,6 +278,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         images = args.images or images
     if not gt_json:
         raise UserInputError("give --gt-json, or --coco-root")
+    if args.out:
+        refuse_inputs_in(args.out, [("--gt-json", gt_json), ("--images", images), ("--predictions", args.predictions),
+                                    ("--weights", args.weights), ("--config", args.config)], "--out")
     if args.predictions:
         model_options = [name for name, value in (
             ("--per-stage", args.per_stage), ("--class-names", args.class_names), ("--set", args.set),
@@ -313,6 +321,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.opset < MIN_OPSET:
         raise UserInputError(f"--opset {args.opset} cannot express RoIAlign with aligned=True; "
                              f"use {MIN_OPSET} or newer")
+    refuse_inputs_in(args.out, [("--weights", args.weights), ("--config", args.config)], "--out")
     model = load_model(args, "cpu")
     path = export_onnx(model, args.out, opset=args.opset, score_thr=args.score_thr)
     print(f"exported {model.config.name} ({model.config.num_classes} classes) to {path}")
@@ -324,6 +333,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     if args.source in ("none", "zoo"):
         raise UserInputError(f"convert needs a checkpoint file or URL, not {args.source!r}")
+    refuse_inputs_in(args.out, [("CHECKPOINT", args.source), ("--config", args.config)], "OUT")
     args.weights = args.source
     model = load_model(args, "cpu")
     checkpoint.save(args.out, model)
@@ -388,8 +398,9 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def cmd_shapes(args: argparse.Namespace) -> int:
-    from .data.shapes import generate_shapes
+    from .data.shapes import generate_shapes, shapes_files
 
+    refuse_existing(shapes_files(args.out_dir), "shapes would write a data set over it; give a new or empty folder")
     path = generate_shapes(args.out_dir, num_images=args.num_images, size=args.size, seed=args.seed)
     print(f"shapes data set: {path}")
     return 0
@@ -548,6 +559,8 @@ def add_predict(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--resume", action="store_true",
                          help="skip the images and video frames already in OUT/predictions*.jsonl and finish "
                          "the rest (annotated videos are rebuilt from the start)")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="replace the previous run in OUT (without it, or --resume, such an OUT is refused)")
     predict.add_argument("--read-workers", type=int, metavar="N",
                          help="threads decoding images ahead of the model (default: 2 on a GPU, 0 on the CPU)")
     predict.add_argument("--tile", type=int, metavar="SIZE",
@@ -601,6 +614,8 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--eval-every", type=int, default=1, help="epochs between evaluations (0: never)")
     train.add_argument("--checkpoint-every", type=int, default=0, help="iterations (0: each epoch)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/latest.pth")
+    train.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run: its "
+                       "checkpoints and metrics.jsonl are replaced (without it, or --resume, such an OUT is refused)")
 
 
 def add_evaluate(commands: argparse._SubParsersAction) -> None:
