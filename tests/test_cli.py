@@ -382,3 +382,22 @@ def test_a_user_error_is_one_line_and_debug_shows_its_traceback(tmp_path, monkey
     monkeypatch.setenv("CASCADE_RCNN_DEBUG", "0")
     assert main(["predict", str(tmp_path), "--model", SMALL, "--weights", "none", "--device", "gpu"]) == 2
     assert capsys.readouterr().err == "error: --device 'gpu': not a device; use cpu, cuda or cuda:N\n"
+
+
+def test_predict_classes_keeps_only_the_named_classes(tmp_path, weights, capsys):
+    from cascade_rcnn.models.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
+
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), (np.random.default_rng(1).random((96, 128, 3)) * 255).astype(np.uint8))
+    common = ["predict", str(path), "--model", SMALL, "--weights", str(weights), "--score-thr", "0", "--no-draw"]
+    assert main([*common, "--out", str(tmp_path / "all")]) == 0
+    every = json.loads((tmp_path / "all" / "predictions.json").read_text())
+    found = sorted({r["category_id"] for r in every})
+    assert len(found) >= 3  # random weights: a few classes come out
+    wanted = found[:2]
+    names = [COCO_CLASSES[COCO_CATEGORY_IDS.index(category)] for category in wanted]
+    assert main([*common, "--out", str(tmp_path / "some"), "--classes", f"{names[0]}, {names[1]}"]) == 0
+    some = json.loads((tmp_path / "some" / "predictions.json").read_text())
+    assert {r["category_id"] for r in some} == set(wanted)
+    assert main([*common, "--out", str(tmp_path / "typo"), "--classes", "persn"]) == 2
+    assert "unknown class 'persn' (did you mean person?)" in capsys.readouterr().err

@@ -11,6 +11,7 @@ kinds 2.3e-3 px, 9.8e-6 - inside the MMDetection golden's measured sources, whos
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ import cascade_rcnn
 from cascade_rcnn.weights.zoo import DETECTRON2_CONFIGS
 from cascade_rcnn.detectron2_config.model import read_detectron2_model
 from cascade_rcnn.errors import ConfigError
+from cascade_rcnn.models.coco_classes import COCO_CATEGORY_IDS
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "d2_cascade_mask_rcnn_R_18_FPN"
 CONFIG, CHECKPOINT, IMAGE = GOLDEN / "config.yaml", GOLDEN / "checkpoint.pth", GOLDEN / "image.png"
@@ -173,3 +175,39 @@ def test_an_exported_detectron2_model_gives_its_pytorch_detections_in_onnxruntim
     ours, theirs = model.predict(str(IMAGE), score_thr=0.05)[0], runtime.predict(str(IMAGE), score_thr=0.05)[0]
     assert len(ours) > 20 and theirs.image_size == ours.image_size == (480, 640)
     assert_same_detections(ours, theirs)
+
+
+@needs_golden
+def test_a_detectron2_runs_output_folder_predicts_from_its_checkpoint_alone(tmp_path, capsys):
+    """What a Detectron2 run leaves in its OUTPUT_DIR: config.yaml and model_final.pth (the model with
+    the optimizer, scheduler and iteration). ``--weights model_final.pth`` is all the CLI needs."""
+    from cascade_rcnn.cli import main
+
+    run = tmp_path / "output"
+    run.mkdir()
+    (run / "config.yaml").write_text(CONFIG.read_text())
+    state = torch.load(CHECKPOINT, weights_only=True)["model"]
+    torch.save({"model": state, "optimizer": {"state": {}, "param_groups": []}, "scheduler": {"last_epoch": 9},
+                "iteration": 9}, run / "model_final.pth")
+    assert main(["predict", str(IMAGE), "--weights", str(run / "model_final.pth"), "--exact", "--score-thr", "0.0",
+                 "--out", str(tmp_path / "predictions"), "--no-draw"]) == 0
+    records = json.loads((tmp_path / "predictions" / "predictions.json").read_text())
+    expected = read_detections(KIND_FILES.get((torch.backends.cpu.get_cpu_capability(), cpu_vendor()))
+                               or GOLDEN / "detections.pt")
+    assert len(records) == 100
+    assert [r["category_id"] for r in records] == [COCO_CATEGORY_IDS[label] for label in expected["labels"].tolist()]
+    (run / "config.yaml").unlink()
+    assert main(["predict", str(IMAGE), "--weights", str(run / "model_final.pth"),
+                 "--out", str(tmp_path / "again")]) == 2
+    assert "carries no config" in capsys.readouterr().err
+
+
+@needs_golden
+def test_a_detectron2_config_names_no_data_files_so_the_cli_asks_for_them(capsys):
+    from cascade_rcnn.cli import main
+
+    assert main(["evaluate", "--config", str(CONFIG), "--weights", str(CHECKPOINT)]) == 2
+    assert "give --gt-json, or --coco-root" in capsys.readouterr().err
+    assert main(["train", "--config", str(CONFIG), "--data-root", "coco", "--out", "never_written"]) == 2
+    assert "names Detectron2's registered data sets, not files" in capsys.readouterr().err
+    assert not Path("never_written").exists()

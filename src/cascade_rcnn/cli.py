@@ -93,8 +93,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def predict_options(args: argparse.Namespace) -> dict:
-    """``--tile``, ``--tile-overlap``, ``--tile-full-image``, ``--tta`` and ``--max-per-image`` as
-    ``model.predict``'s keyword arguments, checked before any model is loaded."""
+    """``--tile``, ``--tile-overlap``, ``--tile-full-image``, ``--tta``, ``--max-per-image`` and
+    ``--classes`` as ``model.predict``'s keyword arguments, checked before any model is loaded."""
     from .inference.tiling import check_tiling
     from .inference.tta import TestTimeAugmentation
 
@@ -115,8 +115,10 @@ def predict_options(args: argparse.Namespace) -> dict:
         if args.max_per_image < 1:
             raise UserInputError(f"--max-per-image must be at least 1, got {args.max_per_image}")
         options["max_per_image"] = args.max_per_image
+    if args.classes is not None:
+        options["classes"] = [name.strip() for name in args.classes.split(",") if name.strip()]
     if options and args.onnx:
-        raise UserInputError("--tile, --tta and --max-per-image run with --model (PyTorch), not with --onnx")
+        raise UserInputError("--tile, --tta, --max-per-image and --classes run with --model (PyTorch), not with --onnx")
     return options
 
 
@@ -248,10 +250,22 @@ def config_recipe(args: argparse.Namespace) -> dict:
         if args.data_root:
             raise UserInputError("--data-root replaces a --config's data_root: give --config FILE.py")
         return {}
+    if is_detectron2_config(args.config):
+        if args.data_root:
+            raise UserInputError(f"--data-root: {args.config} names Detectron2's registered data sets, not files: "
+                                 "give --train-json/--train-images")
+        print(f"note: {args.config}: its model is read; Detectron2's training recipe (SOLVER, INPUT.*_TRAIN) is "
+              "not yet: this run follows this command's options", file=sys.stderr)
+        return {}
     from .mmdet_config import read_config
     from .mmdet_config.recipe import training_recipe
 
     return training_recipe(read_config(args.config), args.config, args.data_root)
+
+
+def is_detectron2_config(path: str) -> bool:
+    """A Detectron2 yacs file (``config.yaml``), not an MMDetection ``.py``."""
+    return str(path).endswith((".yaml", ".yml"))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -269,7 +283,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     gt_json, images = paths["val_json"], paths.get("val_images")
     if args.data_root and not args.config:
         raise UserInputError("--data-root replaces a --config's data_root: give --config FILE.py")
-    if not gt_json and args.config:  # the config's own validation set
+    if not gt_json and args.config and not is_detectron2_config(args.config):  # the config's own validation set
         from .mmdet_config import read_config
         from .mmdet_config.recipe import data_files
 
@@ -464,9 +478,11 @@ def add_model_options(command: argparse.ArgumentParser, *, required: bool, defau
     group = command.add_argument_group("model")
     source = group.add_mutually_exclusive_group()
     source.add_argument("--model", type=zoo_name, metavar="NAME", help="a zoo name (see `cascade-rcnn models`)")
-    source.add_argument("--config", metavar="FILE.py",
+    source.add_argument("--config", metavar="FILE.py|config.yaml",
                         help="an MMDetection config file (a work dir's merged dump, or one with _base_ files beside "
-                        "it), read as data, never run; not needed with an MMDetection checkpoint, which carries it")
+                        "it) or a Detectron2 config.yaml (a run's dump, or one with _BASE_ files), read as data, never "
+                        "run; not needed with an MMDetection checkpoint, which carries it, nor with a Detectron2 "
+                        "run's model_final.pth, whose config.yaml lies beside it")
     group.add_argument("--weights", metavar="PATH|URL|hf://ORG/REPO[/FILE]|zoo|none",
                        help=f"{WEIGHTS_HELP}; default: {default}")
     return group
@@ -551,6 +567,8 @@ def add_predict(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--max-per-image", type=int, metavar="N",
                          help="keep the best N detections per image (default 100; with --tile: per tile and "
                          "for the whole image)")
+    predict.add_argument("--classes", metavar="NAME,NAME,...",
+                         help="keep only these classes' detections (e.g. person), chosen before --max-per-image")
     predict.add_argument("--batch-size", type=int, default=1)
     predict.add_argument("--no-draw", action="store_true",
                          help="write only predictions.json(l): no pictures, no annotated videos")
@@ -653,7 +671,8 @@ def add_convert(commands: argparse._SubParsersAction) -> None:
     convert.add_argument("out", help="the file to write: .pth or .safetensors")
     model = convert.add_argument_group("model")
     model.add_argument("--model", type=zoo_name, metavar="NAME", help="for a checkpoint without a config")
-    model.add_argument("--config", metavar="FILE.py", help="for a checkpoint without a config: its config file")
+    model.add_argument("--config", metavar="FILE.py|config.yaml",
+                       help="for a checkpoint without a config: its config file (MMDetection's or Detectron2's)")
     add_class_names_option(model)
     convert.set_defaults(model_required=False, weights=None, set=[], exact=False, precision="fp32")
 
