@@ -88,8 +88,9 @@ SUFFIX = {"AVX512": "", "AVX2": ".AVX2"}.get(CPU_CAPABILITY, "")  # the losses a
 # mean over all 505 RoIs per image, moves the most: 6.37e-4 ('main') and 6.39e-4 ('negative')
 # relative on AVX-512, 6.37e-4 against the AVX2 file under AVX2 kernels; bound twice that.
 FAST_LOSS_REL = 2 * 6.4e-4
-# The exact path's losses: MMDetection's to its printed float32 digits on its own kind (3.5e-7
-# relative measured), within 2.1e-6 against the other kind's file: bound about 5x that.
+# The exact path's losses: MMDetection's to its printed float32 digits on its own kind (2.0e-7
+# relative measured on AVX-512; 3.5e-7 before the exact path's training RoIAlign became
+# torchvision's), within 2.1e-6 against the other kind's file: bound about 5x that.
 EXACT_LOSS_REL = 1e-5
 
 
