@@ -211,3 +211,23 @@ def test_a_detectron2_config_names_no_data_files_so_the_cli_asks_for_them(capsys
     assert main(["train", "--config", str(CONFIG), "--data-root", "coco", "--out", "never_written"]) == 2
     assert "names Detectron2's registered data sets, not files" in capsys.readouterr().err
     assert not Path("never_written").exists()
+
+
+@needs_golden
+def test_tiling_and_tta_use_the_models_resize_rule(monkeypatch):
+    """Every path into the network resizes as the model's framework does: a flip-free TTA at scale 1
+    and a single tile covering the image are the plain prediction (Pillow's resize, not OpenCV's)."""
+    import cascade_rcnn.data.transforms as transforms
+
+    model = golden_model(True)
+    plain = model.predict(str(IMAGE), score_thr=0.3)[0]
+    libraries = []
+    original = transforms.resize
+    monkeypatch.setattr(transforms, "resize", lambda image, scale, rule=transforms.MMDETECTION_RESIZE: (
+        libraries.append(rule.library), original(image, scale, rule))[1])
+    monkeypatch.setattr("cascade_rcnn.inference.tta.resize", transforms.resize)
+    viewed = model.predict(str(IMAGE), score_thr=0.3, tta="scales=1")[0]
+    tiled = model.predict(str(IMAGE), score_thr=0.3, tile=640, tile_overlap=0.0)[0]
+    assert libraries and set(libraries) == {"pil"}
+    for found in (viewed, tiled):
+        assert torch.equal(found.labels, plain.labels) and torch.allclose(found.boxes, plain.boxes, atol=1e-3)
