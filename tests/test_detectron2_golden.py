@@ -39,14 +39,9 @@ KIND_FILES = {("AVX2", "AuthenticAMD"): GOLDEN / "detections.pt",
               "detections.AVX512.AuthenticAMD.pt"}
 THIS_KIND = KIND_FILES.get((torch.backends.cpu.get_cpu_capability(), cpu_vendor()))
 
+# The golden data was computed with 2 threads: the split of a convolution can change its sums.
+pytestmark = pytest.mark.usefixtures("two_threads")
 
-@pytest.fixture(autouse=True, scope="module")
-def two_threads():
-    """The golden data was computed with 2 threads; the split of a convolution can change its sums."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
 
 
 def read_detections(path: Path) -> dict:

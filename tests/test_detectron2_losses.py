@@ -38,10 +38,10 @@ from cascade_rcnn.models.backbones.resnet import AffineFrozenBatchNorm2d
 from cascade_rcnn.models.roi_heads.cascade import DETECTRON2_CASCADE, CascadeRoIHead, ScaleGradient
 from cascade_rcnn.models.rpn import DETECTRON2_RPN, RPNHead, rpn_loss
 from cascade_rcnn.ops.assign_sample import IGNORED, NEGATIVE, AssignerSettings, SamplerSettings, assign, sample
+from cascade_rcnn.weights.zoo import DETECTRON2_CONFIGS as CONFIGS
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "d2_cascade_mask_rcnn_R_18_FPN"
 CONFIG, CHECKPOINT, LOSSES = GOLDEN / "config.yaml", GOLDEN / "checkpoint.pth", GOLDEN / "losses.pt"
-CONFIGS = Path(__file__).parent / "data" / "detectron2_configs"
 # Detectron2's losses on this machine's own kernels, kept small: meta, each case's losses, events,
 # sampling and sha256 digests of its RPN proposals and stage RoIs (tools/detectron2_loss_margins.py
 # --copy wrote it from Detectron2's full file; the batch itself is the shared file's).
@@ -79,14 +79,9 @@ KIND_LOSS_REL = 2 * 5.9e-5
 # the larger; the test runs 'main' (the three cases take the same code).
 FAST_LOSS_REL = 2 * 5.92e-5
 
+# The golden data was computed with 2 threads: the split of a convolution can change its sums.
+pytestmark = pytest.mark.usefixtures("two_threads")
 
-@pytest.fixture(autouse=True, scope="module")
-def two_threads():
-    """Detectron2 ran on 2 threads; the split of a convolution can change its sums."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
 
 
 def digest(*tensors: torch.Tensor) -> str:

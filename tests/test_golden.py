@@ -30,10 +30,10 @@ NAME = "cascade_mask_rcnn_r18w32_fpn_256"
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / NAME
 FILES = ("checkpoint.pth", "image.png", "detections.pt", "losses.pt")
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.usefixtures("two_threads"), pytest.mark.skipif(
     not all((GOLDEN / name).is_file() for name in FILES),
     reason=f"MMDetection golden data not found at {GOLDEN} (needs {', '.join(FILES)}; "
-           "the shared/ folder beside the repository)")
+           "the shared/ folder beside the repository)")]
 
 # The golden training run sampled every candidate (sampler num = 10**9 for the RPN and the three
 # stages, so no random choice is made) and kept 500 RPN proposals (nms_pre and max_per_img 500).
@@ -93,14 +93,6 @@ FAST_LOSS_REL = 2 * 6.4e-4
 # torchvision's), within 2.1e-6 against the other kind's file: bound about 5x that.
 EXACT_LOSS_REL = 1e-5
 
-
-@pytest.fixture(autouse=True, scope="module")
-def two_threads():
-    """The golden data was computed with 2 threads; the split of a convolution can change its sums."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
