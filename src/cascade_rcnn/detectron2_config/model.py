@@ -14,6 +14,8 @@ from ..models.config import ModelConfig
 from ..models.input_norm import DETECTRON2_RESIZE, InputNorm
 from ..models.roi_heads.cascade import DETECTRON2_CASCADE
 from ..models.rpn import DETECTRON2_RPN
+from .lazy_file import is_lazy_dump
+from .lazy_model import read_lazy_model
 from .resolved import Detectron2Config
 from .supported import ANY, refuse_unsupported
 from .yacs_file import read_yacs_config
@@ -60,7 +62,10 @@ MAPPED = {key: ANY for key in (
 
 
 def read_detectron2_model(path: str | Path, name: str | None = None) -> ModelConfig:
-    """The ``ModelConfig`` of a Detectron2 ``config.yaml`` (a run's dump or a ``_BASE_`` chain)."""
+    """The ``ModelConfig`` of a Detectron2 ``config.yaml``: a yacs config (a run's dump or a
+    ``_BASE_`` chain), or a LazyConfig dump (ViTDet's, ``lazy_model.py``)."""
+    if is_lazy_dump(path):
+        return read_lazy_model(path, name or Path(path).stem)
     return model_config(read_yacs_config(path), name or Path(path).stem)
 
 

@@ -31,6 +31,9 @@ class RPNHeadConfig:
     settable knobs)."""
 
     ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    # 3x3 conv + ReLU layers before the two outputs: 1 (keys ``rpn_conv``), or more (ViTDet's 2,
+    # Detectron2's ``conv_dims=[-1, -1]``; keys ``rpn_conv.0``, ``rpn_conv.1``, ...).
+    num_convs: int = 1
     nms_iou: float = 0.7  # NMS within each level, training and test
     positive_fraction: float = 0.5  # of the sampled anchors, at most
     pos_iou: float = 0.7  # assigner: positive at IoU >= pos_iou, negative below neg_iou,
@@ -61,6 +64,8 @@ class RPNHeadConfig:
                                 crowd_iof=self.ignore_iof_thr, low_quality_own_match=self.low_quality_own_match)
 
     def build(self, config, in_channels: int, strides: tuple[int, ...]) -> "RPNHead":
+        if self.num_convs < 1:
+            raise ValueError(f"{config.name}: the RPN head needs at least one conv, got num_convs={self.num_convs}")
         return RPNHead(in_channels, strides, scales=(config.anchor_scale,), ratios=self.ratios, spec=self,
                        assigner=self.assigner,
                        sampler=SamplerSettings(num=config.rpn_samples_per_image,
@@ -108,10 +113,11 @@ class RPNHead(nn.Module):
         self.assigner, self.sampler = assigner, sampler
         self.train_proposals, self.test_proposals = train_proposals, test_proposals
         num_anchors = len(scales) * len(ratios)
-        self.rpn_conv = nn.Conv2d(channels, channels, 3, padding=1)
+        convs = [nn.Conv2d(channels, channels, 3, padding=1) for _ in range(spec.num_convs)]
+        self.rpn_conv = convs[0] if len(convs) == 1 else nn.ModuleList(convs)
         self.rpn_cls = nn.Conv2d(channels, num_anchors, 1)
         self.rpn_reg = nn.Conv2d(channels, num_anchors * 4, 1)
-        for conv in (self.rpn_conv, self.rpn_cls, self.rpn_reg):
+        for conv in (*convs, self.rpn_cls, self.rpn_reg):
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
         self.register_buffer("base_anchors", torch.stack(
@@ -121,7 +127,9 @@ class RPNHead(nn.Module):
         """Per level: objectness logits (B, H*W*A) and deltas (B, H*W*A, 4), in anchor order."""
         logits, deltas = [], []
         for feature in features:
-            hidden = self.rpn_conv(feature).relu_()
+            hidden = feature
+            for conv in (self.rpn_conv if isinstance(self.rpn_conv, nn.ModuleList) else [self.rpn_conv]):
+                hidden = conv(hidden).relu_()
             batch = feature.shape[0]
             logits.append(self.rpn_cls(hidden).permute(0, 2, 3, 1).reshape(batch, -1))
             deltas.append(self.rpn_reg(hidden).permute(0, 2, 3, 1).reshape(batch, -1, 4))
