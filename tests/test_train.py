@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
+from conftest import backbone_passes
 
 import cascade_rcnn
 from cascade_rcnn.data.shapes import generate_shapes
@@ -273,7 +274,9 @@ def test_evaluation_every_epoch_is_logged(shapes, tmp_path):
 
 def test_bf16_autocast_trains_with_float32_master_weights(shapes, tmp_path, pretend_cpu_has_bf16):
     out = tmp_path / "run"
-    final = train(train_config(), run_config(shapes, out, epochs=1, precision="bf16", log_every=1))
+    with backbone_passes() as passes:
+        final = train(train_config(), run_config(shapes, out, epochs=1, precision="bf16", log_every=1))
+    assert passes == [(2, {torch.bfloat16})] * 2  # the epoch's 2 steps of 2 images ran in bf16
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows if "loss" in r)
     state = checkpoint.state_dict_of(checkpoint.read(final), final)
