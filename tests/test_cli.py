@@ -226,18 +226,36 @@ def test_evaluate_with_a_missing_file_is_one_line(tmp_path, capsys):
 
 
 def test_demo_end_to_end_on_a_few_images(tmp_path, capsys):
-    """The demo's whole job, shrunk: data, training, per-stage evaluation, metrics, pictures."""
+    """The demo's whole job, shrunk: data, training with the demo's recipe, per-stage evaluation of
+    the trained weights, metrics, pictures of the validation images."""
     from cascade_rcnn.engine.demo import DemoSettings, run_demo
 
     settings = DemoSettings(train_images=4, val_images=2, epochs=1, lr_steps=(), warmup_iters=1)
     metrics = run_demo(tmp_path, settings)
+    # trained as the settings say: one step of the 4 images, AdamW at the warm-up's first lr
+    rows = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    steps, evaluations = [r for r in rows if "loss" in r], [r for r in rows if "eval" in r]
+    assert len(steps) == 1 and steps[0]["lr"] == pytest.approx(settings.lr * 0.001)
+    recorded = checkpoint.read(tmp_path / "train" / "latest.pth")["train_config"]
+    assert {k: recorded[k] for k in ("optimizer", "lr", "weight_decay", "clip_grad", "batch_size", "precision")} == {
+        "optimizer": "adamw", "lr": settings.lr, "weight_decay": settings.weight_decay,
+        "clip_grad": settings.clip_grad, "batch_size": settings.batch_size, "precision": "fp32"}
+    # metrics.json is the per-stage table's ensemble row, and the trainer's own evaluation of its
+    # final weights at the end of the epoch: the demo evaluated what it trained
     written = json.loads((tmp_path / "metrics.json").read_text())
-    assert written == metrics and set(written) == {"bbox", "segm"}
-    assert set(written["bbox"]) == set(METRIC_NAMES) | set(PER_IOU)
     per_stage = json.loads((tmp_path / "metrics_per_stage.json").read_text())
+    assert written == metrics == per_stage["ensemble"] == evaluations[-1]["eval"]
     assert list(per_stage) == ["stage 1", "stage 2", "stage 3", "ensemble"]
+    assert set(written["bbox"]) == set(METRIC_NAMES) | set(PER_IOU)
     assert (tmp_path / "train" / "curves.png").stat().st_size > 0
-    assert len(list((tmp_path / "pictures").glob("*.png"))) == 2
+    # the pictures are the validation images; after one step nothing scores 0.5 (measured), so
+    # each is its image untouched - no box drawn where no detection was written
+    pictures = sorted((tmp_path / "pictures").glob("*.png"))
+    assert [p.name for p in pictures] == sorted(p.name for p in (tmp_path / "data" / "val" / "images").iterdir())
+    assert json.loads((tmp_path / "pictures" / "predictions.json").read_text()) == []
+    for picture in pictures:
+        assert np.array_equal(cv2.imread(str(picture)), cv2.imread(str(tmp_path / "data" / "val" / "images" /
+                                                                      picture.name)))
     assert f"pictures {tmp_path / 'pictures'}/" in capsys.readouterr().out
 
 
