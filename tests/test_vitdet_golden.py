@@ -219,11 +219,12 @@ def test_the_bounds_catch_a_layernorm_eps_of_1e5():
 
 
 # Training losses: the exact path's are Detectron2's bit for bit on the file's own kind (every term,
-# the RPN's proposals and each stage's RoIs in Detectron2's order). Measured with
-# tools/detectron2_loss_margins.py-style runs (AMD EPYC, 2 threads): our exact path on AVX-512
-# against the AVX2 file 9.16e-6 relative at most (loss_box_reg_stage2, 'main'); the fast path
-# against the file of its kind 1.56e-5 (AVX2 kernels; AVX-512 1.26e-5 against the AVX2 file).
-# Twice the larger; the fast path adds KIND where this CPU has no file.
+# the RPN's proposals and each stage's RoIs in Detectron2's order; the AVX-512 file is Detectron2's
+# run here on the shared checkpoint and batch, tests/data/golden_cpu_kinds/README.md). Measured
+# (AMD EPYC, 2 threads): Detectron2's AVX-512 losses against its AVX2 file, and our exact path
+# likewise, 9.16e-6 relative at most (loss_box_reg_stage2, 'main'); the fast path against the file
+# of its kind 1.56e-5 under AVX2 kernels, 4.65e-6 on AVX-512. Twice the larger; the fast path adds
+# KIND where this CPU has no file.
 KIND_LOSS_REL = 2 * 9.2e-6
 FAST_LOSS_REL = 2 * 1.56e-5
 needs_this_kinds_losses = pytest.mark.skipif(
