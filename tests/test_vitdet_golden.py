@@ -276,3 +276,19 @@ def test_fast_path_vitdet_losses_agree_with_detectron2_to_float_noise(loss_runs,
     bound = FAST_LOSS_REL if own else FAST_LOSS_REL + KIND_LOSS_REL
     errors = relative_errors(loss_runs("main", exact=False)["losses"], loss_reference["main"]["losses"])
     assert max(errors.values()) <= bound, {k: e for k, e in errors.items() if e > bound}
+
+
+@needs_golden
+def test_an_exported_vitdet_gives_its_pytorch_detections_in_onnxruntime(tmp_path):
+    """ONNX export of ViTDet (fused attention, the square pad in the graph, Detectron2's resize
+    rule in the metadata): onnxruntime's detections are the PyTorch fast path's (the tolerances
+    of tests/test_onnx.py)."""
+    pytest.importorskip("onnxruntime")
+    from test_onnx import assert_same_detections
+
+    model = golden_model(False)
+    runtime = cascade_rcnn.OnnxDetector(cascade_rcnn.export_onnx(model, tmp_path / "vitdet.onnx"))
+    assert runtime.config.resize_rule == model.config.resize_rule
+    ours, theirs = model.predict(str(IMAGE), score_thr=0.05)[0], runtime.predict(str(IMAGE), score_thr=0.05)[0]
+    assert len(ours) > 20 and theirs.image_size == ours.image_size == (480, 640)
+    assert_same_detections(ours, theirs)
