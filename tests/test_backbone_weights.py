@@ -140,8 +140,8 @@ def test_zoo_backbones_have_torchvisions_names_and_shapes(name):
 
 def test_every_zoo_config_names_mmdetections_imagenet_file():
     files = {name: config.backbone.imagenet_url.rsplit("/", 1)[-1]
-             for name, config in cascade_rcnn.MODEL_ZOO.items() if config.url}
-    assert len(files) == 34
+             for name, config in cascade_rcnn.MODEL_ZOO.items() if config.url and "vitdet" not in name}
+    assert len(files) == 34  # the ViTDet rows start from MAE's ViTs, not an ImageNet classifier's file
     expected = {"r50_caffe": "resnet50_msra-5891d200.pth", "r101_caffe": "resnet101_msra-6cc46731.pth",
                 "r50": "resnet50-0676ba61.pth", "r101": "resnet101-63fe2227.pth",
                 "x101_32x4d": "resnext101_32x4d-a5af3160.pth", "x101_64x4d": "resnext101_64x4d-ee2c6f71.pth",
