@@ -214,13 +214,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     given = {"schedule": args.schedule, "epochs": args.epochs, "lr_steps": tuple(args.lr_steps) if args.lr_steps
              else None, "lr": args.lr, "optimizer": args.optimizer, "weight_decay": args.weight_decay,
              "batch_size": args.batch_size, "warmup_iters": args.warmup_iters, "clip_grad": args.clip_grad,
-             "min_size": args.min_size, "filter_empty_gt": False if args.keep_empty else None}
+             "min_size": args.min_size, "filter_empty_gt": False if args.keep_empty else None,
+             "precision": args.precision}
     options = {**recipe, **{name: value for name, value in given.items() if value is not None}}
     options.setdefault("schedule", model_config.schedule)
     config = TrainConfig(
         **paths, **options, out_dir=args.out, backbone_weights=args.backbone_weights,
         weights=model_weights(args, default=None, note=False),  # none: start as without --weights
-        workers=args.workers, precision=args.precision, seed=args.seed, eval_every=args.eval_every,
+        workers=args.workers, seed=args.seed, eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every, max_failed_fraction=args.max_failed_fraction, device=args.device,
         resume=args.resume)
     final = train(model_config, config)
@@ -254,6 +255,15 @@ def config_recipe(args: argparse.Namespace) -> dict:
         if args.data_root:
             raise UserInputError(f"--data-root: {args.config} names Detectron2's registered data sets, not files: "
                                  "give --train-json/--train-images")
+        from .detectron2_config.lazy_file import is_lazy_dump
+
+        if is_lazy_dump(args.config):
+            from .detectron2_config.lazy_recipe import training_recipe as lazy_training_recipe
+
+            recipe, notes = lazy_training_recipe(args.config, args.device)
+            for line in notes:
+                print(f"note: {line}", file=sys.stderr)
+            return recipe
         print(f"note: {args.config}: its model is read; Detectron2's training recipe (SOLVER, INPUT.*_TRAIN) is "
               "not yet: this run follows this command's options", file=sys.stderr)
         return {}
@@ -602,6 +612,7 @@ def add_train(commands: argparse._SubParsersAction) -> None:
                        "(MMDetection's ImageNet file, downloaded once), nothing for project models")
     add_set_option(model)
     add_compute_options(train, exact=False)
+    train.set_defaults(precision=None)  # fp32, or what a --config's recipe says (Detectron2's AMP)
     data = train.add_argument_group("data")
     add_data_root_option(data)
     data.add_argument("--train-json", help="COCO annotation file (or --coco-root)")
