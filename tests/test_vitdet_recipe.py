@@ -262,3 +262,15 @@ def test_the_tiny_recipe_trains_through_the_cli(tmp_path, capsys):
     trained = checkpoint.state_dict_of(checkpoint.read(out / "final.pth"))
     moved = [name for name, tensor in state.items() if not torch.equal(trained[f"backbone.{name}"], tensor)]
     assert "blocks.3.mlp.fc2.weight" in moved and len(moved) > len(state) // 2
+
+
+def test_training_a_vitdet_zoo_row_follows_its_dumps_recipe(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr("cascade_rcnn.engine.train.train", lambda model, config: calls.append((model, config))
+                        or Path("final.pth"))
+    assert main(["train", "--model", "COCO/cascade_mask_rcnn_vitdet_l_100ep", "--train-json", str(tmp_path / "t.json"),
+                 "--train-images", str(tmp_path), "--precision", "fp32", "--out", str(tmp_path / "run")]) == 0
+    model, config = calls[0]
+    assert (config.optimizer, config.lr_per_16, config.weight_decay, config.warmup_iters, config.schedule,
+            config.precision, config.min_size) == ("adamw", pytest.approx(2.5e-5), 0.1, 250, "100ep", "fp32", 0)
+    assert model.backbone.imagenet_url.endswith("/MAE/mae_pretrain_vit_large.pth") and config.backbone_weights is None

@@ -23,6 +23,7 @@ from .ops.compute_path import PRECISION_DTYPES
 from .outputs.overwrite_guard import refuse_existing, refuse_inputs_in, refuse_previous_run
 from .weights.checkpoint import CheckpointError
 from .weights.zoo import (
+    DETECTRON2_CONFIGS,
     MODEL_ZOO,
     get_config,
     imagenet_url,
@@ -246,11 +247,13 @@ def training_model(args: argparse.Namespace) -> ModelConfig:
 
 
 def config_recipe(args: argparse.Namespace) -> dict:
-    """The training recipe a ``--config`` states (its data sets under ``--data-root`` if given)."""
+    """The training recipe a ``--config`` states (its data sets under ``--data-root`` if given), or
+    a ViTDet zoo row's (``--model``: the LazyConfig dump it is read from)."""
     if not args.config:
         if args.data_root:
             raise UserInputError("--data-root replaces a --config's data_root: give --config FILE.py")
-        return {}
+        row_dump = DETECTRON2_CONFIGS / "ViTDet" / f"{args.model}.yaml" if args.model else None
+        return lazy_dump_recipe(row_dump, args.device) if row_dump and row_dump.is_file() else {}
     if is_detectron2_config(args.config):
         if args.data_root:
             raise UserInputError(f"--data-root: {args.config} names Detectron2's registered data sets, not files: "
@@ -258,12 +261,7 @@ def config_recipe(args: argparse.Namespace) -> dict:
         from .detectron2_config.lazy_file import is_lazy_dump
 
         if is_lazy_dump(args.config):
-            from .detectron2_config.lazy_recipe import training_recipe as lazy_training_recipe
-
-            recipe, notes = lazy_training_recipe(args.config, args.device)
-            for line in notes:
-                print(f"note: {line}", file=sys.stderr)
-            return recipe
+            return lazy_dump_recipe(args.config, args.device)
         print(f"note: {args.config}: its model is read; Detectron2's training recipe (SOLVER, INPUT.*_TRAIN) is "
               "not yet: this run follows this command's options", file=sys.stderr)
         return {}
@@ -271,6 +269,16 @@ def config_recipe(args: argparse.Namespace) -> dict:
     from .mmdet_config.recipe import training_recipe
 
     return training_recipe(read_config(args.config), args.config, args.data_root)
+
+
+def lazy_dump_recipe(path: str | Path, device: str) -> dict:
+    """A ViTDet LazyConfig dump's recipe (``lazy_recipe.py``), its notes said on stderr."""
+    from .detectron2_config.lazy_recipe import training_recipe
+
+    recipe, notes = training_recipe(path, device)
+    for line in notes:
+        print(f"note: {line}", file=sys.stderr)
+    return recipe
 
 
 def is_detectron2_config(path: str) -> bool:
