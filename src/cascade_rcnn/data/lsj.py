@@ -13,9 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..models.config import LSJ_SCALES
 from .transforms import crop_window, resize_sample_to
-
-LSJ_SCALES = (0.1, 2.0)  # ViTDet's ResizeScale min_scale, max_scale
 
 
 def large_scale_jitter(sample: dict, side: int, generator: torch.Generator) -> tuple[dict, tuple[int, int]]:

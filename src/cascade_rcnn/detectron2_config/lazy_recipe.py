@@ -32,6 +32,7 @@ import torch
 
 from ..errors import ConfigError
 from ..ops.compute_path import cpu_has_bf16_instructions
+from . import ZOO_FILES
 from .lazy_file import read_lazy_dump
 from .lazy_training import read_training_parts
 
@@ -176,10 +177,8 @@ def zoo_schedule(tree: dict) -> str | None:
         return (found.get("lr_multiplier"), (found.get("train") or {}).get("max_iter"),
                 (found.get("dataloader", {}).get("train") or {}).get("total_batch_size"))
 
-    from ..weights.zoo import DETECTRON2_CONFIGS  # the zoo reads its models through this package
-
     wanted = steps(tree)
-    for dump in sorted((DETECTRON2_CONFIGS / "ViTDet").glob("*/*.yaml")):
+    for dump in sorted((ZOO_FILES / "ViTDet").glob("*/*.yaml")):
         if steps(read_lazy_dump(dump)) == wanted:
             return dump.stem.rsplit("_", 1)[1]
     return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..data.lsj import LSJ_SCALES
+from ..models.config import LSJ_SCALES
 
 VIT_LR_DECAY = "detectron2.modeling.backbone.vit.get_vit_lr_decay_rate"
 LR_DECAY_DEFAULTS = {"lr_decay_rate": 1.0, "num_layers": 12}  # get_vit_lr_decay_rate's

@@ -39,6 +39,9 @@ class PartSpec(Protocol):
     def build(self, config: "ModelConfig", in_channels, strides: tuple[int, ...]) -> nn.Module: ...
 
 
+LSJ_SCALES = (0.1, 2.0)  # large-scale jitter's range of scales (ViTDet's ResizeScale min_scale, max_scale)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """A Cascade (Mask) R-CNN: architecture, classes, input size, and what the zoo reports."""
@@ -68,7 +71,7 @@ class ModelConfig:
     train_scale_range: tuple[tuple[int, int], tuple[int, int]] | None = None
     # DETR's "ms-crop" training augmentation instead (data/resize_crop.py): the ConvNeXt rows'.
     train_resize_crop: bool = False
-    # ViTDet's large-scale jitter instead (data/lsj.py): resized by 0.1..2.0 of this square side,
+    # ViTDet's large-scale jitter instead (data/lsj.py): resized by LSJ_SCALES of this square side,
     # then cropped to it; 0: none.
     train_lsj: int = 0
     # RPN anchor side = stride x anchor_scale (8: 32 px on P2, COCO at 800 px); smaller images

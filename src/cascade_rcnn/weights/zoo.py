@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..detectron2_config import ZOO_FILES
 from ..detectron2_config.model import read_detectron2_model
 from ..errors import did_you_mean
 from ..mmdet_config import IMAGENET_FILES
@@ -231,7 +232,7 @@ _SWIN_ROWS = [
 
 _DETECTRON2_URL = "https://dl.fbaipublicfiles.com/detectron2"
 # Detectron2's own config files (its configs/ tree, unmodified): the Detectron2 rows are read from them.
-DETECTRON2_CONFIGS = Path(__file__).with_name("detectron2_configs")
+DETECTRON2_CONFIGS = ZOO_FILES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -267,7 +268,7 @@ _DETECTRON2_ROWS = [
 class _ViTDetRow(_Reported):
     """A ViTDet Cascade Mask R-CNN of Detectron2's projects/ViTDet README (COCO and LVIS v1 tables):
     named by its config path under projects/ViTDet/configs, built from Detectron2's own resolution
-    of that LazyConfig file (``detectron2_configs/ViTDet``); the file, as the other Detectron2 rows',
+    of that LazyConfig file (``detectron2_config/zoo_files/ViTDet``); the file, as the other Detectron2 rows',
     a pickle of numpy arrays whose name carries the first 6 hex digits of its MD5. ``mem_gb`` is
     the README's training memory per GPU."""
 
