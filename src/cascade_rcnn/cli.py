@@ -16,6 +16,7 @@ import torch
 from .data.coco_root import coco_root_paths
 from .deploy.export import MissingPackageError
 from .engine.schedule import SCHEDULES
+from .engine.scoring import PROTOCOLS
 from .engine.train import TrainingStopped
 from .errors import CascadeRCNNError, UserInputError, did_you_mean, user_input
 from .models.settings import SETTABLE, apply_settings, parse_settings
@@ -287,12 +288,8 @@ def is_detectron2_config(path: str) -> bool:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .engine.evaluate import (
-        evaluate_coco,
-        format_stage_table,
-        format_table,
-        write_metrics,
-    )
+    from .engine.evaluate import format_stage_table, format_table, write_metrics
+    from .engine.scoring import evaluate_predictions
 
     given = {"val_json": args.gt_json}
     if args.images or not args.predictions:  # scoring a predictions file needs no images
@@ -320,7 +317,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if model_options:
             raise UserInputError(f"{', '.join(model_options)} need a model (--model/--weights/--images), "
                                  "not --predictions")
-        metrics = evaluate_coco(gt_json, args.predictions)
+        metrics = evaluate_predictions(gt_json, args.predictions, args.protocol)
         print(format_table(metrics))
     else:
         if not images or not (args.model or args.config or args.weights):
@@ -339,7 +336,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                  "(--weights) and, if it carries no class names, --class-names NAME,NAME,... "
                                  "(in the order of its class layers)") from None
         dataset.require_every_image()  # a left-out image's objects would count as misses
-        metrics = evaluate_dataset(model, dataset, gt_json, per_stage=args.per_stage)
+        metrics = evaluate_dataset(model, dataset, gt_json, per_stage=args.per_stage, protocol=args.protocol)
         print(format_stage_table(metrics) if args.per_stage else format_table(metrics))
     if args.out:
         write_metrics(args.out, metrics)
@@ -656,8 +653,12 @@ def add_train(commands: argparse._SubParsersAction) -> None:
 
 
 def add_evaluate(commands: argparse._SubParsersAction) -> None:
-    evaluate = add_command(commands, "evaluate", cmd_evaluate, "COCO box/mask AP and the AP50..AP90 table")
-    evaluate.add_argument("--gt-json", help="COCO annotation file (or --coco-root)")
+    evaluate = add_command(commands, "evaluate", cmd_evaluate,
+                           "COCO (or LVIS federated) box/mask AP and the AP50..AP90 table")
+    evaluate.add_argument("--gt-json", help="COCO or LVIS annotation file (or --coco-root)")
+    evaluate.add_argument("--protocol", choices=PROTOCOLS, default="auto",
+                          help="lvis: LVIS's federated AP (APr/APc/APf, 300 detections per image); "
+                               "auto (default): lvis when the file has LVIS's fields, else coco")
     add_coco_root_option(evaluate)
     add_data_root_option(evaluate)
     evaluate.add_argument("--predictions", help="a COCO results file to score")

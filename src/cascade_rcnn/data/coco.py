@@ -28,6 +28,7 @@ from .coco_checks import (
     without_unused_background,
 )
 from .images import read_image
+from .lvis import with_file_names
 from .report import DatasetReport
 
 
@@ -53,7 +54,8 @@ class CocoDataset(torch.utils.data.Dataset):
 
     Args:
         json_path: the annotation file.
-        image_dir: folder the images' ``file_name`` are relative to.
+        image_dir: folder the images' ``file_name`` are relative to (an LVIS entry with only a
+            ``coco_url`` is read from the URL's file name: ``lvis.with_file_names``).
         class_names: the classes expected (e.g. a checkpoint's); the file's categories must have
             exactly these names in this order, or :class:`DatasetError` says how they differ.
         filter_empty_gt: leave out images that no annotation of a known category names
@@ -86,7 +88,7 @@ class CocoDataset(torch.utils.data.Dataset):
         self.report = DatasetReport()
         data = load_json(self.json_path)
         categories = valid_categories(data["categories"], self.report)
-        images = valid_images(data["images"], self.report)
+        images = valid_images(with_file_names(data["images"], self.image_dir), self.report)
         annotations = valid_annotations(data["annotations"], images, self.report)
         if drop_unused_background:
             categories = without_unused_background(categories, annotations)

@@ -26,6 +26,7 @@ METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                 "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")  # COCOeval.stats, in order
 PER_IOU = ("AP50", "AP60", "AP70", "AP80", "AP90")  # Cascade R-CNN paper, Table 1
 IOU_TYPES = ("bbox", "segm")
+FREQUENCY_GROUP_AP = ("APr", "APc", "APf")  # LVIS: AP over its rare, common, frequent categories
 
 
 def evaluate_coco(gt: str | Path | dict, predictions: str | Path | list[dict],
@@ -50,22 +51,25 @@ def evaluate_coco(gt: str | Path | dict, predictions: str | Path | list[dict],
 
 
 def ap_at_iou(evaluator: COCOeval, iou: float) -> float:
-    """AP at one IoU threshold (area "all", 100 detections) of an accumulated ``evaluator``, averaged
-    over recall thresholds and categories as COCOeval.summarize does: -1 entries skipped, -1 if
-    none is left."""
+    """AP at one IoU threshold (area "all", the most detections: COCO's 100, LVIS's 300) of an
+    accumulated ``evaluator`` (pycocotools' or faster-coco-eval's), averaged over recall thresholds
+    and categories as COCOeval.summarize does: -1 entries skipped, -1 if none is left."""
     params = evaluator.params
     index = np.flatnonzero(np.isclose(params.iouThrs, iou))
     if index.size != 1:
         raise ValueError(f"IoU {iou} is not one of COCOeval's thresholds {params.iouThrs.tolist()}")
     precision = evaluator.eval["precision"][index[0], :, :, params.areaRngLbl.index("all"),
-                                            params.maxDets.index(100)]
+                                            len(params.maxDets) - 1]
     valid = precision[precision > -1]
     return float(np.mean(valid)) if valid.size else -1.0
 
 
 def format_table(metrics: dict[str, dict[str, float]]) -> str:
-    """An ``evaluate_coco`` result as text: AP .. APl per IoU type, then "AP by IoU threshold"."""
-    return (f"{_table('iou type', METRIC_NAMES[:6], metrics)}\n\n"
+    """An ``evaluate_coco`` (or ``evaluate_lvis``) result as text: AP .. APl per IoU type (and
+    LVIS's APr, APc, APf when given), then "AP by IoU threshold"."""
+    columns = METRIC_NAMES[:6] + tuple(name for name in FREQUENCY_GROUP_AP
+                                       if all(name in values for values in metrics.values()))
+    return (f"{_table('iou type', columns, metrics)}\n\n"
             f"AP by IoU threshold\n{_table('iou type', PER_IOU, metrics)}")
 
 
@@ -89,11 +93,16 @@ def write_metrics(path: str | Path, metrics: dict) -> Path:
     return path
 
 
-def _evaluate(coco_gt: COCO, records: list[dict], iou_type: str) -> dict[str, float]:
-    # loadRes takes the box area as a result's area when it has a box: mask AP drops the box so
-    # that its small/medium/large split uses the mask area. Copies: loadRes edits the records.
+def results_for(records: list[dict], iou_type: str) -> list[dict]:
+    """Copies of ``records`` for loadRes (which edits them) when scoring ``iou_type``. loadRes takes
+    the box area as a result's area when it has a box: for mask AP the box is dropped so that the
+    small/medium/large split uses the mask area (as LVIS's own results loader does)."""
     dropped = "segmentation" if iou_type == "bbox" else "bbox"
-    results = [{k: v for k, v in record.items() if k != dropped} for record in records]
+    return [{k: v for k, v in record.items() if k != dropped} for record in records]
+
+
+def _evaluate(coco_gt: COCO, records: list[dict], iou_type: str) -> dict[str, float]:
+    results = results_for(records, iou_type)
     coco_dt = coco_gt.loadRes(results) if results else _no_results(coco_gt)
     evaluator = COCOeval(coco_gt, coco_dt, iou_type)
     evaluator.evaluate()

@@ -8,7 +8,7 @@ from tqdm import tqdm
 from ..data.coco import CocoDataset
 from ..inference.predictor import CascadeRCNN
 from .distributed import Context, gather_lists, on_main
-from .evaluate import evaluate_coco
+from .scoring import evaluate_predictions
 
 
 def predict_dataset(model: CascadeRCNN, dataset: CocoDataset, context: Context = Context(),
@@ -26,8 +26,9 @@ def predict_dataset(model: CascadeRCNN, dataset: CocoDataset, context: Context =
 
 
 def evaluate_dataset(model: CascadeRCNN, dataset: CocoDataset, gt_json: str | Path,
-                     context: Context = Context(), per_stage: bool = False) -> dict:
-    """COCO metrics of ``model`` on ``dataset`` (``{"bbox": {...}, "segm": {...}}``); with
+                     context: Context = Context(), per_stage: bool = False, protocol: str = "auto") -> dict:
+    """COCO metrics of ``model`` on ``dataset`` (``{"bbox": {...}, "segm": {...}}``; LVIS's for an
+    LVIS file: ``scoring.evaluate_predictions`` with ``protocol``); with
     ``per_stage`` a dict {"stage 1": ..., "stage 2": ..., "stage 3": ..., "ensemble": ...}
     (ensemble = the cascade's output, all stages' scores and the last stage's boxes)."""
     stages = [(f"stage {i + 1}", i) for i in range(model.config.num_stages)] if per_stage else []
@@ -35,5 +36,5 @@ def evaluate_dataset(model: CascadeRCNN, dataset: CocoDataset, gt_json: str | Pa
     for name, stage in stages + [("ensemble", None)]:
         records = predict_dataset(model, dataset, context, stage)
         # bbox, plus segm when the predictions and the ground truth both carry masks.
-        results[name] = on_main(lambda: evaluate_coco(gt_json, records), context)
+        results[name] = on_main(lambda: evaluate_predictions(gt_json, records, protocol), context)
     return results if per_stage else results["ensemble"]
