@@ -81,10 +81,23 @@ class CascadeRoIHeadConfig:
     mask_targets_padded: bool = True
 
     def build(self, config, in_channels: int, strides: tuple[int, ...]) -> "CascadeRoIHead":
+        """The RoI heads with their per-stage parts built from ``config``'s per-stage fields and
+        head specs: box heads, box coders, IoU assigners; mask heads."""
         if tuple(strides[:len(self.featmap_strides)]) != self.featmap_strides:
             raise ValueError(f"{config.name}: the neck's levels have strides {tuple(strides)}; the RoI heads read "
                              f"levels of strides {self.featmap_strides} (give the backbone maps at those strides)")
-        return CascadeRoIHead(config, self)
+        coders = ([WeightedBoxCoder(tuple(weights)) for weights in self.stage_box_weights]
+                  if self.stage_box_weights is not None else [BoxCoder(tuple(stds)) for stds in config.stage_stds])
+        # One threshold per stage, used for positives and negatives alike (no low-quality matches).
+        assigners = [AssignerSettings(pos_iou=iou, neg_iou=iou, crowd_iof=self.ignore_iof_thr)
+                     for iou in config.stage_ious]
+        box_heads = [config.box_head.build(config) for _ in config.stage_stds]
+        mask_heads = ([config.mask_head.build(config) for _ in range(1 if self.one_mask_head else config.num_stages)]
+                      if config.with_mask else None)
+        sampler = SamplerSettings(num=config.rois_per_image, positive_fraction=self.positive_fraction,
+                                  always_shuffle=self.always_shuffle)
+        return CascadeRoIHead(self, config.num_classes, box_heads, coders, assigners, config.stage_loss_weights,
+                              sampler, mask_heads)
 
 
 DETECTRON2_CASCADE = CascadeRoIHeadConfig(
@@ -107,27 +120,25 @@ class SampledRoIs:
 
 
 class CascadeRoIHead(nn.Module):
-    """One box head per stage (+ one mask head per stage for Cascade Mask R-CNN), built from the
-    config's head specs; the per-stage fields of ``ModelConfig`` have one entry per stage."""
+    """The cascade's RoI heads, given their per-stage parts built (as Detectron2's
+    ``CascadeROIHeads`` takes its box heads, predictors and matchers): stage k runs ``box_heads[k]``
+    on RoIs pooled by the spec's level rule, decodes with ``coders[k]``, trains on RoIs labelled by
+    ``assigners[k]`` with loss weight ``stage_loss_weights[k]``; ``mask_heads``: one per stage, or
+    one (``spec.one_mask_head``), or None for a box-only model. ``spec`` holds the framework's rules."""
 
-    def __init__(self, config, spec: CascadeRoIHeadConfig):
+    def __init__(self, spec: CascadeRoIHeadConfig, num_classes: int, box_heads: list[nn.Module], coders: list[BoxCoder],
+                 assigners: list[AssignerSettings], stage_loss_weights: tuple[float, ...], sampler: SamplerSettings,
+                 mask_heads: list[nn.Module] | None = None):
         super().__init__()
-        self.num_classes = config.num_classes
-        self.spec = spec
-        self.coders = ([WeightedBoxCoder(tuple(weights)) for weights in spec.stage_box_weights]
-                       if spec.stage_box_weights is not None else [BoxCoder(tuple(stds)) for stds in config.stage_stds])
-        # One threshold per stage, used for positives and negatives alike (no low-quality matches).
-        self.assigners = [AssignerSettings(pos_iou=iou, neg_iou=iou, crowd_iof=spec.ignore_iof_thr)
-                          for iou in config.stage_ious]
-        self.stage_loss_weights = config.stage_loss_weights
-        self.sampler = SamplerSettings(num=config.rois_per_image, positive_fraction=spec.positive_fraction,
-                                       always_shuffle=spec.always_shuffle)
+        if not len(box_heads) == len(coders) == len(assigners) == len(stage_loss_weights):
+            raise ValueError(f"one box head, coder, assigner and loss weight per stage, got {len(box_heads)}, "
+                             f"{len(coders)}, {len(assigners)}, {len(stage_loss_weights)}")
+        self.num_classes, self.spec = num_classes, spec
+        self.coders, self.assigners, self.stage_loss_weights, self.sampler = coders, assigners, stage_loss_weights, sampler
         self.box_roi_align = MultiLevelRoIAlign(spec.box_roi_size, spec.featmap_strides, spec.level_rule)
-        self.bbox_head = nn.ModuleList(config.box_head.build(config) for _ in config.stage_stds)
+        self.bbox_head = nn.ModuleList(box_heads)
         self.mask_roi_align = MultiLevelRoIAlign(spec.mask_roi_size, spec.featmap_strides, spec.level_rule)
-        mask_heads = 1 if spec.one_mask_head else config.num_stages
-        self.mask_head = nn.ModuleList(config.mask_head.build(config)
-                                       for _ in range(mask_heads)) if config.with_mask else None
+        self.mask_head = nn.ModuleList(mask_heads) if mask_heads is not None else None
 
     @property
     def with_mask(self) -> bool:
