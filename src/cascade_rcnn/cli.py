@@ -355,11 +355,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None and value < 1:
             raise UserInputError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
-    if not args.model:
-        raise UserInputError("benchmark takes a zoo model: give --model NAME")
-    # No --weights and --weights none alike: random weights, spread like trained ones (it says so).
-    result = run_benchmark(args.model, weights=model_weights(args, default=None, note=False), device=args.device,
-                           exact=args.exact, image_dir=args.image_dir, num_images=args.images,
+    # --model, --config (MMDetection's .py or Detectron2's .yaml, as build_model reads them) or a
+    # checkpoint that carries its config. No --weights and --weights none alike: random weights,
+    # spread like trained ones (it says so).
+    result = run_benchmark(model_source(args), weights=model_weights(args, default=None, note=False),
+                           device=args.device, exact=args.exact, image_dir=args.image_dir, num_images=args.images,
                            size=_size(args.size), batch_size=args.batch_size, precision=args.precision,
                            threads=args.threads, train=args.train, train_batch_size=args.train_batch_size,
                            iterations=args.iterations)
@@ -411,20 +411,23 @@ def add_command(commands: argparse._SubParsersAction, name: str, run: Callable[[
     return command
 
 
-def add_model_options(command: argparse.ArgumentParser, *, required: bool, default: str
-                      ) -> argparse._ArgumentGroup:
+def add_model_options(command: argparse.ArgumentParser, *, required: bool, default: str,
+                      detectron2_yaml: bool = False) -> argparse._ArgumentGroup:
     """``--model`` or ``--config``, and ``--weights`` (``default``: what no ``--weights`` means for
     this command), in a "model" group that the caller adds its other model options to. With
     ``required`` one of ``--model``, ``--config`` or a ``--weights`` that carries its config is
-    needed (``model_source``)."""
+    needed (``model_source``). ``detectron2_yaml``: the command also takes Detectron2's yacs
+    ``config.yaml`` as ``--config`` (it only builds the model, through ``build_model``)."""
     command.set_defaults(model_required=required)
     group = command.add_argument_group("model")
     source = group.add_mutually_exclusive_group()
     source.add_argument("--model", choices=list(MODEL_ZOO), metavar="NAME",
                         help="a zoo name (see `cascade-rcnn models`)")
-    source.add_argument("--config", metavar="FILE.py",
+    source.add_argument("--config", metavar="FILE.py|FILE.yaml" if detectron2_yaml else "FILE.py",
                         help="an MMDetection config file (a work dir's merged dump, or one with _base_ files beside "
-                        "it), read as data, never run; not needed with an MMDetection checkpoint, which carries it")
+                        "it)" + (", or a Detectron2 yacs config.yaml (a run's dump, or one with its _BASE_ files "
+                                 "beside it)," if detectron2_yaml else "") +
+                        " read as data, never run; not needed with an MMDetection checkpoint, which carries it")
     group.add_argument("--weights", metavar="PATH|URL|hf://ORG/REPO[/FILE]|zoo|none",
                        help=f"{WEIGHTS_HELP}; default: {default}")
     return group
@@ -626,7 +629,7 @@ def add_download(commands: argparse._SubParsersAction) -> None:
 def add_benchmark(commands: argparse._SubParsersAction) -> None:
     bench = add_command(commands, "benchmark", cmd_benchmark, "inference images/s, latency and memory (and --train)")
     add_model_options(bench, required=True, default="none, random weights rescaled so that detections spread "
-                      "like a trained model's")
+                      "like a trained model's", detectron2_yaml=True)
     add_compute_options(bench)
     bench.add_argument("--image-dir", help="time on these images (default: drawn scenes)")
     bench.add_argument("--images", type=int, help="number of images (default 10 drawn scenes, or every "
