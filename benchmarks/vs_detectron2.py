@@ -2,7 +2,7 @@
 run (Detectron2 in its own environment, a worker process driven line by line).
 
 The model is Detectron2's ``configs/Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml`` (the copy in
-tests/data/detectron2_configs, with its ``_BASE_``): Detectron2 builds it with ``get_cfg`` +
+``cascade_rcnn.weights.zoo.DETECTRON2_CONFIGS``, with its ``_BASE_``; our zoo row of that name): Detectron2 builds it with ``get_cfg`` +
 ``merge_from_file``, we with ``build_model("<that yaml>", weights=...)``. The weights are seeded
 random ones made on our side and calibrated on the image so that detections spread like a trained
 model's (``synthetic.spread_random_weights``), then written under Detectron2's key names (the
@@ -39,9 +39,10 @@ from cascade_rcnn.benchmarking.agreement import agreement
 from cascade_rcnn.benchmarking.synthetic import drawn_scene, spread_random_weights
 from cascade_rcnn.outputs.detections import Detections
 from cascade_rcnn.weights.detectron2_layout import our_name
+from cascade_rcnn.weights.zoo import DETECTRON2_CONFIGS
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
-CONFIG = DATA / "detectron2_configs" / "Misc" / "cascade_mask_rcnn_R_50_FPN_3x.yaml"
+CONFIG = DETECTRON2_CONFIGS / "Misc" / "cascade_mask_rcnn_R_50_FPN_3x.yaml"
 # Detectron2's state-dict names for that config, in its order (its model-zoo checkpoint's keys).
 KEYS = DATA / "detectron2_keys" / "Misc-cascade_mask_rcnn_R_50_FPN_3x.json"
 

@@ -152,3 +152,13 @@ def cpu_vendor() -> str:
     except OSError:
         return ""
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")), "")
+
+
+@pytest.fixture(scope="module")
+def two_threads():
+    """2 torch threads for a module: the golden data (MMDetection's, Detectron2's) was computed with 2,
+    and the split of a convolution can change its sums."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)

@@ -141,7 +141,7 @@ def test_zoo_backbones_have_torchvisions_names_and_shapes(name):
 def test_every_zoo_config_names_mmdetections_imagenet_file():
     files = {name: config.backbone.imagenet_url.rsplit("/", 1)[-1]
              for name, config in cascade_rcnn.MODEL_ZOO.items() if config.url}
-    assert len(files) == 32
+    assert len(files) == 34
     expected = {"r50_caffe": "resnet50_msra-5891d200.pth", "r101_caffe": "resnet101_msra-6cc46731.pth",
                 "r50": "resnet50-0676ba61.pth", "r101": "resnet101-63fe2227.pth",
                 "x101_32x4d": "resnext101_32x4d-a5af3160.pth", "x101_64x4d": "resnext101_64x4d-ee2c6f71.pth",
@@ -149,7 +149,9 @@ def test_every_zoo_config_names_mmdetections_imagenet_file():
                 "convnext-t": "convnext-tiny_3rdparty_32xb128-noema_in1k_20220301-795e9634.pth",
                 "convnext-s": "convnext-small_3rdparty_32xb128-noema_in1k_20220301-303e75e3.pth",
                 **{f"swin_{arch}_patch4_window7": f"swin_{arch}_patch4_window7_224.pth"
-                   for arch in ("tiny", "small", "base")}}
+                   for arch in ("tiny", "small", "base")},
+                # Detectron2's rows: its MODEL.WEIGHTS (ImageNetPretrained/MSRA/R-50.pkl), MMDetection's conversion
+                **{f"R_50_FPN_{schedule}": "resnet50_msra-5891d200.pth" for schedule in ("1x", "3x")}}
     for name, file in files.items():
         backbone = name.split("rcnn_", 1)[1].split("_fpn")[0].split("_p4")[0]
         assert file == expected[backbone], name
@@ -207,7 +209,7 @@ def test_a_truncated_file_is_named(tmp_path):
     torch.save(torchvision_layout(SMALL_R50), whole)
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match=rf"{truncated}: not a PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match=rf"{truncated}: a truncated PyTorch checkpoint"):
         load_backbone_weights(ResNet(SMALL_R50), truncated)
 
 

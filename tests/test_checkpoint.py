@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import zipfile
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -129,6 +131,30 @@ def test_a_file_that_is_not_a_checkpoint(tmp_path, content):
     path = tmp_path / "weights.pth"
     path.write_bytes(content)
     expect_error(path, "not a PyTorch checkpoint")
+
+
+def test_a_file_that_does_not_load_is_named_by_what_it_is(tmp_path):
+    """One line saying what the file is, never torch.load's internals (miniz, "pop from empty list")."""
+    whole = tmp_path / "whole.pth"
+    torch.save({"state_dict": {"w": torch.zeros(64)}}, whole)
+    png = cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes()
+    jpeg = cv2.imencode(".jpg", np.zeros((4, 4, 3), np.uint8))[1].tobytes()
+    other_zip = tmp_path / "other.zip"
+    with zipfile.ZipFile(other_zip, "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    cases = {b"": "an empty file (0 bytes), not a PyTorch checkpoint",
+             whole.read_bytes()[:300]: "a truncated PyTorch checkpoint (300 bytes; an interrupted download or copy?)",
+             other_zip.read_bytes(): "a zip archive of other files than torch.save writes, not a PyTorch checkpoint",
+             png: "a PNG image, not a PyTorch checkpoint", jpeg: "a JPEG image, not a PyTorch checkpoint",
+             b"lr = 0.02\n": "a text file (starting 'lr = 0.02'), not a PyTorch checkpoint",
+             pickle.dumps({"weights": [1, 2]}): "a Python pickle that torch.save did not write, not a PyTorch "
+                                                "checkpoint"}
+    for content, kind in cases.items():
+        path = tmp_path / "fake.pth"
+        path.write_bytes(content)
+        with pytest.raises(cascade_rcnn.CheckpointError) as info:
+            checkpoint.read(path)
+        assert str(info.value) == f"{path}: {kind}"
 
 
 def test_random_bytes(tmp_path):

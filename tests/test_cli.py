@@ -5,7 +5,6 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,6 +17,7 @@ from cascade_rcnn.data.shapes import SHAPE_CLASSES, generate_shapes
 from cascade_rcnn.engine.evaluate import METRIC_NAMES, PER_IOU
 from cascade_rcnn.errors import UserInputError
 from cascade_rcnn.weights import checkpoint
+from cascade_rcnn.weights.zoo import DETECTRON2_CONFIGS
 
 SMALL = "cascade_mask_rcnn_r18w32_fpn_256"
 
@@ -29,9 +29,14 @@ def test_models_lists_the_zoo(capsys):
     assert "https://download.openmmlab.com/mmdetection/v2.0/cascade_rcnn/" in out
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert len([r for r in rows if r["url"]]) == 32  # MMDetection's 29, the official Swin repository's 3
+    assert len([r for r in rows if r["url"]]) == 34  # MMDetection's 29, the official Swin repository's 3, Detectron2's 2
     assert {r["backbone"] for r in rows} >= {"R-50", "R-50-caffe", "X-101-32x8d", "ConvNeXt-T", "Swin-T"}
-    assert set(rows[0]) == {"name", "backbone", "neck", "schedule", "box_ap", "mask_ap", "mem_gb", "fps", "url"}
+    assert set(rows[0]) == {"name", "from", "backbone", "neck", "schedule", "box_ap", "mask_ap", "mem_gb", "fps", "url"}
+    detectron2 = {r["name"]: r for r in rows if r["from"] == "Detectron2"}
+    assert {name: (r["box_ap"], r["mask_ap"]) for name, r in detectron2.items()} == {
+        "Misc/cascade_mask_rcnn_R_50_FPN_1x": (42.1, 36.4), "Misc/cascade_mask_rcnn_R_50_FPN_3x": (44.3, 38.5)}
+    assert detectron2["Misc/cascade_mask_rcnn_R_50_FPN_3x"]["url"] == (
+        "https://dl.fbaipublicfiles.com/detectron2/Misc/cascade_mask_rcnn_R_50_FPN_3x/144998488/model_final_480dd8.pkl")
     assert {r["neck"] for r in rows} == {"FPN"}
 
 
@@ -40,6 +45,42 @@ def test_python_dash_m_runs_the_cli():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)) == len(cascade_rcnn.MODEL_ZOO)
+
+
+def test_a_closed_output_pipe_ends_the_command_quietly():
+    """`cascade-rcnn models | head -1`: the reader is gone; no "error: [Errno 32] Broken pipe"."""
+    command = subprocess.Popen([sys.executable, "-m", "cascade_rcnn", "models"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    command.stdout.close()  # before the command writes a line (importing torch takes far longer)
+    assert command.wait(timeout=120) == 141  # 128 + SIGPIPE: what the shell reports for Unix tools
+    assert command.stderr.read() == b""
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["predict", "a.png", "--model", "cascade_rcnn_r50_fpn_1xx"],
+     "argument --model: unknown model 'cascade_rcnn_r50_fpn_1xx' (did you mean cascade_rcnn_r50_fpn_1x_coco, "),
+    (["export", "--model", "cascade_mask_rcnn_r18w32", "--out", "m.onnx"],
+     "(did you mean cascade_mask_rcnn_r18w32_fpn_256, "),
+    (["predict", "a.png", "--score-threshold", "0.3"],
+     "unrecognized arguments: --score-threshold 0.3 (did you mean --score-thr?)"),
+    (["train", "--model", SMALL, "--weight_decay=0.1"],
+     "unrecognized arguments: --weight_decay=0.1 (did you mean --weight-decay or --weights?)"),
+])
+def test_a_mistyped_name_or_option_gets_the_commands_usage_and_the_closest_names(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and expected in err
+    assert err.startswith(f"usage: cascade-rcnn {argv[0]} ") and "cascade_mask_rcnn_x101_64x4d_fpn_20e_coco" not in err
+
+
+def test_help_names_every_command_and_every_default(capsys):
+    for argv in (["--help"], ["train", "--help"], ["shapes", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+    out = capsys.readouterr().out
+    assert "export, convert, download, benchmark" in " ".join(out.split())
+    assert "36 (3x)" in out and "(default 200)" in out and "(default 320)" in out and "default 0;" in out
 
 
 @pytest.fixture
@@ -68,16 +109,17 @@ def test_predict_reports_bad_inputs_by_name_and_processes_the_rest(tmp_path, wei
     assert records and {r["file_name"] for r in records} == {str(folder / "good.png")}
     assert {"category_id", "bbox", "score", "segmentation"} <= set(records[0])
     assert (out / "good.png").is_file() and not (out / "broken.png").exists()
-    assert "1 image(s) done, 2 failed" in captured.out
+    assert "1 image(s) done, 2 failed" in captured.out and f"pictures: {out}/" in captured.out
 
 
-def test_predict_succeeds_with_status_zero(tmp_path, weights):
+def test_predict_succeeds_with_status_zero(tmp_path, weights, capsys):
     path = tmp_path / "a.png"
     cv2.imwrite(str(path), np.full((64, 64, 3), 127, np.uint8))
     assert main(["predict", str(path), "--model", SMALL, "--weights", str(weights),
                  "--out", str(tmp_path / "out"), "--no-draw"]) == 0
     assert json.loads((tmp_path / "out" / "predictions.json").read_text()) == []
     assert not (tmp_path / "out" / "a.png").exists()
+    assert "pictures" not in capsys.readouterr().out  # --no-draw: none were drawn
 
 
 def test_a_bad_checkpoint_is_one_line_not_a_traceback(tmp_path, capsys):
@@ -85,7 +127,7 @@ def test_a_bad_checkpoint_is_one_line_not_a_traceback(tmp_path, capsys):
     bad.write_text("<html>404</html>")
     assert main(["predict", str(tmp_path), "--model", SMALL, "--weights", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert f"error: {bad}: not a PyTorch checkpoint" in err and "Traceback" not in err
+    assert err == f"error: {bad}: an HTML page (a web page downloaded instead of the file?), not a PyTorch checkpoint\n"
 
 
 def test_a_box_only_checkpoint_in_a_mask_model_is_named(tmp_path, capsys):
@@ -130,6 +172,17 @@ def test_evaluate_a_model_per_stage(tmp_path, capsys):
     assert set(metrics) == {"stage 1", "stage 2", "stage 3", "ensemble"}
     assert set(metrics["ensemble"]) == {"bbox", "segm"}
     assert "stage 3" in capsys.readouterr().out
+
+
+def test_evaluate_on_other_classes_than_the_models_names_the_fix(tmp_path, capsys):
+    generate_shapes(tmp_path / "data", num_images=1, size=64, seed=5)
+    assert main(["evaluate", "--gt-json", str(tmp_path / "data" / "annotations.json"), "--model", SMALL,
+                 "--weights", "none", "--images", str(tmp_path / "data" / "images")]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]  # after the note on random weights
+    assert last.startswith(f"error: {tmp_path / 'data' / 'annotations.json'}: its categories do not match")
+    assert "expected 80 classes" in last and "the file has 5" in last
+    assert last.endswith("give its checkpoint (--weights) and, if it carries no class names, --class-names "
+                         "NAME,NAME,... (in the order of its class layers)")
 
 
 def test_evaluate_with_a_missing_file_is_one_line(tmp_path, capsys):
@@ -201,7 +254,7 @@ def test_benchmark_prints_the_zoo_figures_beside_ours(tmp_path, capsys):
 def test_benchmark_takes_a_detectron2_config_yaml(tmp_path, capsys):
     """``--config`` takes Detectron2's yacs file as build_model does (here its R-50 3x config with
     a _BASE_ chain, shrunk to the golden model's ResNet-18 at a small test size)."""
-    shutil.copytree(Path(__file__).parent / "data" / "detectron2_configs", tmp_path / "configs")
+    shutil.copytree(DETECTRON2_CONFIGS, tmp_path / "configs")
     config = tmp_path / "configs" / "Misc" / "small.yaml"
     config.write_text('_BASE_: "cascade_mask_rcnn_R_50_FPN_3x.yaml"\n'
                       "MODEL:\n  RESNETS: {DEPTH: 18, RES2_OUT_CHANNELS: 64}\n  FPN: {OUT_CHANNELS: 64}\n"
@@ -349,3 +402,22 @@ def test_a_user_error_is_one_line_and_debug_shows_its_traceback(tmp_path, monkey
     monkeypatch.setenv("CASCADE_RCNN_DEBUG", "0")
     assert main(["predict", str(tmp_path), "--model", SMALL, "--weights", "none", "--device", "gpu"]) == 2
     assert capsys.readouterr().err == "error: --device 'gpu': not a device; use cpu, cuda or cuda:N\n"
+
+
+def test_predict_classes_keeps_only_the_named_classes(tmp_path, weights, capsys):
+    from cascade_rcnn.models.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
+
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), (np.random.default_rng(1).random((96, 128, 3)) * 255).astype(np.uint8))
+    common = ["predict", str(path), "--model", SMALL, "--weights", str(weights), "--score-thr", "0", "--no-draw"]
+    assert main([*common, "--out", str(tmp_path / "all")]) == 0
+    every = json.loads((tmp_path / "all" / "predictions.json").read_text())
+    found = sorted({r["category_id"] for r in every})
+    assert len(found) >= 3  # random weights: a few classes come out
+    wanted = found[:2]
+    names = [COCO_CLASSES[COCO_CATEGORY_IDS.index(category)] for category in wanted]
+    assert main([*common, "--out", str(tmp_path / "some"), "--classes", f"{names[0]}, {names[1]}"]) == 0
+    some = json.loads((tmp_path / "some" / "predictions.json").read_text())
+    assert {r["category_id"] for r in some} == set(wanted)
+    assert main([*common, "--out", str(tmp_path / "typo"), "--classes", "persn"]) == 2
+    assert "unknown class 'persn' (did you mean person?)" in capsys.readouterr().err

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cascade_rcnn.weights.zoo import DETECTRON2_CONFIGS
 from cascade_rcnn.detectron2_config import (ANY, DEFAULTS, RUN_ONLY_KEYS, read_yacs_config,
                                             refuse_unsupported)
 from cascade_rcnn.detectron2_config.resolved import as_tuples, dotted_leaves
 from cascade_rcnn.detectron2_config.yacs_file import MAX_BASE_DEPTH, MAX_BYTES
 from cascade_rcnn.errors import ConfigError
 
-CONFIGS = Path(__file__).parent / "data" / "detectron2_configs"
+CONFIGS = DETECTRON2_CONFIGS  # Detectron2's own config files, shipped for the zoo rows
 BASE = CONFIGS / "Base-RCNN-FPN.yaml"
 R50_3X = CONFIGS / "Misc" / "cascade_mask_rcnn_R_50_FPN_3x.yaml"
 R50_1X = CONFIGS / "Misc" / "cascade_mask_rcnn_R_50_FPN_1x.yaml"

@@ -11,6 +11,7 @@ kinds 2.3e-3 px, 9.8e-6 - inside the MMDetection golden's measured sources, whos
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,14 @@ from pycocotools import mask as mask_utils
 from test_golden import FAST_BOX_PX, FAST_SCORE, KIND_BOX_PX, KIND_SCORE, assert_within
 
 import cascade_rcnn
+from cascade_rcnn.weights.zoo import DETECTRON2_CONFIGS
 from cascade_rcnn.detectron2_config.model import read_detectron2_model
 from cascade_rcnn.errors import ConfigError
+from cascade_rcnn.models.coco_classes import COCO_CATEGORY_IDS
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "d2_cascade_mask_rcnn_R_18_FPN"
 CONFIG, CHECKPOINT, IMAGE = GOLDEN / "config.yaml", GOLDEN / "checkpoint.pth", GOLDEN / "image.png"
-CONFIGS = Path(__file__).parent / "data" / "detectron2_configs"
+CONFIGS = DETECTRON2_CONFIGS  # Detectron2's own config files, shipped for the zoo rows
 
 needs_golden = pytest.mark.skipif(not all(p.is_file() for p in (CONFIG, CHECKPOINT, IMAGE, GOLDEN / "detections.pt")),
                                   reason=f"Detectron2 golden data not found at {GOLDEN} (the shared/ folder beside "
@@ -36,14 +39,9 @@ KIND_FILES = {("AVX2", "AuthenticAMD"): GOLDEN / "detections.pt",
               "detections.AVX512.AuthenticAMD.pt"}
 THIS_KIND = KIND_FILES.get((torch.backends.cpu.get_cpu_capability(), cpu_vendor()))
 
+# The golden data was computed with 2 threads: the split of a convolution can change its sums.
+pytestmark = pytest.mark.usefixtures("two_threads")
 
-@pytest.fixture(autouse=True, scope="module")
-def two_threads():
-    """The golden data was computed with 2 threads; the split of a convolution can change its sums."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
 
 
 def read_detections(path: Path) -> dict:
@@ -115,3 +113,116 @@ def test_a_config_of_another_architecture_is_refused_by_key(tmp_path):
     (tmp_path / "faster.yaml").write_text('_BASE_: "Base-RCNN-FPN.yaml"\nMODEL:\n  MASK_ON: False\n')
     with pytest.raises(ConfigError, match=r"Base-RCNN-FPN\.yaml: MODEL\.ROI_HEADS\.NAME = 'StandardROIHeads' is not supported"):
         read_detectron2_model(tmp_path / "faster.yaml")
+
+
+@needs_golden
+def test_a_detectron2_zoo_row_downloads_md5_checked_and_loads_from_its_pickle(tmp_path, monkeypatch, capsys):
+    """A Detectron2 row's published file: a pickle of numpy arrays in Detectron2's names, named by its
+    MD5 prefix. Served locally with the golden model standing in for the row (same layout, small)."""
+    import dataclasses
+    import hashlib
+    import pickle
+
+    from test_download import Server
+
+    from cascade_rcnn.cli import main
+    from cascade_rcnn.weights import zoo
+
+    state = torch.load(CHECKPOINT, weights_only=True)["model"]
+    served = tmp_path / "served"
+    served.mkdir()
+    staging = served / "staging.pkl"
+    staging.write_bytes(pickle.dumps({"model": {k: v.numpy() for k, v in state.items()}, "__author__": "test"},
+                                     protocol=4))
+    name = f"model_final_{hashlib.md5(staging.read_bytes()).hexdigest()[:6]}.pkl"
+    staging.rename(served / name)
+    server = Server(served)
+    try:
+        row = "Misc/cascade_mask_rcnn_R_50_FPN_3x"
+        monkeypatch.setenv("CASCADE_RCNN_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setitem(zoo.MODEL_ZOO, row, dataclasses.replace(read_detectron2_model(CONFIG, row),
+                                                                    url=f"{server.url}/{name}"))
+        assert main(["download", row]) == 0
+        assert f"{tmp_path / 'cache' / name} (downloaded, MD5 checked)" in capsys.readouterr().out
+        model = cascade_rcnn.build_model(row, weights="zoo", exact=True)
+        ours = model.predict(str(IMAGE), score_thr=0.0)[0]
+        expected = golden_model(True).predict(str(IMAGE), score_thr=0.0)[0]
+        assert torch.equal(ours.boxes, expected.boxes) and torch.equal(ours.scores, expected.scores)
+        (tmp_path / "cache" / name).write_bytes(b"damaged")
+        assert main(["download", row]) == 1
+        assert "fails its hash check (MD5 starts " in capsys.readouterr().err
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+
+
+@needs_golden
+def test_an_exported_detectron2_model_gives_its_pytorch_detections_in_onnxruntime(tmp_path):
+    """ONNX export of a Detectron2 model: the graph carries its cascade rules, the file's metadata
+    its resize rule (Pillow, shortest edge, boxes multiplied back), so onnxruntime's detections
+    are the PyTorch fast path's (the tolerances of tests/test_onnx.py)."""
+    pytest.importorskip("onnxruntime")
+    from test_onnx import assert_same_detections
+
+    model = golden_model(False)
+    runtime = cascade_rcnn.OnnxDetector(cascade_rcnn.export_onnx(model, tmp_path / "d2.onnx"))
+    assert runtime.config.resize_rule == model.config.resize_rule
+    ours, theirs = model.predict(str(IMAGE), score_thr=0.05)[0], runtime.predict(str(IMAGE), score_thr=0.05)[0]
+    assert len(ours) > 20 and theirs.image_size == ours.image_size == (480, 640)
+    assert_same_detections(ours, theirs)
+
+
+@needs_golden
+def test_a_detectron2_runs_output_folder_predicts_from_its_checkpoint_alone(tmp_path, capsys):
+    """What a Detectron2 run leaves in its OUTPUT_DIR: config.yaml and model_final.pth (the model with
+    the optimizer, scheduler and iteration). ``--weights model_final.pth`` is all the CLI needs."""
+    from cascade_rcnn.cli import main
+
+    run = tmp_path / "output"
+    run.mkdir()
+    (run / "config.yaml").write_text(CONFIG.read_text())
+    state = torch.load(CHECKPOINT, weights_only=True)["model"]
+    torch.save({"model": state, "optimizer": {"state": {}, "param_groups": []}, "scheduler": {"last_epoch": 9},
+                "iteration": 9}, run / "model_final.pth")
+    assert main(["predict", str(IMAGE), "--weights", str(run / "model_final.pth"), "--exact", "--score-thr", "0.0",
+                 "--out", str(tmp_path / "predictions"), "--no-draw"]) == 0
+    records = json.loads((tmp_path / "predictions" / "predictions.json").read_text())
+    expected = read_detections(KIND_FILES.get((torch.backends.cpu.get_cpu_capability(), cpu_vendor()))
+                               or GOLDEN / "detections.pt")
+    assert len(records) == 100
+    assert [r["category_id"] for r in records] == [COCO_CATEGORY_IDS[label] for label in expected["labels"].tolist()]
+    (run / "config.yaml").unlink()
+    assert main(["predict", str(IMAGE), "--weights", str(run / "model_final.pth"),
+                 "--out", str(tmp_path / "again")]) == 2
+    assert "carries no config" in capsys.readouterr().err
+
+
+@needs_golden
+def test_a_detectron2_config_names_no_data_files_so_the_cli_asks_for_them(capsys):
+    from cascade_rcnn.cli import main
+
+    assert main(["evaluate", "--config", str(CONFIG), "--weights", str(CHECKPOINT)]) == 2
+    assert "give --gt-json, or --coco-root" in capsys.readouterr().err
+    assert main(["train", "--config", str(CONFIG), "--data-root", "coco", "--out", "never_written"]) == 2
+    assert "names Detectron2's registered data sets, not files" in capsys.readouterr().err
+    assert not Path("never_written").exists()
+
+
+@needs_golden
+def test_tiling_and_tta_use_the_models_resize_rule(monkeypatch):
+    """Every path into the network resizes as the model's framework does: a flip-free TTA at scale 1
+    and a single tile covering the image are the plain prediction (Pillow's resize, not OpenCV's)."""
+    import cascade_rcnn.data.transforms as transforms
+
+    model = golden_model(True)
+    plain = model.predict(str(IMAGE), score_thr=0.3)[0]
+    libraries = []
+    original = transforms.resize
+    monkeypatch.setattr(transforms, "resize", lambda image, scale, rule=transforms.MMDETECTION_RESIZE: (
+        libraries.append(rule.library), original(image, scale, rule))[1])
+    monkeypatch.setattr("cascade_rcnn.inference.tta.resize", transforms.resize)
+    viewed = model.predict(str(IMAGE), score_thr=0.3, tta="scales=1")[0]
+    tiled = model.predict(str(IMAGE), score_thr=0.3, tile=640, tile_overlap=0.0)[0]
+    assert libraries and set(libraries) == {"pil"}
+    for found in (viewed, tiled):
+        assert torch.equal(found.labels, plain.labels) and torch.allclose(found.boxes, plain.boxes, atol=1e-3)

@@ -12,7 +12,6 @@ import torch
 from conftest import tiny_config
 
 import cascade_rcnn
-from cascade_rcnn.detectron2_config.model import read_detectron2_model
 from cascade_rcnn.models.roi_heads.cascade import DETECTRON2_CASCADE
 from cascade_rcnn.weights import checkpoint
 from cascade_rcnn.weights.detectron2_layout import is_detectron2, our_name, to_our_layout
@@ -25,8 +24,7 @@ D2_GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "d2_casc
 R18_LIKE_GOLDEN = cascade_rcnn.ModelConfig(name="d2_r18_golden", backbone=cascade_rcnn.ResNetConfig(depth=18),
                                            fpn_channels=64, fc_channels=256, mask_channels=32,
                                            roi_heads=DETECTRON2_CASCADE)
-R50_3X = read_detectron2_model(Path(__file__).parent / "data" / "detectron2_configs" / "Misc" /
-                               "cascade_mask_rcnn_R_50_FPN_3x.yaml")
+R50_3X = cascade_rcnn.get_config("Misc/cascade_mask_rcnn_R_50_FPN_3x")
 
 
 def detectron2_keys(file_name: str) -> dict[str, list[int]]:

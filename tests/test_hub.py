@@ -145,6 +145,7 @@ def test_cli_with_the_real_environment_variables(tmp_path):
     done = subprocess.run(command + ["hf://org/small"], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "predictions.json").is_file()
+    command[command.index("--out") + 1] = str(tmp_path / "out_other")  # a new run: the first's OUT is kept
     failed = subprocess.run(command + ["hf://org/other"], capture_output=True, text=True, env=env, timeout=300)
     assert failed.returncode == 2 and "Traceback" not in failed.stderr
     assert failed.stderr.strip().splitlines()[-1].startswith(

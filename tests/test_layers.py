@@ -8,12 +8,13 @@ from pathlib import Path
 import cascade_rcnn
 
 PACKAGE = Path(cascade_rcnn.__file__).parent
-# Each layer with the layers it may import (the README's order: errors <- ops <- models <-
+# Each layer with the layers it may import (the README's order: errors, atomic_write <- ops <- models <-
 # mmdet_config, detectron2_config <- data, weights <- outputs <- inference <- deploy, api <- benchmarking,
 # engine <- cli).
-ORDER = ["errors", "ops", "models", "mmdet_config", "detectron2_config", "data", "weights", "outputs", "inference",
-         "deploy", "api", "benchmarking", "engine", "cli"]
-SAME_RANK = [{"mmdet_config", "detectron2_config"}, {"data", "weights"}, {"deploy", "api"}, {"benchmarking", "engine"}]
+ORDER = ["errors", "atomic_write", "ops", "models", "mmdet_config", "detectron2_config", "data", "weights", "outputs",
+         "inference", "deploy", "api", "benchmarking", "engine", "cli"]
+SAME_RANK = [{"errors", "atomic_write"}, {"mmdet_config", "detectron2_config"}, {"data", "weights"}, {"deploy", "api"},
+             {"benchmarking", "engine"}]
 
 
 def imported_layers(layer: str) -> set[str]:

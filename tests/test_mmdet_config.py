@@ -25,6 +25,23 @@ def test_literals_dicts_earlier_names_and_arithmetic_are_read():
         "first": 8, "name": "ab", "nothing": None, "flag": True}
 
 
+def test_ranges_registry_scopes_and_run_keys_are_read_as_mmengine_writes_them():
+    text = ("gpu_ids = range(0, 1)\nsteps = range(8, 12, 3)\n"
+            "model = dict(_scope_='mmdet', type='CascadeRCNN', backbone=dict(type='ResNet'))\n"
+            "backbone = dict(_scope_='mmpretrain', type='ConvNeXt', norm_cfg=dict(type='LN2d'))\n"
+            "work_dir = './work_dirs/x'\nwork_dir = osp.join('work_dirs', 'x')\n"
+            "log_config = dict(hooks=[dict(type=TensorboardLoggerHook)])\n")
+    assert parse_config_text(text, "c.py") == {
+        "gpu_ids": range(0, 1), "steps": range(8, 12, 3),
+        "model": {"type": "CascadeRCNN", "backbone": {"type": "ResNet"}},
+        "backbone": {"type": "mmpretrain.ConvNeXt", "norm_cfg": {"type": "LN2d"}}}
+    assert parse_config_text(config_text(parse_config_text(text, "c.py")), "dump.py")["gpu_ids"] == range(0, 1)
+    for unreadable in ("model = osp.join('a')\n", "gpu_ids = range(0, 1)\nmodel = range(gpu_ids)\n",
+                       "x = range(0, 1.5)\n", "x = range(0, 4, 0)\n", "x = range(stop=4)\n"):
+        with pytest.raises(ConfigError, match="is not a value a config may hold"):
+            parse_config_text(unreadable, "c.py")
+
+
 @pytest.mark.parametrize("text, line, what", [
     ("import os\n", 1, "only `name = value` statements"),
     ("from os import system\n", 1, "only `name = value` statements"),

@@ -214,6 +214,12 @@ def test_metadata_tells_a_consumer_how_to_feed_the_graph(exported):
         [("mask_probs", ["detections", 28, 28])] if model.config.with_mask else [])
 
 
+def test_the_exported_file_has_the_permissions_of_any_new_file(exported, tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("")
+    assert exported[2].stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # 0644 under a 0022 umask
+
+
 def test_bad_files_and_options_are_one_line_errors(exported, tmp_path):
     model, runtime, _ = exported
     with pytest.raises(ValueError, match="exported with score_thr=0.05"):

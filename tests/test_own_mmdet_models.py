@@ -18,7 +18,7 @@ import cascade_rcnn
 from cascade_rcnn.benchmarking.agreement import agreement
 from cascade_rcnn.cli import main
 from cascade_rcnn.data.shapes import generate_shapes
-from cascade_rcnn.mmdet_config import ConfigError, read_config
+from cascade_rcnn.mmdet_config import ConfigError, parse_config_text, read_config
 from cascade_rcnn.mmdet_config.recipe import training_recipe
 from cascade_rcnn.outputs.detections import Detections
 from cascade_rcnn.weights import checkpoint
@@ -115,6 +115,48 @@ def test_the_same_weights_in_mmdetection_2s_container_give_the_same_detections(r
     own, zero = predict_both(model)
     assert_mmdetections(own, as_detections(reference["config_settings"]), same_cpu_kind(reference))
     assert_mmdetections(zero, as_detections(reference["score_0"]), same_cpu_kind(reference))
+
+
+def mmengine_dump(value) -> str:
+    """A value as mmengine's ``Config.dump`` writes it: ``dict(key=value)``, keys sorted."""
+    if isinstance(value, dict):
+        return "dict(" + ", ".join(f"{key}={mmengine_dump(item)}" for key, item in sorted(value.items())) + ")"
+    if isinstance(value, (list, tuple)):
+        items = "".join(f"{mmengine_dump(item)}, " for item in value)
+        return f"[{items}]" if isinstance(value, list) else f"({items})"
+    return repr(value)
+
+
+def with_registry_scope(value):
+    """What mmengine merges from an ``mmdet::`` base: the outermost dicts with a ``type`` get ``_scope_``."""
+    if isinstance(value, dict):
+        return {"_scope_": "mmdet", **value} if "type" in value else {k: with_registry_scope(v) for k, v in
+                                                                       value.items()}
+    return type(value)(with_registry_scope(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def test_checkpoints_exactly_as_the_runners_write_them_load_from_the_file_alone(tmp_path):
+    """3.x with a mim-style config (``_base_ = 'mmdet::...'``): ``_scope_='mmdet'`` in the dumped
+    dicts. 2.x before 2.25: ``gpu_ids = range(0, 1)``, and run keys no model depends on."""
+    state = checkpoint.read(CHECKPOINT)["state_dict"]
+    expected = cascade_rcnn.build_model(weights=CHECKPOINT).config
+    scoped = "".join(f"{key} = {mmengine_dump(with_registry_scope(value))}\n"
+                     for key, value in sorted(read_config(DUMPED).items()))
+    assert "model = dict(_scope_='mmdet', backbone=dict(base_channels=8" in scoped
+    v3 = tmp_path / "epoch_12.pth"
+    torch.save({"state_dict": state, "meta": {"cfg": scoped, "dataset_meta": {"classes": CLASSES}}}, v3)
+    assert replace(cascade_rcnn.build_model(weights=v3).config, name="epoch_1", mmdet_config=None) == replace(
+        expected, mmdet_config=None)
+    v2_text = (DATA / "config_v2.py").read_text().replace("gpu_ids = [0]", "gpu_ids = range(0, 1)")
+    run_keys = ("seed = 0\ndevice = 'cuda'\nlauncher = 'pytorch'\n"
+                "log_config = dict(interval=50, hooks=[dict(type=TensorboardLoggerHook)])\n"
+                "env_cfg = dict(cudnn_benchmark=torch.backends.cudnn.benchmark)\n")
+    v2 = tmp_path / "epoch_1.pth"
+    torch.save({"state_dict": state, "meta": {"config": v2_text + run_keys, "CLASSES": CLASSES}}, v2)
+    model = cascade_rcnn.build_model(weights=v2)
+    assert replace(model.config, mmdet_config=None) == replace(expected, mmdet_config=None)
+    kept = parse_config_text(model.config.mmdet_config, "kept")
+    assert kept["gpu_ids"] == range(0, 1) and kept["seed"] == 0 and "log_config" not in kept
 
 
 def test_the_fast_path_agrees_to_float_noise(reference):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import assert_detections_equal, make_confident, tiny_model
+from conftest import TINY_CLASSES, assert_detections_equal, make_confident, tiny_model
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -15,6 +15,7 @@ import cascade_rcnn
 from cascade_rcnn.benchmarking.agreement import agreement
 from cascade_rcnn.benchmarking.synthetic import drawn_scene, spread_random_weights
 from cascade_rcnn.data.transforms import fit_size, resize
+from cascade_rcnn.errors import UserInputError
 from cascade_rcnn.models.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from cascade_rcnn.ops.compute_path import EXACT
 
@@ -336,3 +337,23 @@ def test_cuda_inference_equals_cpu_up_to_float_noise_and_runs_under_fp16():
         assert gpu.boxes.device.type == "cpu" and gpu.masks.shape == cpu.masks.shape
         match = agreement(cpu, gpu, min_iou=min_iou)
         assert match.matched >= min(5, len(cpu)) and match.max_score_diff <= score_diff
+
+
+def test_classes_keeps_only_those_classes_chosen_before_the_per_image_cut(photo):
+    model = tiny_model(True)
+    everything = model.predict(photo, score_thr=0.0, max_per_image=1000)[0]
+    wanted = [label for label in (0, 2) if (everything.labels == label).any()]
+    assert len(wanted) == 2 and (everything.labels == 1).any()
+    only = model.predict(photo, score_thr=0.0, max_per_image=1000, classes=[TINY_CLASSES[label] for label in wanted])[0]
+    kept = torch.isin(everything.labels, torch.tensor(wanted))
+    # The same detections as the unfiltered call's of those classes (NMS runs per class).
+    assert torch.equal(only.labels, everything.labels[kept]) and torch.equal(only.scores, everything.scores[kept])
+    assert torch.equal(only.boxes, everything.boxes[kept]) and torch.equal(only.masks, everything.masks[kept])
+    # Chosen before max_per_image: the 3 best of class "a", not class "a" among the 3 best of all.
+    top = model.predict(photo, score_thr=0.0, max_per_image=3, classes=["a"])[0]
+    assert len(top) == 3 and torch.equal(top.scores, everything.scores[everything.labels == 0][:3])
+
+
+def test_an_unknown_class_is_one_line_with_the_closest_names(photo):
+    with pytest.raises(UserInputError, match=r"unknown class 'bb' \(did you mean b\?\); tiny detects 3 classes"):
+        tiny_model(False).predict(photo, classes=["bb"])

@@ -121,6 +121,24 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shapes, tmp_pa
     assert (out / "latest.pth").read_bytes() == before
 
 
+def test_a_fresh_run_replaces_the_earlier_runs_log_and_checkpoints_a_resumed_one_continues(shapes, tmp_path):
+    out = tmp_path / "run"
+
+    def iterations() -> list[int]:
+        return [json.loads(line)["iteration"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    train(train_config(), run_config(shapes, out, epochs=1))
+    assert iterations() == [1, 2]
+    train(train_config(), run_config(shapes, out, epochs=1))
+    assert iterations() == [1, 2]  # one run per log, not two mixed
+    train(train_config(), run_config(shapes, out, epochs=2, resume=True))
+    assert iterations() == [1, 2, 3, 4]
+    with pytest.raises(TrainingDiverged):  # a fresh run that stops in its first epoch
+        train(train_config(), run_config(shapes, out, epochs=1, lr=1e12, warmup_iters=0))
+    assert not any((out / name).exists() for name in ("latest.pth", "final.pth", "curves.png"))
+    assert iterations() == [1]  # its own first step only: the second one diverged
+
+
 def test_fine_tuning_with_another_class_count_reinitialises_only_class_layers(shapes, tmp_path, capsys):
     source = tmp_path / "source.pth"
     three_classes = cascade_rcnn.CascadeRCNN(train_config().with_classes(("x", "y", "z")))

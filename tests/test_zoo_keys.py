@@ -8,9 +8,11 @@ from torch import nn
 
 import cascade_rcnn
 
-# MMDetection's published rows (the official Swin repository's rows: tests/test_swin.py)
+# MMDetection's published rows (the official Swin repository's rows: tests/test_swin.py; Detectron2's:
+# tests/test_detectron2_weights.py)
 PUBLISHED = sorted(name for name, config in cascade_rcnn.MODEL_ZOO.items()
-                   if config.url and not config.url.startswith("https://github.com/SwinTransformer/"))
+                   if config.url and config.framework == "MMDetection"
+                   and not config.url.startswith("https://github.com/SwinTransformer/"))
 
 
 def build_on_meta(name: str) -> cascade_rcnn.CascadeRCNN:

@@ -1,9 +1,11 @@
-"""The ``cascade-rcnn`` command line: models, predict, train, evaluate, export, benchmark, shapes, demo."""
+"""The ``cascade-rcnn`` command line: models, predict, train, evaluate, export, convert, download, benchmark,
+shapes, demo."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,9 +17,10 @@ from .data.coco_root import coco_root_paths
 from .deploy.export import MissingPackageError
 from .engine.schedule import SCHEDULES
 from .engine.train import TrainingStopped
-from .errors import CascadeRCNNError, UserInputError, user_input
+from .errors import CascadeRCNNError, UserInputError, did_you_mean, user_input
 from .models.settings import SETTABLE, apply_settings, parse_settings
 from .ops.compute_path import PRECISION_DTYPES
+from .outputs.overwrite_guard import refuse_existing, refuse_inputs_in, refuse_previous_run
 from .weights.checkpoint import CheckpointError
 from .weights.zoo import (
     MODEL_ZOO,
@@ -36,28 +39,30 @@ if TYPE_CHECKING:
 def cmd_models(args: argparse.Namespace) -> int:
     # Columns every family fills: the backbone's label carries what sets it apart (R-50-caffe, Swin-T);
     # the neck is named by its spec's class (FPNConfig -> FPN).
-    rows = [{"name": c.name, "backbone": c.backbone.label, "neck": type(c.neck).__name__.removesuffix("Config"),
+    rows = [{"name": c.name, "from": c.framework, "backbone": c.backbone.label, "neck": type(c.neck).__name__.removesuffix("Config"),
              "schedule": c.schedule, "box_ap": c.reported_box_ap, "mask_ap": c.reported_mask_ap,
              "mem_gb": c.reported_mem_gb, "fps": c.reported_fps, "url": c.url} for c in MODEL_ZOO.values()]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    name, backbone, neck = (max(len(k), *(len(r[k]) for r in rows)) for k in ("name", "backbone", "neck"))
-    print(f"{'name':<{name}} {'backbone':<{backbone}} {'neck':<{neck}} {'sched':<5} {'box AP':>6} {'mask AP':>7} "
-          f"{'mem':>5} {'fps':>5}  url")
+    name, source, backbone, neck = (max(len(k), *(len(r[k]) for r in rows)) for k in ("name", "from", "backbone", "neck"))
+    print(f"{'name':<{name}} {'from':<{source}} {'backbone':<{backbone}} {'neck':<{neck}} {'sched':<5} {'box AP':>6} "
+          f"{'mask AP':>7} {'mem':>5} {'fps':>5}  url")
     for r in rows:
         cells = [reported_figure(r[k]) for k in ("box_ap", "mask_ap", "mem_gb", "fps")]
-        print(f"{r['name']:<{name}} {r['backbone']:<{backbone}} {r['neck']:<{neck}} {r['schedule']:<5} "
+        print(f"{r['name']:<{name}} {r['from']:<{source}} {r['backbone']:<{backbone}} {r['neck']:<{neck}} {r['schedule']:<5} "
               f"{cells[0]:>6} {cells[1]:>7} {cells[2]:>5} {cells[3]:>5}  {r['url'] or '(project config, no weights)'}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .engine import distributed
-    from .engine.predict import predict_files
+    from .engine.predict import STREAMS, predict_files
 
     check_device(args.device)
     options = predict_options(args)
+    refuse_previous_run(args.out, [STREAMS], what="predict", resume_hint="--resume finishes it",
+                        resume=args.resume, overwrite=args.overwrite)
     context = distributed.start(args.device)  # several ranks under torchrun: the images are sharded
     try:
         if args.onnx:
@@ -81,14 +86,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if report.frames or report.frames_resumed or not report.json_path:  # some input was a video
             counts.append(f"{report.frames} video frame(s) done{resumed(report.frames_resumed)}")
         streams = f"{args.out}/predictions{'.rank*' if context.distributed else ''}.jsonl"
-        print(f"{', '.join(counts)}, {len(report.failures)} failed; predictions: {report.json_path or streams}; "
-              f"pictures: {args.out}/")
+        pictures = "" if args.no_draw else f"; pictures: {args.out}/"
+        print(f"{', '.join(counts)}, {len(report.failures)} failed; predictions: {report.json_path or streams}"
+              f"{pictures}")
     return 1 if report.failures else 0
 
 
 def predict_options(args: argparse.Namespace) -> dict:
-    """``--tile``, ``--tile-overlap``, ``--tile-full-image``, ``--tta`` and ``--max-per-image`` as
-    ``model.predict``'s keyword arguments, checked before any model is loaded."""
+    """``--tile``, ``--tile-overlap``, ``--tile-full-image``, ``--tta``, ``--max-per-image`` and
+    ``--classes`` as ``model.predict``'s keyword arguments, checked before any model is loaded."""
     from .inference.tiling import check_tiling
     from .inference.tta import TestTimeAugmentation
 
@@ -109,8 +115,10 @@ def predict_options(args: argparse.Namespace) -> dict:
         if args.max_per_image < 1:
             raise UserInputError(f"--max-per-image must be at least 1, got {args.max_per_image}")
         options["max_per_image"] = args.max_per_image
+    if args.classes is not None:
+        options["classes"] = [name.strip() for name in args.classes.split(",") if name.strip()]
     if options and args.onnx:
-        raise UserInputError("--tile, --tta and --max-per-image run with --model (PyTorch), not with --onnx")
+        raise UserInputError("--tile, --tta, --max-per-image and --classes run with --model (PyTorch), not with --onnx")
     return options
 
 
@@ -191,9 +199,11 @@ def check_device(device: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .engine.train import TrainConfig, train
+    from .engine.train import RUN_FILES, TrainConfig, train
 
     check_device(args.device)
+    refuse_previous_run(args.out, RUN_FILES, what="training", resume_hint="--resume continues it",
+                        resume=args.resume, overwrite=args.overwrite)
     recipe = config_recipe(args)
     paths = coco_root_paths(args.coco_root, {"train_json": args.train_json, "train_images": args.train_images,
                                              "val_json": args.val_json, "val_images": args.val_images})
@@ -240,10 +250,22 @@ def config_recipe(args: argparse.Namespace) -> dict:
         if args.data_root:
             raise UserInputError("--data-root replaces a --config's data_root: give --config FILE.py")
         return {}
+    if is_detectron2_config(args.config):
+        if args.data_root:
+            raise UserInputError(f"--data-root: {args.config} names Detectron2's registered data sets, not files: "
+                                 "give --train-json/--train-images")
+        print(f"note: {args.config}: its model is read; Detectron2's training recipe (SOLVER, INPUT.*_TRAIN) is "
+              "not yet: this run follows this command's options", file=sys.stderr)
+        return {}
     from .mmdet_config import read_config
     from .mmdet_config.recipe import training_recipe
 
     return training_recipe(read_config(args.config), args.config, args.data_root)
+
+
+def is_detectron2_config(path: str) -> bool:
+    """A Detectron2 yacs file (``config.yaml``), not an MMDetection ``.py``."""
+    return str(path).endswith((".yaml", ".yml"))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -261,7 +283,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     gt_json, images = paths["val_json"], paths.get("val_images")
     if args.data_root and not args.config:
         raise UserInputError("--data-root replaces a --config's data_root: give --config FILE.py")
-    if not gt_json and args.config:  # the config's own validation set
+    if not gt_json and args.config and not is_detectron2_config(args.config):  # the config's own validation set
         from .mmdet_config import read_config
         from .mmdet_config.recipe import data_files
 
@@ -270,6 +292,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         images = args.images or images
     if not gt_json:
         raise UserInputError("give --gt-json, or --coco-root")
+    if args.out:
+        refuse_inputs_in(args.out, [("--gt-json", gt_json), ("--images", images), ("--predictions", args.predictions),
+                                    ("--weights", args.weights), ("--config", args.config)], "--out")
     if args.predictions:
         model_options = [name for name, value in (
             ("--per-stage", args.per_stage), ("--class-names", args.class_names), ("--set", args.set),
@@ -284,11 +309,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise UserInputError("give --predictions P.json, or --images DIR with --model NAME, --config FILE.py "
                                  "or --weights")
         from .data.coco import CocoDataset
+        from .data.coco_checks import ClassNamesError
         from .engine.validate import evaluate_dataset
 
         check_device(args.device)
         model = load_model(args, args.device)
-        dataset = CocoDataset(gt_json, images, class_names=list(model.class_names), with_masks=False)
+        try:
+            dataset = CocoDataset(gt_json, images, class_names=list(model.class_names), with_masks=False)
+        except ClassNamesError as error:
+            raise UserInputError(f"{error}. To evaluate a model trained on these classes, give its checkpoint "
+                                 "(--weights) and, if it carries no class names, --class-names NAME,NAME,... "
+                                 "(in the order of its class layers)") from None
         dataset.require_every_image()  # a left-out image's objects would count as misses
         metrics = evaluate_dataset(model, dataset, gt_json, per_stage=args.per_stage)
         print(format_stage_table(metrics) if args.per_stage else format_table(metrics))
@@ -304,6 +335,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.opset < MIN_OPSET:
         raise UserInputError(f"--opset {args.opset} cannot express RoIAlign with aligned=True; "
                              f"use {MIN_OPSET} or newer")
+    refuse_inputs_in(args.out, [("--weights", args.weights), ("--config", args.config)], "--out")
     model = load_model(args, "cpu")
     path = export_onnx(model, args.out, opset=args.opset, score_thr=args.score_thr)
     print(f"exported {model.config.name} ({model.config.num_classes} classes) to {path}")
@@ -315,6 +347,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     if args.source in ("none", "zoo"):
         raise UserInputError(f"convert needs a checkpoint file or URL, not {args.source!r}")
+    refuse_inputs_in(args.out, [("CHECKPOINT", args.source), ("--config", args.config)], "OUT")
     args.weights = args.source
     model = load_model(args, "cpu")
     checkpoint.save(args.out, model)
@@ -325,7 +358,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from .weights.download import cache_dir, ensure
+    from .weights.download import cache_dir, ensure, named_hash
 
     if not (args.names or args.all):
         raise UserInputError("name the zoo models to fetch (see `cascade-rcnn models`), or --all")
@@ -338,7 +371,8 @@ def cmd_download(args: argparse.Namespace) -> int:
     for url in urls:
         try:
             path, done = ensure(url)
-            print(f"{path} ({done}, SHA-256 checked)")
+            named = named_hash(path.name)
+            print(f"{path} ({done}, {f'{named[1]} checked' if named else 'no hash in its name to check'})")
         except CheckpointError as error:
             print(f"error: {error}", file=sys.stderr)
             failed += 1
@@ -378,8 +412,9 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def cmd_shapes(args: argparse.Namespace) -> int:
-    from .data.shapes import generate_shapes
+    from .data.shapes import generate_shapes, shapes_files
 
+    refuse_existing(shapes_files(args.out_dir), "shapes would write a data set over it; give a new or empty folder")
     path = generate_shapes(args.out_dir, num_images=args.num_images, size=args.size, seed=args.seed)
     print(f"shapes data set: {path}")
     return 0
@@ -402,6 +437,28 @@ WEIGHTS_HELP = ("the checkpoint: a .pth or .safetensors path, a URL, hf://ORG/RE
                 "hash-checked) or 'none' (random weights: no checkpoint is read)")
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A sub-command's parser: an argument it does not know is its own usage error, naming the
+    closest options (the top-level parser would show its own usage and no hint)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            options = [option for action in self._actions for option in action.option_strings]
+            hints = "".join(did_you_mean(extra.split("=")[0], options) for extra in extras if extra.startswith("--"))
+            self.error(f"unrecognized arguments: {' '.join(extras)}{hints}")
+        return namespace, extras
+
+
+def zoo_name(text: str) -> str:
+    """``--model NAME``: a zoo name; otherwise a usage error naming the closest ones."""
+    try:
+        get_config(text)
+    except KeyError as error:
+        raise argparse.ArgumentTypeError(error.args[0]) from None
+    return text
+
+
 def add_command(commands: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], int],
                 summary: str) -> argparse.ArgumentParser:
     """A subcommand that runs ``run(args)``; ``--debug`` is taken after its name too."""
@@ -411,23 +468,21 @@ def add_command(commands: argparse._SubParsersAction, name: str, run: Callable[[
     return command
 
 
-def add_model_options(command: argparse.ArgumentParser, *, required: bool, default: str,
-                      detectron2_yaml: bool = False) -> argparse._ArgumentGroup:
+def add_model_options(command: argparse.ArgumentParser, *, required: bool, default: str
+                      ) -> argparse._ArgumentGroup:
     """``--model`` or ``--config``, and ``--weights`` (``default``: what no ``--weights`` means for
     this command), in a "model" group that the caller adds its other model options to. With
     ``required`` one of ``--model``, ``--config`` or a ``--weights`` that carries its config is
-    needed (``model_source``). ``detectron2_yaml``: the command also takes Detectron2's yacs
-    ``config.yaml`` as ``--config`` (it only builds the model, through ``build_model``)."""
+    needed (``model_source``)."""
     command.set_defaults(model_required=required)
     group = command.add_argument_group("model")
     source = group.add_mutually_exclusive_group()
-    source.add_argument("--model", choices=list(MODEL_ZOO), metavar="NAME",
-                        help="a zoo name (see `cascade-rcnn models`)")
-    source.add_argument("--config", metavar="FILE.py|FILE.yaml" if detectron2_yaml else "FILE.py",
+    source.add_argument("--model", type=zoo_name, metavar="NAME", help="a zoo name (see `cascade-rcnn models`)")
+    source.add_argument("--config", metavar="FILE.py|config.yaml",
                         help="an MMDetection config file (a work dir's merged dump, or one with _base_ files beside "
-                        "it)" + (", or a Detectron2 yacs config.yaml (a run's dump, or one with its _BASE_ files "
-                                 "beside it)," if detectron2_yaml else "") +
-                        " read as data, never run; not needed with an MMDetection checkpoint, which carries it")
+                        "it) or a Detectron2 config.yaml (a run's dump, or one with _BASE_ files), read as data, never "
+                        "run; not needed with an MMDetection checkpoint, which carries it, nor with a Detectron2 "
+                        "run's model_final.pth, whose config.yaml lies beside it")
     group.add_argument("--weights", metavar="PATH|URL|hf://ORG/REPO[/FILE]|zoo|none",
                        help=f"{WEIGHTS_HELP}; default: {default}")
     return group
@@ -487,7 +542,7 @@ def add_coco_root_option(command: argparse._ActionsContainer) -> None:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="cascade-rcnn", description=__doc__)
     root.add_argument("--debug", action="store_true", help=DEBUG_HELP)
-    commands = root.add_subparsers(dest="command", required=True)
+    commands = root.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
     models = add_command(commands, "models", cmd_models, "list the model zoo")
     models.add_argument("--json", action="store_true", help="machine-readable output")
@@ -512,6 +567,8 @@ def add_predict(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--max-per-image", type=int, metavar="N",
                          help="keep the best N detections per image (default 100; with --tile: per tile and "
                          "for the whole image)")
+    predict.add_argument("--classes", metavar="NAME,NAME,...",
+                         help="keep only these classes' detections (e.g. person), chosen before --max-per-image")
     predict.add_argument("--batch-size", type=int, default=1)
     predict.add_argument("--no-draw", action="store_true",
                          help="write only predictions.json(l): no pictures, no annotated videos")
@@ -520,6 +577,8 @@ def add_predict(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--resume", action="store_true",
                          help="skip the images and video frames already in OUT/predictions*.jsonl and finish "
                          "the rest (annotated videos are rebuilt from the start)")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="replace the previous run in OUT (without it, or --resume, such an OUT is refused)")
     predict.add_argument("--read-workers", type=int, metavar="N",
                          help="threads decoding images ahead of the model (default: 2 on a GPU, 0 on the CPU)")
     predict.add_argument("--tile", type=int, metavar="SIZE",
@@ -560,7 +619,7 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--out", default="runs/train", help="checkpoints, metrics.jsonl, curves.png")
     train.add_argument("--schedule", choices=sorted(SCHEDULES),
                        help="default: the model's (1x; 20e for *_20e_*; 3x for *_mstrain_3x_*)")
-    train.add_argument("--epochs", type=int, help="default: 12 (1x) or 20 (20e)")
+    train.add_argument("--epochs", type=int, help="default: 12 (1x), 20 (20e) or 36 (3x)")
     train.add_argument("--lr-steps", type=int, nargs="+", help="epochs after which lr x0.1")
     train.add_argument("--optimizer", choices=["sgd", "adamw"],
                        help="sgd (default): MMDetection's recipe; adamw: faster from scratch")
@@ -573,6 +632,8 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--eval-every", type=int, default=1, help="epochs between evaluations (0: never)")
     train.add_argument("--checkpoint-every", type=int, default=0, help="iterations (0: each epoch)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/latest.pth")
+    train.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run: its "
+                       "checkpoints and metrics.jsonl are replaced (without it, or --resume, such an OUT is refused)")
 
 
 def add_evaluate(commands: argparse._SubParsersAction) -> None:
@@ -609,8 +670,9 @@ def add_convert(commands: argparse._SubParsersAction) -> None:
     convert.add_argument("source", metavar="CHECKPOINT", help="the checkpoint to convert (path, URL or hf://)")
     convert.add_argument("out", help="the file to write: .pth or .safetensors")
     model = convert.add_argument_group("model")
-    model.add_argument("--model", choices=list(MODEL_ZOO), metavar="NAME", help="for a checkpoint without a config")
-    model.add_argument("--config", metavar="FILE.py", help="for a checkpoint without a config: its config file")
+    model.add_argument("--model", type=zoo_name, metavar="NAME", help="for a checkpoint without a config")
+    model.add_argument("--config", metavar="FILE.py|config.yaml",
+                       help="for a checkpoint without a config: its config file (MMDetection's or Detectron2's)")
     add_class_names_option(model)
     convert.set_defaults(model_required=False, weights=None, set=[], exact=False, precision="fp32")
 
@@ -629,7 +691,7 @@ def add_download(commands: argparse._SubParsersAction) -> None:
 def add_benchmark(commands: argparse._SubParsersAction) -> None:
     bench = add_command(commands, "benchmark", cmd_benchmark, "inference images/s, latency and memory (and --train)")
     add_model_options(bench, required=True, default="none, random weights rescaled so that detections spread "
-                      "like a trained model's", detectron2_yaml=True)
+                      "like a trained model's")
     add_compute_options(bench)
     bench.add_argument("--image-dir", help="time on these images (default: drawn scenes)")
     bench.add_argument("--images", type=int, help="number of images (default 10 drawn scenes, or every "
@@ -646,10 +708,11 @@ def add_benchmark(commands: argparse._SubParsersAction) -> None:
 
 def add_shapes(commands: argparse._SubParsersAction) -> None:
     shapes = add_command(commands, "shapes", cmd_shapes, "generate the synthetic shapes data set")
-    shapes.add_argument("out_dir")
-    shapes.add_argument("--num-images", type=int, default=200)
-    shapes.add_argument("--size", type=int, default=320)
-    shapes.add_argument("--seed", type=int, default=0)
+    shapes.add_argument("out_dir", help="writes OUT_DIR/annotations.json (COCO) and OUT_DIR/images/")
+    shapes.add_argument("--num-images", type=int, default=200, help="how many images (default 200)")
+    shapes.add_argument("--size", type=int, default=320, help="image side in pixels, at least 64 (default 320)")
+    shapes.add_argument("--seed", type=int, default=0,
+                        help="default 0; another seed gives other images (e.g. a validation split)")
 
 
 def add_demo(commands: argparse._SubParsersAction) -> None:
@@ -668,7 +731,12 @@ USER_ERRORS = (CascadeRCNNError, CheckpointError, MissingPackageError, OSError)
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # a reader gone (a closed pipe) shows here, not as Python's complaint at exit
+        return status
+    except BrokenPipeError:  # stdout closed early (`cascade-rcnn models | head -1`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exit's final flush fails silently
+        return 128 + signal.SIGPIPE
     except USER_ERRORS as error:
         if args.debug or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
             raise

@@ -6,7 +6,8 @@ plain ``ValueError`` from deep inside) is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import difflib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 
@@ -37,3 +38,12 @@ def user_input() -> Iterator[None]:
         # str(KeyError("x")) is "'x'": the message is its first argument.
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         raise UserInputError(message) from error
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """" (did you mean A, B or C?)": the choices closest to a mistyped ``word``; "" if none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=3)
+    if not close:
+        return ""
+    listed = close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}"
+    return f" (did you mean {listed}?)"

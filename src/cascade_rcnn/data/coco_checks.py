@@ -28,6 +28,10 @@ class DatasetError(CascadeRCNNError, ValueError):
     """An annotation file (or image) that cannot be used; the message names the file."""
 
 
+class ClassNamesError(DatasetError):
+    """An annotation file whose categories are not the classes expected (a model's, a training set's)."""
+
+
 def load_json(path: Path) -> dict:
     """The file's JSON object, which must hold the lists "images", "annotations" and "categories"."""
     if not path.is_file():
@@ -69,13 +73,13 @@ def without_unused_background(categories: list[dict], annotations: list[dict]) -
 
 
 def check_class_names(expected: tuple[str, ...], found: tuple[str, ...], path: Path) -> None:
-    """Raise :class:`DatasetError` unless the file's classes are ``expected``, naming the first difference."""
+    """Raise :class:`ClassNamesError` unless the file's classes are ``expected``, naming the first difference."""
     if expected == found:
         return
     first = next((i for i, (a, b) in enumerate(zip(expected, found)) if a != b), min(len(expected), len(found)))
     got = repr(found[first]) if first < len(found) else "nothing"
     want = repr(expected[first]) if first < len(expected) else "nothing"
-    raise DatasetError(f"{path}: its categories do not match the expected classes: expected "
+    raise ClassNamesError(f"{path}: its categories do not match the expected classes: expected "
                        f"{len(expected)} classes {list(expected)}, the file has {len(found)} "
                        f"{list(found)} (sorted by category id); first difference at label {first}: "
                        f"expected {want}, found {got}")

@@ -64,14 +64,14 @@ def generate_shapes(out_dir: str | Path, num_images: int = 200, size: int = 320,
     """
     if size < 64:
         raise UserInputError(f"size must be at least 64 px (objects are 8 px to size / 3), got {size}")
-    out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    json_path, image_dir = shapes_files(out_dir)
+    image_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for index in range(num_images):
         image, instances = render_image(np.random.default_rng([seed, index]), size)
         file_name = f"{index:06d}.png"
         png = cv2.imencode(".png", image[:, :, ::-1], _PNG_FAST)[1]
-        (out_dir / "images" / file_name).write_bytes(png.tobytes())
+        (image_dir / file_name).write_bytes(png.tobytes())
         images.append({"id": index, "file_name": file_name, "height": size, "width": size})
         for label, mask in instances:
             rle = mask_utils.encode(np.asfortranarray(mask))
@@ -86,9 +86,13 @@ def generate_shapes(out_dir: str | Path, num_images: int = 200, size: int = 320,
             "images": images, "annotations": annotations,
             "categories": [{"id": i + 1, "name": name, "supercategory": "shape"}
                            for i, name in enumerate(SHAPE_CLASSES)]}
-    path = out_dir / "annotations.json"
-    path.write_text(json.dumps(data, separators=(",", ":")))
-    return path
+    json_path.write_text(json.dumps(data, separators=(",", ":")))
+    return json_path
+
+
+def shapes_files(out_dir: str | Path) -> tuple[Path, Path]:
+    """Where ``generate_shapes`` writes: the annotation file and the images folder."""
+    return Path(out_dir) / "annotations.json", Path(out_dir) / "images"
 
 
 def render_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:

@@ -10,29 +10,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..models.input_norm import MMDETECTION_RESIZE, ResizeRule
 from .images import ImageInput, to_rgb_uint8
 
 SIZE_DIVISOR = 32  # MMDetection's ``Pad(size_divisor=32)``: batches are padded to multiples of it
-
-
-@dataclass(frozen=True)
-class ResizeRule:
-    """How a framework resizes an image for its network and maps boxes back (``ModelConfig.resize_rule``).
-
-    MMDetection (the defaults): fit inside (long, short) keeping the ratio, ``int(x * s + 0.5)``,
-    OpenCV bilinear; boxes back divided by the (w / W, h / H) factors. Detectron2: its
-    ``ResizeShortestEdge`` (short side = the short limit unless the long side would pass the long
-    one), Pillow's bilinear on uint8; boxes back multiplied by (W / w, H / h), clipped to the image,
-    and boxes left empty dropped (its ``detector_postprocess``).
-    """
-
-    shortest_edge: bool = False
-    library: str = "cv2"  # "cv2" or "pil"
-    multiply_back: bool = False
-
-
-MMDETECTION_RESIZE = ResizeRule()
-DETECTRON2_RESIZE = ResizeRule(shortest_edge=True, library="pil", multiply_back=True)
 
 
 @dataclass(frozen=True)

@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..atomic_write import atomic_path
 from ..data.transforms import SIZE_DIVISOR
 from ..errors import CascadeRCNNError, UserInputError
 from ..models.detections import DetectionSettings
@@ -90,31 +90,28 @@ def export_onnx(model: CascadeNetwork, path: str | os.PathLike, opset: int = DEF
     example = _example_input(model)
     inputs = list(input_names(model.config.with_mask))
     names = list(output_names(model.config.with_mask))
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(descriptor)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning)  # "legacy exporter": chosen on purpose
-            warnings.filterwarnings("ignore", message=".*advanced indexing.*")  # our indices are never negative
-            # torchvision's RoI shape assertion is fixed by design; every other tracer warning
-            # would mean a data-dependent Python branch (or a frozen batch size), and is kept.
-            warnings.filterwarnings("ignore", message="Using len to get tensor shape")
-            warnings.filterwarnings("ignore", message="Converting a tensor to a Python boolean",
-                                    module="torch")
-            torch.onnx.export(_Traced(model, settings), example, temporary, dynamo=False, opset_version=opset,
-                              input_names=inputs, output_names=names,
-                              dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                                            **{name: {0: "batch"} for name in inputs[1:]},
-                                            **{name: {0: "detections"} for name in names}})
-        graph = onnx.load(temporary)
-        for key, value in metadata(model, settings).items():
-            graph.metadata_props.add(key=key, value=value)
-        onnx.save(graph, temporary)
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            with torch.no_grad(), warnings.catch_warnings():
+                # the "legacy exporter" is chosen on purpose
+                warnings.filterwarnings("ignore", category=DeprecationWarning)
+                warnings.filterwarnings("ignore", message=".*advanced indexing.*")  # our indices are never negative
+                # torchvision's RoI shape assertion is fixed by design; every other tracer warning
+                # would mean a data-dependent Python branch (or a frozen batch size), and is kept.
+                warnings.filterwarnings("ignore", message="Using len to get tensor shape")
+                warnings.filterwarnings("ignore", message="Converting a tensor to a Python boolean",
+                                        module="torch")
+                torch.onnx.export(_Traced(model, settings), example, str(temporary), dynamo=False,
+                                  opset_version=opset, input_names=inputs, output_names=names,
+                                  dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                                                **{name: {0: "batch"} for name in inputs[1:]},
+                                                **{name: {0: "detections"} for name in names}})
+            graph = onnx.load(str(temporary))
+            for key, value in metadata(model, settings).items():
+                graph.metadata_props.add(key=key, value=value)
+            onnx.save(graph, str(temporary))
     finally:
         model.train(was_training)
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return path
 
 
@@ -134,6 +131,8 @@ def metadata(model: CascadeNetwork, settings: DetectionSettings) -> dict[str, st
         "mean": json.dumps(list(config.pixel_mean)),
         "std": json.dumps(list(config.pixel_std)),
         "image_scale": json.dumps(list(config.image_scale)),
+        # How the framework resizes and maps boxes back (models/input_norm.py ResizeRule)
+        "resize_rule": json.dumps(asdict(config.resize_rule)),
         "size_divisor": str(SIZE_DIVISOR),
         "score_thr": repr(settings.score_thr),
         "nms_iou": repr(settings.nms_iou),

@@ -16,7 +16,7 @@ from ..data.transforms import ResizedImage, pad_batch, prepare_image
 from ..errors import UserInputError
 from ..inference.predictor import in_size_batches, named_inputs
 from ..models.detections import BatchDetections, ImageDetections
-from ..models.input_norm import InputNorm
+from ..models.input_norm import MMDETECTION_RESIZE, InputNorm, ResizeRule
 from ..outputs.detections import Detections
 from ..outputs.postprocess import to_original_pixels
 from .export import FORMAT, input_names, output_names, require_package
@@ -36,6 +36,7 @@ class ExportedModel:
     with_mask: bool
     image_scale: tuple[int, int]
     normalization: InputNorm
+    resize_rule: ResizeRule = MMDETECTION_RESIZE
 
     @property
     def num_classes(self) -> int:
@@ -82,7 +83,8 @@ class OnnxDetector:
         self.config = ExportedModel(
             name=meta["config_name"], class_names=tuple(json.loads(meta["class_names"])),
             category_ids=tuple(json.loads(meta["category_ids"])), with_mask=json.loads(meta["with_mask"]),
-            image_scale=tuple(json.loads(meta["image_scale"])), normalization=norm)
+            image_scale=tuple(json.loads(meta["image_scale"])), normalization=norm,
+            resize_rule=ResizeRule(**json.loads(meta["resize_rule"])) if "resize_rule" in meta else MMDETECTION_RESIZE)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -104,7 +106,8 @@ class OnnxDetector:
         if batch_size < 1:
             raise UserInputError(f"batch_size must be at least 1, got {batch_size}")
         norm = self.config.normalization
-        prepared = [prepare_image(image, name, self.config.image_scale, norm.mean, norm.std, norm.bgr)
+        prepared = [prepare_image(image, name, self.config.image_scale, norm.mean, norm.std, norm.bgr,
+                                  self.config.resize_rule)
                     for image, name in named_inputs(images)]
 
         def run(group: list[int]) -> list[Detections]:

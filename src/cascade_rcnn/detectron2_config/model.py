@@ -7,14 +7,15 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..data.transforms import DETECTRON2_RESIZE
 from ..errors import ConfigError
 from ..models.backbones.resnet import ResNetConfig
 from ..models.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from ..models.config import ModelConfig
-from ..models.input_norm import InputNorm
+from ..models.input_norm import DETECTRON2_RESIZE, InputNorm
 from ..models.roi_heads.cascade import DETECTRON2_CASCADE
 from ..models.rpn import DETECTRON2_RPN
+from .lazy_file import is_lazy_dump
+from .lazy_model import read_lazy_model
 from .resolved import Detectron2Config
 from .supported import ANY, refuse_unsupported
 from .yacs_file import read_yacs_config
@@ -39,8 +40,10 @@ REQUIRED = {
     "MODEL.RPN.BBOX_REG_WEIGHTS": (1.0, 1.0, 1.0, 1.0), "MODEL.KEYPOINT_ON": False, "MODEL.LOAD_PROPOSALS": False,
     "INPUT.MIN_SIZE_TEST": (lambda size: size > 0), "TEST.AUG.ENABLED": False,
 }
-# Keys read below (any value the mapping checks itself), and the training side, which decides
-# nothing at inference (training a Detectron2 recipe is not mapped yet).
+# Keys read below (any value the mapping checks itself; the model's training rule included: its
+# losses follow Detectron2's, ``DETECTRON2_RPN`` / ``DETECTRON2_CASCADE``), and the data and
+# solver side, which decides nothing about the model (a Detectron2 recipe's data pipeline and
+# schedule are not mapped yet).
 MAPPED = {key: ANY for key in (
     "MODEL.MASK_ON", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD", "INPUT.FORMAT", "INPUT.MIN_SIZE_TEST",
     "INPUT.MAX_SIZE_TEST", "MODEL.RESNETS.DEPTH", "MODEL.RESNETS.NUM_GROUPS", "MODEL.RESNETS.WIDTH_PER_GROUP",
@@ -52,13 +55,17 @@ MAPPED = {key: ANY for key in (
     "MODEL.ROI_HEADS.NMS_THRESH_TEST", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "MODEL.ROI_HEADS.POSITIVE_FRACTION",
     "MODEL.ROI_HEADS.IOU_THRESHOLDS", "MODEL.ROI_HEADS.IOU_LABELS", "TEST.DETECTIONS_PER_IMAGE",
     "MODEL.ROI_BOX_CASCADE_HEAD.IOUS", "MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS", "MODEL.ROI_BOX_HEAD.FC_DIM",
-    "MODEL.ROI_MASK_HEAD.CONV_DIM", "MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS", "SOLVER", "DATASETS", "DATALOADER",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM", "MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS", "MODEL.RPN.IOU_THRESHOLDS",
+    "MODEL.RPN.SMOOTH_L1_BETA", "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA", "SOLVER", "DATASETS", "DATALOADER",
     "INPUT.MIN_SIZE_TRAIN", "INPUT.MAX_SIZE_TRAIN", "INPUT.MIN_SIZE_TRAIN_SAMPLING", "INPUT.RANDOM_FLIP",
     "INPUT.MASK_FORMAT", "TEST.EVAL_PERIOD", *REQUIRED)}
 
 
 def read_detectron2_model(path: str | Path, name: str | None = None) -> ModelConfig:
-    """The ``ModelConfig`` of a Detectron2 ``config.yaml`` (a run's dump or a ``_BASE_`` chain)."""
+    """The ``ModelConfig`` of a Detectron2 ``config.yaml``: a yacs config (a run's dump or a
+    ``_BASE_`` chain), or a LazyConfig dump (ViTDet's, ``lazy_model.py``)."""
+    if is_lazy_dump(path):
+        return read_lazy_model(path, name or Path(path).stem)
     return model_config(read_yacs_config(path), name or Path(path).stem)
 
 
@@ -77,9 +84,11 @@ def model_config(config: Detectron2Config, name: str) -> ModelConfig:
     return ModelConfig(
         name=name, backbone=_backbone(config), input_norm=_input_norm(config),
         rpn_head=replace(DETECTRON2_RPN, nms_iou=value("MODEL.RPN.NMS_THRESH"), ratios=_ratios(config),
-                         positive_fraction=value("MODEL.RPN.POSITIVE_FRACTION")),
+                         positive_fraction=value("MODEL.RPN.POSITIVE_FRACTION"), **_rpn_ious(config),
+                         box_loss_beta=float(value("MODEL.RPN.SMOOTH_L1_BETA"))),
         roi_heads=replace(DETECTRON2_CASCADE, stage_box_weights=_per_stage(config, "BBOX_REG_WEIGHTS"),
-                          positive_fraction=value("MODEL.ROI_HEADS.POSITIVE_FRACTION")),
+                          positive_fraction=value("MODEL.ROI_HEADS.POSITIVE_FRACTION"),
+                          box_loss_beta=float(value("MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA"))),
         with_mask=value("MODEL.MASK_ON"),
         class_names=COCO_CLASSES if coco else tuple(f"class_{i}" for i in range(num_classes)),
         category_ids=COCO_CATEGORY_IDS if coco else None,
@@ -88,6 +97,7 @@ def model_config(config: Detectron2Config, name: str) -> ModelConfig:
         image_scale=(value("INPUT.MAX_SIZE_TEST"), value("INPUT.MIN_SIZE_TEST")), resize_rule=DETECTRON2_RESIZE,
         anchor_scale=_anchor_scale(config),
         stage_ious=_per_stage(config, "IOUS"),
+        stage_loss_weights=(1.0,) * len(_per_stage(config, "IOUS")),  # Detectron2 weights no stage
         # Detectron2's BBOX_REG_WEIGHTS are the reciprocals of MMDetection's stds (the coder uses the weights).
         stage_stds=tuple(tuple(1.0 / w for w in weights) for weights in _per_stage(config, "BBOX_REG_WEIGHTS")),
         train_proposals=value("MODEL.RPN.POST_NMS_TOPK_TRAIN"),
@@ -115,7 +125,8 @@ def _backbone(config: Detectron2Config) -> ResNetConfig:
     return ResNetConfig(depth=depth, style="caffe" if value("MODEL.RESNETS.STRIDE_IN_1X1") else "pytorch",
                         groups=groups, width_per_group=width if groups > 1 else 64,
                         base_channels=value("MODEL.RESNETS.RES2_OUT_CHANNELS") // expansion,
-                        train_bn_affine=False, frozen_stages=max(freeze_at - 1, 0), norm_eval=True)
+                        train_bn_affine=False, frozen_stages=max(freeze_at - 1, 0), norm_eval=True,
+                        frozen_bn_affine_with_grad=True)
 
 
 def _input_norm(config: Detectron2Config) -> InputNorm:
@@ -131,6 +142,16 @@ def _ratios(config: Detectron2Config) -> tuple[float, ...]:
         raise ConfigError(f"{config.source('MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS')}: per-level aspect ratios are not "
                           "supported (one list for all levels)")
     return tuple(float(r) for r in ratios[0])
+
+
+def _rpn_ious(config: Detectron2Config) -> dict[str, float]:
+    """The anchor matcher's two thresholds (labels 0, -1, 1: negative below the first, positive
+    from the second)."""
+    thresholds = config.value("MODEL.RPN.IOU_THRESHOLDS")
+    if len(thresholds) != 2 or not 0 < thresholds[0] <= thresholds[1]:
+        raise ConfigError(f"{config.source('MODEL.RPN.IOU_THRESHOLDS')}: MODEL.RPN.IOU_THRESHOLDS = {thresholds} is "
+                          "not supported (two thresholds, negative below the first, positive from the second)")
+    return {"neg_iou": float(thresholds[0]), "pos_iou": float(thresholds[1])}
 
 
 def _anchor_scale(config: Detectron2Config) -> float:

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..api import build_model
 from ..data.coco import CocoDataset
 from ..data.shapes import generate_shapes
+from ..outputs.overwrite_guard import refuse_existing
 from ..weights.zoo import get_config
 from .evaluate import format_stage_table, write_metrics
 from .predict import predict_files
@@ -55,7 +56,9 @@ def demo_train_config(data: Path, out_dir: Path, settings: DemoSettings, eval_ev
 
 
 def run_demo(out: Path, settings: DemoSettings = DemoSettings()) -> dict:
-    """Run the whole job into ``out``; returns the ensemble metrics written to metrics.json."""
+    """Run the whole job into ``out`` (a new or empty folder); returns the ensemble metrics
+    written to metrics.json."""
+    refuse_existing([out], "the demo would write a new run over it; give a new --out folder")
     start = time.perf_counter()
     data = out / "data"
     print(f"demo: generating shapes in {data}")

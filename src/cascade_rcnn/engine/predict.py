@@ -30,12 +30,14 @@ from ..data.read_ahead import read_images
 from ..data.video import VideoError, is_video
 from ..errors import UserInputError
 from ..inference.predictor import CascadeRCNN
+from ..outputs.overwrite_guard import refuse_existing, refuse_inputs_in
 from ..outputs.visualize import draw
 from . import distributed
 from .distributed import Context
 from .predict_video import predict_frames
 
 PREDICTIONS = "predictions.json"
+STREAMS = "predictions*.jsonl"  # every rank's stream file: the mark of a predict output folder
 # Read-ahead threads by default, {on CPU, on a GPU}: on the CPU torch's OpenMP threads already take
 # every core, and decoding beside them made the model ~8x slower (BENCHMARKS.md); beside a GPU the
 # CPU is free to decode the next images.
@@ -60,13 +62,15 @@ class PredictReport:
     videos: list[Path] = field(default_factory=list)
 
 
-def expand_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
-    """Image paths from files and folders (searched for images only), video files, plus (path,
-    reason) for inputs that do not exist."""
-    paths, videos, failures = [], [], []
+def expand_inputs(inputs: list[str | Path]
+                  ) -> tuple[list[Path], list[Path], list[tuple[str, str]], list[Path]]:
+    """Image paths from files and folders (searched for images only), video files, (path,
+    reason) for inputs that do not exist, and the predict output folders found inside the input
+    folders and left out: a previous run's drawings are never read back as inputs."""
+    paths, videos, failures, left_out = [], [], [], []
     for item in inputs:
         item = Path(item)
-        found = list_images(item) if item.exists() else []
+        found = _input_images(item, left_out) if item.exists() else []
         if not item.exists():
             failures.append((str(item), "no such file or folder"))
         elif item.is_file() and is_video(item):
@@ -75,7 +79,26 @@ def expand_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[Path], lis
             failures.append((str(item), "folder holds no images"))
         else:
             paths.extend(found)
-    return paths, videos, failures
+    return paths, videos, failures, left_out
+
+
+def _input_images(path: Path, left_out: list[Path]) -> list[Path]:
+    """``list_images(path)`` without the images under a predict output folder below ``path``
+    (appended to ``left_out``)."""
+    outputs: dict[Path, bool] = {}
+
+    def in_an_output(image: Path) -> bool:
+        folders = [path / parent for parent in image.relative_to(path).parents][:-1]  # below path
+        return any(outputs.setdefault(folder, is_predict_output(folder)) for folder in folders)
+
+    found = [image for image in list_images(path) if not in_an_output(image)]
+    left_out += sorted(folder for folder, output in outputs.items() if output)
+    return found
+
+
+def is_predict_output(folder: Path) -> bool:
+    """Whether ``folder`` holds a predict run's stream file."""
+    return bool(_stream_files(folder))
 
 
 def stream_path(out_dir: Path, context: Context) -> Path:
@@ -100,19 +123,31 @@ def predict_files(model: CascadeRCNN, inputs: list[str | Path], out_dir: str | P
     one thread. Under torchrun (``context`` of several ranks) the images left to do are dealt out
     round-robin over the ranks, the videos likewise, and rank 0 merges. ``predict_options``: more
     keyword arguments of ``model.predict`` for the images and video frames (``tile=``, ``tta=``, ...).
+
+    Refused before anything is written (``WouldOverwrite``): an ``out_dir`` that is or holds an
+    input, or one that holds no predict run but a file of the names this run writes.
     """
     if every < 1:
         raise UserInputError(f"every must be at least 1, got {every}")
     if batch_size < 1:
         raise UserInputError(f"batch_size must be at least 1, got {batch_size}")
     out_dir = Path(out_dir)
+    paths, videos, failures, left_out = expand_inputs(inputs)
+    pictures = picture_names(paths)
+    annotated_names = picture_names(videos, ANNOTATED_SUFFIX)
+    stream = stream_path(out_dir, context)
+    refuse_inputs_in(out_dir, [("", path) for path in [*inputs, *paths, *videos]], "--out")
+    if not is_predict_output(out_dir):  # files there are someone else's: never written over
+        drawn = [*pictures, *annotated_names] if draw_pictures else []
+        refuse_existing([out_dir / name for name in (PREDICTIONS, stream.name, *drawn)],
+                        "it is not from a predict run; give a new or empty --out folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths, videos, failures = expand_inputs(inputs)
     report = PredictReport(failures=failures if context.is_main else [])
+    if context.is_main:
+        for folder in left_out:
+            print(f"note: {folder} left out: a predict output folder (it holds {STREAMS})", file=sys.stderr)
     for path, reason in report.failures:
         print(f"error: {path}: {reason}", file=sys.stderr)
-    pictures = picture_names(paths)
-    stream = stream_path(out_dir, context)
     finished = set(index_streams(out_dir)) if resume else set()
     frames_finished = index_frames(out_dir) if resume else {}
     distributed.barrier(context)  # every rank has read the same finished set before anyone writes
@@ -153,7 +188,6 @@ def predict_files(model: CascadeRCNN, inputs: list[str | Path], out_dir: str | P
                 batch = []
         progress.close()
         frames = frames_resumed = 0
-        annotated_names = picture_names(videos, ANNOTATED_SUFFIX)
         for index in range(context.rank, len(videos), context.world_size):
             video = predict_frames(model, videos[index], sink,
                                    out_dir / annotated_names[index] if draw_pictures else None,
@@ -276,7 +310,7 @@ def write_predictions(out_dir: Path, paths: list[Path], json_path: Path) -> None
 
 
 def _stream_files(out_dir: Path) -> list[Path]:
-    return sorted(out_dir.glob("predictions*.jsonl"))
+    return sorted(out_dir.glob(STREAMS))
 
 
 def _owned_by_a_rank(name: str, world_size: int) -> bool:

@@ -19,17 +19,19 @@ from ..inference.predictor import CascadeRCNN
 from ..models.config import ModelConfig
 from ..models.settings import settings_text
 from ..ops.compute_path import channels_last_trains_faster, channels_last_trains_safely, check_precision
+from ..outputs.overwrite_guard import refuse_inputs_in
 from ..weights import checkpoint
 from ..weights.backbone_weights import backbone_weights_source, load_backbone_weights
 from ..weights.zoo import published_url
 from . import distributed
 from .param_groups import parameter_groups
 from .schedule import SCHEDULES, LRSchedule, scaled_lr
-from .train_log import TrainLog
+from .train_log import CURVES, METRICS, TrainLog
 from .validate import evaluate_dataset
 
 LATEST = "latest.pth"
 FINAL = "final.pth"
+RUN_FILES = (LATEST, FINAL, METRICS, CURVES)  # what a run writes in OUT (besides TensorBoard's folder)
 SETTING = "model setting "  # prefix of the model settings in a checkpoint's progress record
 
 
@@ -106,7 +108,11 @@ class TrainConfig:
 
 
 def train(model_config: ModelConfig, config: TrainConfig) -> Path:
-    """Train ``model_config`` on ``config.train_json``; returns the final checkpoint's path."""
+    """Train ``model_config`` on ``config.train_json``; returns the final checkpoint's path.
+
+    Unless it resumes, the run starts afresh: the checkpoints, metrics.jsonl and curves.png of an
+    earlier run in ``config.out_dir`` are replaced from the start. An ``out_dir`` that is or holds
+    one of the run's input files or folders is refused (``WouldOverwrite``)."""
     context = distributed.start(config.device)
     try:
         return _train(model_config, config, context)
@@ -158,7 +164,15 @@ def _setup(model_config: ModelConfig, config: TrainConfig, context: distributed.
         raise UserInputError(f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     with user_input():
         check_precision(config.precision, context.device)
-    log = TrainLog(Path(config.out_dir), enabled=context.is_main)
+    out, latest = Path(config.out_dir), Path(config.out_dir) / LATEST
+    refuse_inputs_in(out, [("--train-json", config.train_json), ("--train-images", config.train_images),
+                           ("--val-json", config.val_json), ("--val-images", config.val_images),
+                           ("--weights", config.weights), ("--backbone-weights", config.backbone_weights)], "--out")
+    resuming = config.resume and latest.is_file()
+    if context.is_main and not resuming:  # a fresh run: no checkpoint of another run left beside its own
+        for name in (LATEST, FINAL):
+            (out / name).unlink(missing_ok=True)
+    log = TrainLog(out, enabled=context.is_main, append=resuming)
     dataset, val_set = _datasets(model_config, config, log)
     model_config = model_config.with_classes(dataset.class_names, dataset.category_ids)
     model = _initial_model(model_config, config, context, log)
@@ -172,9 +186,8 @@ def _setup(model_config: ModelConfig, config: TrainConfig, context: distributed.
     layout = {"num_items": len(dataset), "world_size": context.world_size, "batch_size": config.batch_size,
               "seed": config.seed, "optimizer": config.optimizer,
               **{f"{SETTING}{k}": v for k, v in settings_text(model_config).items()}}
-    latest = Path(config.out_dir) / LATEST
     position = (0, 0, 0)  # epoch, batch, iteration
-    if config.resume and latest.is_file():
+    if resuming:
         position = _restore(latest, model, optimizer, scaler, context, layout)
         log.message(f"resumed from {latest}: epoch {position[0] + 1}, batch {position[1]}, iteration {position[2]}")
     elif config.resume:

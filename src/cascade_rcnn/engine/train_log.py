@@ -8,14 +8,18 @@ from tqdm import tqdm
 
 from .evaluate import format_table
 
+METRICS = "metrics.jsonl"
+CURVES = "curves.png"
+
 
 class TrainLog:
-    """Writes ``metrics.jsonl`` (one object per logged step or evaluation) under ``out_dir``.
+    """Writes ``metrics.jsonl`` (one object per logged step or evaluation) under ``out_dir``:
+    continued when ``append`` (a resumed run), else started afresh, with no old ``curves.png``.
 
     Only the main process logs (``enabled``); the others keep silent.
     """
 
-    def __init__(self, out_dir: Path, enabled: bool = True):
+    def __init__(self, out_dir: Path, enabled: bool = True, append: bool = False):
         self.enabled = enabled
         self.out_dir = out_dir
         self.history: list[dict] = []
@@ -23,7 +27,9 @@ class TrainLog:
         if not enabled:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.jsonl = (out_dir / "metrics.jsonl").open("a")
+        if not append:
+            (out_dir / CURVES).unlink(missing_ok=True)
+        self.jsonl = (out_dir / METRICS).open("a" if append else "w")
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -56,7 +62,7 @@ class TrainLog:
         if self.writer is not None:
             self.writer.close()
         if self.history:
-            plot_curves(self.history, self.out_dir / "curves.png")
+            plot_curves(self.history, self.out_dir / CURVES)
 
     def _record(self, row: dict) -> None:
         if not self.enabled:

@@ -13,7 +13,7 @@ import torch
 
 from ..data.images import ImageInput, to_rgb_uint8
 from ..data.transforms import ResizedImage, pad_batch, padded_size, prepare_image
-from ..errors import UserInputError
+from ..errors import UserInputError, did_you_mean
 from ..models.detections import DetectionSettings, ImageDetections
 from ..models.detector import CascadeNetwork
 from ..outputs.detections import Detections
@@ -62,12 +62,15 @@ class CascadeRCNN(CascadeNetwork):
                 nms_iou: float | None = None, max_per_image: int | None = None,
                 batch_size: int = 1, stage: int | None = None, tile: int | None = None,
                 tile_overlap: float = 0.2, tile_full_image: bool = False,
-                tta: str | TestTimeAugmentation | None = None) -> list[Detections]:
+                tta: str | TestTimeAugmentation | None = None,
+                classes: Sequence[str] | None = None) -> list[Detections]:
         """Detect objects in images: paths, PIL images, numpy (H, W, 3) RGB uint8, or torch
         (3, H, W) uint8 / float in [0, 1]. One ``Detections`` per image, in input order.
 
         ``score_thr``, ``nms_iou`` and ``max_per_image`` override the test settings (0.05, 0.5,
-        100) for this call. Images are batched only with images of the same padded size, so a
+        100) for this call; ``classes`` (names, e.g. ``["person"]``) keeps only those classes'
+        detections, chosen before ``max_per_image`` (up to 100 persons, not the persons among the
+        best 100 of all classes). Images are batched only with images of the same padded size, so a
         batch gives the same detections as one image at a time (up to float noise). ``stage=k``
         (0-based) uses cascade stage k alone instead of the ensemble of all stages. The network
         runs at ``self.path.precision`` (``build_model(..., precision="bf16")``; bf16/fp16 give
@@ -85,7 +88,8 @@ class CascadeRCNN(CascadeNetwork):
         if batch_size < 1:
             raise UserInputError(f"batch_size must be at least 1, got {batch_size}")
         settings = replace(self.test_detections, **{k: v for k, v in dict(
-            score_thr=score_thr, nms_iou=nms_iou, max_per_image=max_per_image).items() if v is not None})
+            score_thr=score_thr, nms_iou=nms_iou, max_per_image=max_per_image,
+            classes=None if classes is None else self.class_indices(classes)).items() if v is not None})
         if tile is not None or tta is not None or tile_full_image:
             return self._predict_merged(images, settings, batch_size, stage, tile, tile_overlap,
                                         tile_full_image, tta)
@@ -98,6 +102,17 @@ class CascadeRCNN(CascadeNetwork):
                 for i, raw in zip(group, self.detect_raw([prepared[i] for i in group], settings, stage))])
         finally:
             self.train(was_training)
+
+    def class_indices(self, names: Sequence[str]) -> tuple[int, ...]:
+        """The labels of class ``names``; a ``UserInputError`` naming an unknown one (and the closest)."""
+        if isinstance(names, str):
+            names = [names]
+        unknown = [name for name in names if name not in self.class_names]
+        if unknown:
+            raise UserInputError(f"unknown class {unknown[0]!r}{did_you_mean(unknown[0], self.class_names)}; "
+                                 f"{self.config.name} detects {len(self.class_names)} classes "
+                                 f"({', '.join(self.class_names[:8])}{', ...' if len(self.class_names) > 8 else ''})")
+        return tuple(sorted({self.class_names.index(name) for name in names}))
 
     def _predict_merged(self, images: ImageInput | Sequence[ImageInput], settings: DetectionSettings,
                         batch_size: int, stage: int | None, tile: int | None,

@@ -26,6 +26,7 @@ import torch
 from ..data.transforms import ResizedImage, normalize, resize
 from ..errors import UserInputError
 from ..models.detections import DetectionSettings, ImageDetections
+from ..models.input_norm import MMDETECTION_RESIZE, ResizeRule
 from ..outputs.detections import Detections
 from .merging import class_nms, concatenate, to_detections
 
@@ -95,11 +96,12 @@ def view_scale(image_scale: tuple[int, int], factor: float) -> tuple[int, int]:
 
 
 def prepare_view(image: np.ndarray, scale: tuple[int, int], flip: bool, mean: tuple[float, ...],
-                 std: tuple[float, ...], bgr: bool) -> tuple[ResizedImage, torch.Tensor]:
-    """An RGB uint8 image resized to fit ``scale``, then mirrored if ``flip`` (MMDetection's
-    order: ``Resize`` before ``RandomFlip``), and normalised. Scale 1 without flip is exactly
-    ``CascadeRCNN.preprocess``."""
-    resized = resize(image, scale)
+                 std: tuple[float, ...], bgr: bool, rule: ResizeRule = MMDETECTION_RESIZE
+                 ) -> tuple[ResizedImage, torch.Tensor]:
+    """An RGB uint8 image resized to fit ``scale`` under the model's ``rule``, then mirrored if
+    ``flip`` (MMDetection's order: ``Resize`` before ``RandomFlip``), and normalised. Scale 1
+    without flip is exactly ``CascadeRCNN.preprocess``."""
+    resized = resize(image, scale, rule)
     if flip:
         resized = replace(resized, image=np.ascontiguousarray(resized.image[:, ::-1]))
     return resized, normalize(resized.image, mean, std, bgr)
@@ -124,7 +126,7 @@ def predict_tta(model: CascadeRCNN, image: np.ndarray, tta: TestTimeAugmentation
     config = model.config
     views = tta.views
     prepared = [prepare_view(image, view_scale(config.image_scale, scale), flip, config.pixel_mean,
-                             config.pixel_std, config.bgr_input) for scale, flip in views]
+                             config.pixel_std, config.bgr_input, config.resize_rule) for scale, flip in views]
     passes = model.detect_unpasted(prepared, settings, stage, batch_size)
     width = image.shape[1]
     passes = [flip_back(found, width) if flip else found for found, (_, flip) in zip(passes, views)]

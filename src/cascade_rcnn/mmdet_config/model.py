@@ -261,7 +261,7 @@ def _resnet(part: Part, config: dict[str, Any]) -> ResNetConfig:
                          ("plugins", None), ("conv_cfg", None), ("in_channels", 3)):
         part.need(key, default, default)
     base = part.take("base_channels", 64)
-    stem = part.take("stem_channels", 64)
+    stem = part.take("stem_channels", None)  # None: as wide as base_channels (MMDetection's ResNet)
     if stem not in (base, None):
         raise part.refuse(f"{part.where}.stem_channels={stem!r} with base_channels={base!r} is not supported "
                           "(supported: the stem as wide as base_channels)")
@@ -661,11 +661,11 @@ def _train_scale_range(config: dict[str, Any], image_scale: tuple[int, int], sou
             return tuple((max(s), min(s)) for s in scale)
         if isinstance(scale, (list, tuple)) and len(scale) == 1:
             scale = scale[0]
-        if isinstance(scale, (list, tuple)) and len(scale) == 2 and all(isinstance(s, int) for s in scale) \
-                and (max(scale), min(scale)) == image_scale:
-            return None
+        if isinstance(scale, (list, tuple)) and len(scale) == 2 and all(isinstance(s, int) for s in scale):
+            fixed = (max(scale), min(scale))
+            return None if fixed == image_scale else (fixed, fixed)  # another fixed scale: a range of one
         raise ConfigError(f"{source}: training {step.get('type')} scale={scale!r} is not supported (supported: "
-                          "the test scale, or RandomResize over two scales)")
+                          "one (long, short) scale, or RandomResize over two scales)")
     return None
 
 

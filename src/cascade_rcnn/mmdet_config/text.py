@@ -3,14 +3,19 @@
 A config (a ``.py`` file, the merged dump of a work dir, or the text a checkpoint carries in
 ``meta["cfg"]`` / ``meta["config"]``) is untrusted input. Its text is parsed with ``ast`` and only
 these forms are evaluated: literals (numbers, strings, True/False/None), lists, tuples, dicts,
-``dict(key=value, ...)``, names bound earlier in the file, unary minus/plus, ``+ - * / // % **`` on
-numbers (and ``+`` on strings, lists and tuples), indexing a value with a literal, and
-``{{_base_.a.b}}`` references to a base file's values. Anything else - an import, a call other
-than ``dict``, an attribute, a loop, a lambda - is a ``ConfigError`` naming the file and line.
+``dict(key=value, ...)``, ``range(...)`` of integers (MMDetection 2's ``gpu_ids = range(0, 1)``),
+names bound earlier in the file, unary minus/plus, ``+ - * / // % **`` on numbers (and ``+`` on
+strings, lists and tuples), indexing a value with a literal, and ``{{_base_.a.b}}`` references to
+a base file's values. Anything else - an import, another call, an attribute, a loop, a lambda - is
+a ``ConfigError`` naming the file and line; except in the keys that say how a run was launched,
+logged or checkpointed (``RUN_KEYS``): they describe no model, so one we cannot read is left out.
 
 ``_base_`` files (a path or a list of paths, relative to the config) are read first and merged
 as mmengine merges them: a dict in the child updates the base's dict key by key, recursively,
-unless it says ``_delete_=True``; any other value replaces the base's.
+unless it says ``_delete_=True``; any other value replaces the base's. ``_scope_`` (the registry
+mmengine writes into the dicts of an ``mmdet::`` base) names where a ``type`` is found, not a
+setting: it is folded into the type (``mmpretrain`` + ``ConvNeXt`` -> ``mmpretrain.ConvNeXt``;
+``mmdet``, ours, adds nothing).
 """
 from __future__ import annotations
 
@@ -30,19 +35,40 @@ MAX_NUMBER = 2**64
 MAX_BASE_DEPTH = 16
 _BASE_REFERENCE = re.compile(r"\{\{\s*_base_\.([\w.]+)\s*\}\}")
 _REFERENCE_NAME = "_base_reference_{}_"
+# Top-level keys of how a run was launched, logged and checkpointed (MMDetection 2 and 3): no model
+# or data set depends on them.
+RUN_KEYS = frozenset({
+    "gpu_ids", "gpus", "device", "launcher", "dist_params", "env_cfg", "work_dir", "seed", "deterministic",
+    "randomness", "resume", "resume_from", "load_from", "auto_resume", "workflow", "log_config", "log_level",
+    "log_processor", "checkpoint_config", "evaluation", "default_hooks", "custom_hooks", "visualizer",
+    "vis_backends", "default_scope", "opencv_num_threads", "mp_start_method", "experiment_name"})
+OWN_SCOPE = "mmdet"
 _NUMBER_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
                ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
     """The merged config of the file at ``path``, its ``_base_`` files resolved relative to it."""
-    return _read(Path(path), depth=0)
+    return _scopes_in_types(_read(Path(path), depth=0))
 
 
 def parse_config_text(text: str, source: str, base_dir: Path | None = None) -> dict[str, Any]:
     """The merged config of ``text`` (named ``source`` in errors); ``_base_`` paths are relative
     to ``base_dir`` (a checkpoint's embedded text has none: it is already merged)."""
-    return _merge_bases(_evaluate(text, source), source, base_dir, depth=0)
+    return _scopes_in_types(_merge_bases(_evaluate(text, source), source, base_dir, depth=0))
+
+
+def _scopes_in_types(value: Any) -> Any:
+    """``value`` without ``_scope_`` keys, each folded into its dict's ``type`` (module docstring)."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_scopes_in_types(item) for item in value)
+    if not isinstance(value, dict):
+        return value
+    found = {key: _scopes_in_types(item) for key, item in value.items() if key != "_scope_"}
+    scope, kind = value.get("_scope_", OWN_SCOPE), found.get("type")
+    if scope != OWN_SCOPE and isinstance(kind, str) and "." not in kind:
+        found["type"] = f"{scope}.{kind}"
+    return found
 
 
 def _read(path: Path, depth: int) -> dict[str, Any]:
@@ -135,15 +161,28 @@ def _evaluate(text: str, source: str, base_values: dict[str, Any] | None = None)
                 and isinstance(statement.targets[0], ast.Name)):
             raise ConfigError(f"{source}:{statement.lineno}: only `name = value` statements are read in a config, "
                               f"not {type(statement).__name__.lower()}")
+        name = statement.targets[0].id
         try:
-            value = _value(statement.value, names, source)
-        except RecursionError:
-            raise ConfigError(f"{source}:{statement.lineno}: nested too deeply to read") from None
-        names[statement.targets[0].id] = config[statement.targets[0].id] = value
+            value = _statement_value(statement, names, source)
+        except ConfigError:
+            if name not in RUN_KEYS:
+                raise
+            config.pop(name, None)  # how a run was launched or logged: never decides whether a model loads
+            names.pop(name, None)
+            continue
+        names[name] = config[name] = value
         held += _count(value, MAX_ITEMS - held)
         if held > MAX_ITEMS:
             raise ConfigError(f"{source}:{statement.lineno}: the config holds more than {MAX_ITEMS} values")
     return config
+
+
+def _statement_value(statement: ast.Assign, names: dict[str, Any], source: str) -> Any:
+    """The value a ``name = value`` statement binds, or a ConfigError naming its line."""
+    try:
+        return _value(statement.value, names, source)
+    except RecursionError:
+        raise ConfigError(f"{source}:{statement.lineno}: nested too deeply to read") from None
 
 
 def _lookup(values: dict[str, Any], dotted: str, source: str) -> Any:
@@ -174,6 +213,11 @@ def _value(node: ast.AST, names: dict[str, Any], source: str) -> Any:
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args \
             and all(keyword.arg is not None for keyword in node.keywords):
         return {keyword.arg: _value(keyword.value, names, source) for keyword in node.keywords}
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range" \
+            and 1 <= len(node.args) <= 3 and not node.keywords:
+        bounds = [_value(arg, names, source) for arg in node.args]
+        if all(isinstance(b, int) and not isinstance(b, bool) for b in bounds) and bounds[2:] != [0]:
+            return range(*bounds)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         operand = _value(node.operand, names, source)
         if _is_number(operand):
@@ -201,7 +245,8 @@ def _value(node: ast.AST, names: dict[str, Any], source: str) -> Any:
             raise ConfigError(f"{source}:{node.lineno}: cannot index {type(container).__name__} with "
                               f"{reprlib.repr(index)}") from None
     raise ConfigError(f"{source}:{getattr(node, 'lineno', '?')}: `{_snippet(node)}` is not a value a config may hold "
-                      "(literals, dict(...), lists, tuples, earlier names and arithmetic are read; nothing is run)")
+                      "(literals, dict(...), range(...), lists, tuples, earlier names and arithmetic are read; "
+                      "nothing is run)")
 
 
 def _key(node: ast.AST | None, names: dict[str, Any], source: str) -> Any:

@@ -53,8 +53,9 @@ def grid_anchors(base: torch.Tensor, feature_size: tuple[int, int], stride: int)
     return (base[None, :, :] + shifts[:, None, :]).reshape(-1, 4)
 
 
-def inside_image(anchors: torch.Tensor, image_size: torch.Tensor) -> torch.Tensor:
-    """(N,) bool: anchors lying fully inside the image of (2,) size (h, w) (training uses only these)."""
+def inside_image(anchors: torch.Tensor, image_size: torch.Tensor, border: float = 0.0) -> torch.Tensor:
+    """(N,) bool: anchors reaching at most ``border`` px outside the image of (2,) size (h, w)
+    (0: fully inside; MMDetection's RPN trains on these only)."""
     height, width = image_size
-    return ((anchors[:, 0] >= 0) & (anchors[:, 1] >= 0)
-            & (anchors[:, 2] < width) & (anchors[:, 3] < height))
+    return ((anchors[:, 0] >= -border) & (anchors[:, 1] >= -border)
+            & (anchors[:, 2] < width + border) & (anchors[:, 3] < height + border))

@@ -7,12 +7,11 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from ..data.transforms import MMDETECTION_RESIZE, ResizeRule
 from .backbones.resnet import ResNetConfig
 from .coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from .heads.box_head import SharedFCBoxHeadConfig
 from .heads.mask_head import FCNMaskHeadConfig
-from .input_norm import InputNorm
+from .input_norm import MMDETECTION_RESIZE, InputNorm, ResizeRule
 from .necks.fpn import FPNConfig
 from .roi_heads.cascade import CascadeRoIHeadConfig
 from .rpn import RPNHeadConfig
@@ -64,7 +63,8 @@ class ModelConfig:
     resize_rule: ResizeRule = MMDETECTION_RESIZE  # how images are resized and boxes mapped back
     # Multi-scale training: each training image's (long, short) scale is drawn between these two,
     # each side uniformly (MMDetection's multi-scale "range" resize, e.g. short side 640..800 for
-    # the 3x zoo rows); None trains at image_scale. Testing always uses image_scale.
+    # the 3x zoo rows); two equal scales train at that one; None trains at image_scale. Testing
+    # always uses image_scale.
     train_scale_range: tuple[tuple[int, int], tuple[int, int]] | None = None
     # DETR's "ms-crop" training augmentation instead (data/resize_crop.py): the ConvNeXt rows'.
     train_resize_crop: bool = False
@@ -95,7 +95,8 @@ class ModelConfig:
     test_max_per_image: int = 100
     mask_threshold: float = 0.5  # a pasted mask probability at or above it is the object (mask_thr_binary)
     schedule: str = "1x"  # 1x = 12 epochs (lr x0.1 at 8, 11); 20e = 20 epochs (16, 19)
-    # Model-zoo facts (MMDetection's page): reported COCO val AP, memory, V100 fps, checkpoint.
+    # Model-zoo facts (the zoo page of ``framework``): reported COCO val AP, memory, V100 fps, checkpoint.
+    framework: str = "MMDetection"
     reported_box_ap: float | None = None
     reported_mask_ap: float | None = None
     reported_mem_gb: float | None = None

@@ -13,11 +13,13 @@ from ..ops.onnx_forms import exported_multiclass_nms
 
 @dataclass(frozen=True)
 class DetectionSettings:
-    """Final filtering: keep class scores > ``score_thr``, NMS per class, best ``max_per_image``."""
+    """Final filtering: keep class scores > ``score_thr`` (of ``classes`` only, if given), NMS per
+    class, best ``max_per_image``."""
 
     score_thr: float = 0.05
     nms_iou: float = 0.5
     max_per_image: int = 100
+    classes: tuple[int, ...] | None = None  # only these labels are candidates; None: every class
 
 
 @dataclass
@@ -69,6 +71,10 @@ def select_detections(boxes: torch.Tensor, class_probs: torch.Tensor, image_inde
         scales = box_scales[image_index]
         boxes = boxes * (scales if boxes.dim() == 2 else scales[:, None, :])
     foreground = class_probs[:, :-1]
+    if settings.classes is not None:  # the other classes' scores never pass score_thr (>= 0)
+        kept = torch.zeros(foreground.shape[1], dtype=torch.bool, device=foreground.device)
+        kept[list(settings.classes)] = True
+        foreground = torch.where(kept, foreground, torch.zeros((), dtype=foreground.dtype, device=foreground.device))
     if path.exporting:
         image, row, labels, scores = exported_multiclass_nms(boxes, foreground, image_index, image_sizes,
                                                              settings.score_thr, settings.nms_iou,

@@ -1,5 +1,7 @@
 """Training targets: match boxes to ground truth by IoU (MaxIoUAssigner), then sample a fixed
-number of them with a positive fraction (RandomSampler). MMDetection v2 semantics."""
+number of them with a positive fraction (RandomSampler). MMDetection's semantics by default;
+Detectron2's Matcher and ``subsample_labels`` differ in two settable rules
+(``AssignerSettings.low_quality_own_match``, ``SamplerSettings.always_shuffle``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,6 +27,11 @@ class AssignerSettings:
     # MMDetection's ignore_iof_thr: a box more than this fraction inside a crowd region is ignored
     # (neither positive nor negative); <= 0 (the zoo's -1): crowd regions change nothing.
     crowd_iof: float = -1.0
+    # Detectron2's Matcher (allow_low_quality_matches): for every ground truth, the boxes of its
+    # highest IoU (ties included, whatever that IoU) become positive, each keeping ITS OWN best
+    # ground truth (MMDetection: the ground truth it is best for, only at >= low_quality_min_iou,
+    # which this rule ignores).
+    low_quality_own_match: bool = False
 
 
 def assign(boxes: torch.Tensor, gt_boxes: torch.Tensor, settings: AssignerSettings,
@@ -48,7 +55,10 @@ def assign(boxes: torch.Tensor, gt_boxes: torch.Tensor, settings: AssignerSettin
         result[(max_iou >= 0) & (max_iou < settings.neg_iou)] = NEGATIVE
         positive = max_iou >= settings.pos_iou
         result[positive] = best_gt[positive]
-        if settings.low_quality_min_iou > 0:
+        if settings.low_quality_own_match:
+            lifted = (iou == iou.max(dim=1, keepdim=True).values).any(dim=0)
+            result[lifted] = best_gt[lifted]
+        elif settings.low_quality_min_iou > 0:
             gt_max = iou.max(dim=1, keepdim=True).values
             best_for_gt = (iou == gt_max) & (gt_max >= settings.low_quality_min_iou)  # (G, N)
             # A box that is the best of several ground truths goes to the last one, as MMDetection.
@@ -74,6 +84,10 @@ class SamplerSettings:
 
     num: int
     positive_fraction: float
+    # Detectron2's subsample_labels: the positives and then the negatives are always put in a
+    # random order (torch.randperm on their device, drawn even when every candidate is taken), so
+    # a seeded run draws the same numbers; MMDetection draws (on the CPU) only to choose a subset.
+    always_shuffle: bool = False
 
 
 def sample(assigned: torch.Tensor, settings: SamplerSettings,
@@ -81,6 +95,12 @@ def sample(assigned: torch.Tensor, settings: SamplerSettings,
     """Random (positive indices, negative indices) into ``assigned``; negatives fill the rest."""
     positives = torch.nonzero(assigned >= 0).squeeze(1)
     negatives = torch.nonzero(assigned == NEGATIVE).squeeze(1)
+    if settings.always_shuffle:
+        num_positives = min(positives.numel(), int(settings.num * settings.positive_fraction))
+        num_negatives = min(negatives.numel(), settings.num - num_positives)
+        positive_order = torch.randperm(positives.numel(), generator=generator, device=positives.device)
+        negative_order = torch.randperm(negatives.numel(), generator=generator, device=negatives.device)
+        return positives[positive_order[:num_positives]], negatives[negative_order[:num_negatives]]
     positives = _random_subset(positives, int(settings.num * settings.positive_fraction), generator)
     negatives = _random_subset(negatives, settings.num - positives.numel(), generator)
     return positives, negatives

@@ -20,6 +20,7 @@ Where each switch is read (one place each):
 |                      | ``channels_last_trains_faster``, and for  |                                           |
 |                      | torch's crash: ``..._trains_safely``)     |                                           |
 | gathered_roi_align   | ops/roi_align.py ``roi_align_kernel``     | CPU inference RoIAlign as weighted gathers|
+|                      |                                           | (training: as two matrix products)        |
 | best_candidate_nms   | ops/nms.py ``multiclass_nms``             | NMS over the best-scored candidates only  |
 | class_mask_logits    | models/roi_heads/cascade.py               | the detected class's mask logits only     |
 |                      | ``predict_masks``                         |                                           |

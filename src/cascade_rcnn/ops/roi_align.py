@@ -38,9 +38,11 @@ def roi_align_kernel(path: ComputePath, feature: torch.Tensor, rois: torch.Tenso
     |                                         |             | shape depends on the RoI counts        | empty RoIs set to torchvision's 0 |
     | map not on the CPU                      | TORCHVISION | CUDA kernel: fast, autocast-aware      | itself                        |
     | CPU, training (map needs gradients),    | SEPARABLE   | two matrix products; its backward is   | 1e-10 in float64, values and  |
-    |   map <= 100x100 px, RoIs finite        |             | several x faster than torchvision's    | gradients                     |
-    | CPU, training, larger map or non-finite | THREADED    | torchvision's kernel on all threads    | forward bit-equal; gradients  |
-    |   RoIs (a diverging run: NaN reported)  |             | (its CPU kernel runs on one)           | 1e-12 in float64 (sum order)  |
+    |   ``path.gathered_roi_align`` (the fast |             | several x faster than torchvision's    | gradients                     |
+    |   path), map <= 100x100 px, RoIs finite |             |                                        |                               |
+    | CPU, training, the exact path, a larger | THREADED    | torchvision's kernel on all threads    | forward bit-equal; gradients  |
+    |   map or non-finite RoIs (a diverging   |             | (its CPU kernel runs on one): the      | 1e-12 in float64 (sum order)  |
+    |   run: NaN reported)                    |             | frameworks' training losses bit for bit|                               |
     | CPU, no gradients,                      | GATHERED    | weighted gathers (embedding_bag) from  | 1e-10 in float64; RoIs over 64|
     |   ``path.gathered_roi_align``           |             | the channels-last map, multi-threaded  | samples per bin: torchvision  |
     | CPU, otherwise (the exact path)         | THREADED    | MMDetection's numbers, bit for bit     | bit-equal                     |
@@ -49,7 +51,7 @@ def roi_align_kernel(path: ComputePath, feature: torch.Tensor, rois: torch.Tenso
         return Kernel.EXPORTED
     if feature.device.type != "cpu":
         return Kernel.TORCHVISION
-    if torch.is_grad_enabled() and feature.requires_grad:
+    if torch.is_grad_enabled() and feature.requires_grad and path.gathered_roi_align:
         small = feature.shape[-2] * feature.shape[-1] <= SEPARABLE_MAX_PIXELS
         return Kernel.SEPARABLE if small and bool(torch.isfinite(rois).all()) else Kernel.THREADED
     if path.gathered_roi_align and not torch.is_grad_enabled():

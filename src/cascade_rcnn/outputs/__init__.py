@@ -1,2 +1,3 @@
 """What a prediction gives users: ``Detections`` (COCO records), the step from the network's raw
-output to original-image pixels, and drawn pictures."""
+output to original-image pixels, and drawn pictures; and the checks that keep every command's
+outputs off its inputs and off a previous run's results."""

@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..atomic_write import atomic_path
+from ..detectron2_config.model import read_detectron2_model
 from ..mmdet_config.checkpoint_meta import config_from_meta, config_from_text
 from ..models.backbones import hooks
 from ..models.config import ModelConfig
 from ..models.settings import apply_settings, parse_settings, settings_text
-from . import detectron2_layout, download, hub, pickle_reader, safetensors_file, zoo
+from . import detectron2_layout, download, file_kind, hub, pickle_reader, safetensors_file, zoo
 from .download import HASH_IN_NAME, cache_dir  # noqa: F401  (their home before download.py)
 from .errors import CheckpointError
 
@@ -67,10 +69,11 @@ def read(path: Path) -> dict[str, Any]:
     if path.suffix == PKL_SUFFIX:
         return pickle_reader.read_pkl_checkpoint(path)
     try:
-        loaded = _weights_only_load(path)
-    except Exception as error:  # the weights-only unpickler raises many types on foreign bytes
-        reason = (str(error).splitlines() or [type(error).__name__])[0]
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({reason})") from None
+        with warnings.catch_warnings():  # a foreign pickle's protocol: the error below says what the file is
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            loaded = _weights_only_load(path)
+    except Exception:  # the weights-only unpickler raises many types on foreign bytes
+        raise CheckpointError(f"{path}: {file_kind.describe(path)}") from None
     if not isinstance(loaded, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(loaded).__name__}, not a dict)")
     return loaded
@@ -137,12 +140,16 @@ def meta_of(checkpoint: dict[str, Any]) -> dict[str, Any]:
 def config_of(loaded: dict[str, Any], path: str | os.PathLike) -> ModelConfig | None:
     """The model a checkpoint describes, or None if it names none: ours by its zoo name or the
     MMDetection config it was converted from; MMDetection's by the merged config in its ``meta``
-    (named after the file), with its class names."""
+    (named after the file), with its class names; Detectron2's by the ``config.yaml`` its run wrote
+    beside it (Detectron2's checkpoints carry none)."""
     ours = meta_of(loaded)
     if ours:
         if isinstance(ours.get("mmdet_config"), str):
             return config_from_text(ours["mmdet_config"], str(ours.get("config_name", Path(path).stem)), str(path))
         return zoo.MODEL_ZOO.get(ours.get("config_name"))
+    beside = Path(path).with_name("config.yaml")
+    if detectron2_layout.is_detectron2(_file_state_dict(loaded, path)) and beside.is_file():
+        return read_detectron2_model(beside, Path(path).resolve().parent.name)
     return config_from_meta(loaded.get("meta"), Path(path).stem.split(".")[0], str(path))
 
 
@@ -152,7 +159,7 @@ def model_of(loaded: dict[str, Any], path: str | os.PathLike, config: ModelConfi
     config = config or config_of(loaded, path)
     if config is None:
         raise CheckpointError(f"{path}: carries no config: give the model (a zoo name, --model) or its config "
-                              "file (--config)")
+                              "file (--config: MMDetection's .py, or the config.yaml a Detectron2 run writes)")
     meta = meta_of(loaded)
     if meta.get("class_names"):
         config = config.with_classes(tuple(meta["class_names"]), meta.get("category_ids"))
@@ -235,20 +242,11 @@ def save(path: str | os.PathLike, model: nn.Module, **extra: Any) -> None:
         raise CheckpointError(f"{path}: a .safetensors file holds the weights and their metadata only, not "
                               f"{', '.join(extra)}; save training state as .pth")
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(descriptor)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
+    with atomic_path(path) as temporary:
         if as_safetensors:
-            safetensors_file.write(temporary, model.state_dict(), meta)
+            safetensors_file.write(str(temporary), model.state_dict(), meta)
         else:
             torch.save({"state_dict": model.state_dict(), "meta": meta, **extra}, temporary)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would make it private to its owner
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def few(names: list[str], count: int = 3) -> str:

@@ -1,5 +1,6 @@
-"""Detectron2's state-dict names for a ResNet-FPN Cascade (Mask) R-CNN, mapped onto ours
-(MMDetection's layout), as one table of (regular expression, replacement) rows.
+"""Detectron2's state-dict names for a ResNet-FPN or ViTDet Cascade (Mask) R-CNN, mapped onto ours
+(MMDetection's layout; ViTDet's ViT and simple feature pyramid keep Detectron2's names under our
+``backbone.`` / ``neck.``), as one table of (regular expression, replacement) rows.
 
 The tensors keep their shapes and layouts: the same convolutions and linear layers, the classifier's
 background column last on both sides, class-agnostic box regression (4 outputs), RPN outputs
@@ -27,6 +28,7 @@ _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 RESNET_STAGES = ((2, 1), (3, 2), (4, 3), (5, 4))  # Detectron2's res2..res5 are our layer1..layer4
 FPN_LEVELS = ((2, 0), (3, 1), (4, 2), (5, 3))  # its fpn_*2..5 (C2..C5's convs) are our *_convs.0..3
 BOX_FCS = ((1, 0), (2, 1))  # its box heads' fc1, fc2 are our shared_fcs.0, .1
+BOX_CONVS = ((1, 0), (2, 1), (3, 2), (4, 3))  # its box heads' conv1..4 (ViTDet's, with LN) are our shared_convs.0..3
 MASK_CONVS = ((1, 0), (2, 1), (3, 2), (4, 3))  # its mask_fcn1..4 are our convs.0..3
 
 
@@ -51,15 +53,25 @@ RULES: tuple[tuple[str, str], ...] = (
            r"backbone.layer{ours}.\1.downsample.1.\2"),
     *_each(FPN_LEVELS, r"backbone\.fpn_lateral{d2}\.(weight|bias)", r"neck.lateral_convs.{ours}.conv.\1"),
     *_each(FPN_LEVELS, r"backbone\.fpn_output{d2}\.(weight|bias)", r"neck.fpn_convs.{ours}.conv.\1"),
+    # ViTDet: its ViT (``backbone.net``) is our backbone under the same names (models/backbones/vit.py),
+    # its simple feature pyramid our neck, also under the same names (necks/simple_pyramid.py).
+    (r"backbone\.net\.(.+)", r"backbone.\1"),
+    (r"backbone\.(simfp_\d+\..+)", r"neck.\1"),
     (r"proposal_generator\.rpn_head\.conv\.(weight|bias)", r"rpn_head.rpn_conv.\1"),
+    (r"proposal_generator\.rpn_head\.conv\.conv(\d+)\.(weight|bias)", r"rpn_head.rpn_conv.\1.\2"),  # 2+ convs
     (r"proposal_generator\.rpn_head\.objectness_logits\.(weight|bias)", r"rpn_head.rpn_cls.\1"),
     (r"proposal_generator\.rpn_head\.anchor_deltas\.(weight|bias)", r"rpn_head.rpn_reg.\1"),
     *_each(BOX_FCS, r"roi_heads\.box_head\.(\d+)\.fc{d2}\.(weight|bias)",
            r"roi_head.bbox_head.\1.shared_fcs.{ours}.\2"),
+    *_each(BOX_CONVS, r"roi_heads\.box_head\.(\d+)\.conv{d2}\.weight", r"roi_head.bbox_head.\1.shared_convs.{ours}.conv.weight"),
+    *_each(BOX_CONVS, r"roi_heads\.box_head\.(\d+)\.conv{d2}\.norm\.(weight|bias)",
+           r"roi_head.bbox_head.\1.shared_convs.{ours}.norm.\2"),
     (r"roi_heads\.box_predictor\.(\d+)\.cls_score\.(weight|bias)", r"roi_head.bbox_head.\1.fc_cls.\2"),
     (r"roi_heads\.box_predictor\.(\d+)\.bbox_pred\.(weight|bias)", r"roi_head.bbox_head.\1.fc_reg.\2"),
     *_each(MASK_CONVS, r"roi_heads\.mask_head\.mask_fcn{d2}\.(weight|bias)",
            r"roi_head.mask_head.0.convs.{ours}.conv.\1"),
+    *_each(MASK_CONVS, r"roi_heads\.mask_head\.mask_fcn{d2}\.norm\.(weight|bias)",
+           r"roi_head.mask_head.0.convs.{ours}.norm.\1"),
     (r"roi_heads\.mask_head\.deconv\.(weight|bias)", r"roi_head.mask_head.0.upsample.\1"),
     (r"roi_heads\.mask_head\.predictor\.(weight|bias)", r"roi_head.mask_head.0.conv_logits.\1"),
 )
@@ -95,8 +107,8 @@ def to_our_layout(state: dict[str, torch.Tensor], path: str | os.PathLike = "che
             unmapped.append(key)
     if unmapped:
         shown = ", ".join(unmapped[:3]) + (", ..." if len(unmapped) > 3 else "")
-        raise CheckpointError(f"{path}: {len(unmapped)} Detectron2 keys have no counterpart in our ResNet-FPN "
-                              f"Cascade (Mask) R-CNN: {shown}")
+        raise CheckpointError(f"{path}: {len(unmapped)} Detectron2 keys have no counterpart in our "
+                              f"Cascade (Mask) R-CNN (ResNet-FPN or ViTDet): {shown}")
     for norm in [name[:-len("running_mean")] for name in ours if name.endswith(".running_mean")]:
         ours.setdefault(norm + "num_batches_tracked", torch.zeros((), dtype=torch.long))
     return ours, extras

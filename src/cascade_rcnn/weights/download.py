@@ -8,16 +8,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 
+from ..atomic_write import atomic_path
 from .errors import CheckpointError
 
 # torch.hub's naming convention for published weights: <name>-<first hex digits of SHA-256>.<ext>
 HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.\w+$")
+# Detectron2's model zoo: model_final_<first 6 hex digits of the MD5>.pkl (its MODEL_ZOO.md).
+MD5_IN_NAME = re.compile(r"^model_final_([0-9a-f]{6})\.pkl$")
 
 
 class DownloadError(CheckpointError):
@@ -51,10 +53,7 @@ def fetch(url: str, check_hash: bool = False) -> tuple[Path, bool]:
         return target, False
     target.parent.mkdir(parents=True, exist_ok=True)
     # A name of its own, so processes downloading the same file at once do not collide.
-    descriptor, partial_name = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
-    os.close(descriptor)
-    partial = Path(partial_name)
-    try:
+    with atomic_path(target, suffix=".part") as partial:
         try:
             torch.hub.download_url_to_file(url, str(partial), progress=True)
         except Exception as error:  # urllib, ssl and socket errors, HTTP status errors, ...
@@ -64,9 +63,6 @@ def fetch(url: str, check_hash: bool = False) -> tuple[Path, bool]:
             if mismatch:
                 raise DownloadError(f"{url}: the download fails its hash check ({mismatch}): "
                                     "truncated or corrupted; deleted, try again")
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
     return target, True
 
 
@@ -84,20 +80,34 @@ def ensure(url: str) -> tuple[Path, str]:
     return path, "already in the cache"
 
 
+# The digests a published file's name may carry: (pattern, hashlib algorithm, what we call it).
+NAMED_HASHES = ((HASH_IN_NAME, "sha256", "SHA-256"), (MD5_IN_NAME, "md5", "MD5"))
+
+
+def named_hash(name: str) -> tuple[str, str, str] | None:
+    """(hashlib algorithm, its name, hex prefix) of the digest ``name`` carries, or None."""
+    for pattern, algorithm, label in NAMED_HASHES:
+        match = pattern.search(name)
+        if match is not None:
+            return algorithm, label, match.group(1)
+    return None
+
+
 def hash_mismatch(path: Path, name: str) -> str | None:
-    """None when ``path``'s SHA-256 starts with the hex in ``name`` (or ``name`` has none), else
-    what differs."""
-    match = HASH_IN_NAME.search(name)
-    if match is None:
+    """None when ``path``'s digest starts with the hex in ``name`` (SHA-256 for torch.hub's names,
+    MD5 for Detectron2's; or ``name`` has none), else what differs."""
+    named = named_hash(name)
+    if named is None:
         return None
-    digest = hashlib.sha256()
+    algorithm, label, expected = named
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as file:
         for chunk in iter(lambda: file.read(1 << 20), b""):
             digest.update(chunk)
-    expected, actual = match.group(1), digest.hexdigest()
+    actual = digest.hexdigest()
     if actual.startswith(expected):
         return None
-    return f"SHA-256 starts {actual[:len(expected)]}, the file name says {expected}"
+    return f"{label} starts {actual[:len(expected)]}, the file name says {expected}"
 
 
 def by_hand(url: str, target: Path) -> str:

@@ -34,6 +34,11 @@ class ResNetConfig:
     # norm_eval=False), or its activations are never normalised.
     frozen_stages: int = 1
     norm_eval: bool = True
+    # A frozen (eval-mode) BatchNorm whose input needs a gradient computes x * scale + shift
+    # (scale = weight * rsqrt(var + eps), shift = bias - mean * scale), as Detectron2's
+    # FrozenBatchNorm2d in training, which rounds differently from F.batch_norm (MMDetection's,
+    # and both frameworks' elsewhere). The fast path folds BatchNorm either way.
+    frozen_bn_affine_with_grad: bool = False
     # The ImageNet checkpoint MMDetection initialises this backbone from when training without
     # detector weights (its init_cfg); None = none published (train from scratch).
     imagenet_url: str | None = None
@@ -70,6 +75,22 @@ class ResNetConfig:
 
 
 
+class AffineFrozenBatchNorm2d(nn.BatchNorm2d):
+    """``ResNetConfig.frozen_bn_affine_with_grad``: in eval mode, where the input needs a gradient,
+    ``x * scale + shift`` instead of ``F.batch_norm`` (the same parameters and state-dict keys)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or not x.requires_grad:
+            return super().forward(x)
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.reshape(1, -1, 1, 1).to(x.dtype) + shift.reshape(1, -1, 1, 1).to(x.dtype)
+
+
+def batch_norm(channels: int, config: ResNetConfig) -> nn.BatchNorm2d:
+    return AffineFrozenBatchNorm2d(channels) if config.frozen_bn_affine_with_grad else nn.BatchNorm2d(channels)
+
+
 class _Block(nn.Module):
     """A residual block; ``path.fold_batchnorm`` folds its conv + BatchNorm pairs into one conv."""
 
@@ -84,9 +105,9 @@ class BasicBlock(_Block):
                  config: ResNetConfig):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = batch_norm(planes, config)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = batch_norm(planes, config)
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor, path: ComputePath) -> torch.Tensor:
@@ -105,11 +126,11 @@ class Bottleneck(_Block):
         width = planes if config.groups == 1 else planes * config.width_per_group // 64 * config.groups
         conv1_stride, conv2_stride = (stride, 1) if config.style == "caffe" else (1, stride)
         self.conv1 = nn.Conv2d(inplanes, width, 1, conv1_stride, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = batch_norm(width, config)
         self.conv2 = nn.Conv2d(width, width, 3, conv2_stride, 1, groups=config.groups, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
+        self.bn2 = batch_norm(width, config)
         self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.bn3 = batch_norm(planes * 4, config)
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor, path: ComputePath) -> torch.Tensor:
@@ -131,7 +152,7 @@ class ResNet(nn.Module):
         block = BasicBlock if config.expansion == 1 else Bottleneck
         stem = config.base_channels
         self.conv1 = nn.Conv2d(3, stem, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(stem)
+        self.bn1 = batch_norm(stem, config)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         inplanes = stem
         for index, num_blocks in enumerate(config.stage_blocks):
@@ -143,7 +164,7 @@ class ResNet(nn.Module):
                 if block_index == 0 and (stride != 1 or inplanes != planes * config.expansion):
                     downsample = nn.Sequential(
                         nn.Conv2d(inplanes, planes * config.expansion, 1, stride, bias=False),
-                        nn.BatchNorm2d(planes * config.expansion))
+                        batch_norm(planes * config.expansion, config))
                 blocks.append(block(inplanes, planes, stride if block_index == 0 else 1, downsample, config))
                 inplanes = planes * config.expansion
             # Attribute names layer1..layer4 are the checkpoints' keys.

@@ -1,13 +1,15 @@
-"""One cascade stage's box head: optional shared 3x3 convs with BatchNorm, shared FCs, then class
+"""One cascade stage's box head: optional shared 3x3 convs with BatchNorm (or channel LayerNorm), shared FCs, then class
 logits and box deltas (class-agnostic: one box per RoI; or one box per class)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ...ops.compute_path import ComputePath
+from ..channel_norm import ConvNorm
 from ..conv_bn import conv_bn
 
 
@@ -27,18 +29,25 @@ class ConvFCBoxHeadConfig:
     convs (conv -> BatchNorm -> ReLU) of ``conv_channels``, one FC of the config's
     ``fc_channels``, and one box per class (``class_agnostic=False``). Trained with a GIoU loss
     on the decoded boxes of weight ``giou_loss_weight`` (MMDetection: 10) instead of smooth L1 on
-    the deltas."""
+    the deltas. ``conv_norm="ln"``: each conv (no bias) followed by a channel LayerNorm instead
+    (``ConvLNReLU``; ViTDet's ``FastRCNNConvFCHead(conv_norm="LN")``: ``VITDET_BOX_HEAD``)."""
 
     num_convs: int = 4
     conv_channels: int = 256
     class_agnostic: bool = False
     giou_loss_weight: float | None = 10.0
+    conv_norm: str = "bn"  # models/channel_norm.py CHANNEL_NORMS
 
     def build(self, config) -> "BoxHead":
         return BoxHead(config.num_classes, config.fpn_channels, config.roi_heads.box_roi_size,
                        hidden=config.fc_channels, num_fcs=1, num_convs=self.num_convs,
                        conv_channels=self.conv_channels, class_agnostic=self.class_agnostic,
-                       giou_loss_weight=self.giou_loss_weight)
+                       giou_loss_weight=self.giou_loss_weight, conv_norm=self.conv_norm)
+
+
+# ViTDet's box heads (Detectron2's FastRCNNConvFCHead, conv_norm "LN"): 4 convs with a channel
+# LayerNorm, one FC (the config's fc_channels), class-agnostic boxes trained with smooth L1.
+VITDET_BOX_HEAD = ConvFCBoxHeadConfig(num_convs=4, class_agnostic=True, giou_loss_weight=None, conv_norm="ln")
 
 
 class ConvBNReLU(nn.Module):
@@ -54,6 +63,20 @@ class ConvBNReLU(nn.Module):
         return conv_bn(x, self.conv, self.bn, path, relu=True)
 
 
+class ConvLNReLU(ConvNorm):
+    """A 3x3 conv without bias, channel LayerNorm, ReLU (keys ``conv``, ``norm``)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor, path: ComputePath) -> torch.Tensor:
+        return F.relu(super().forward(x))
+
+
+CONV_LAYERS = {"bn": ConvBNReLU, "ln": ConvLNReLU}
+
+
 class BoxHead(nn.Module):
     """RoI features (K, C, 7, 7) -> logits (K, num_classes + 1) and deltas (K, 4), or (K,
     num_classes * 4) with ``class_agnostic=False`` (class c's box in columns 4c..4c+3).
@@ -66,12 +89,12 @@ class BoxHead(nn.Module):
 
     def __init__(self, num_classes: int, in_channels: int = 256, roi_size: int = 7, hidden: int = 1024,
                  num_fcs: int = 2, num_convs: int = 0, conv_channels: int = 256, class_agnostic: bool = True,
-                 giou_loss_weight: float | None = None):
+                 giou_loss_weight: float | None = None, conv_norm: str = "bn"):
         super().__init__()
         self.num_classes = num_classes
         self.class_agnostic = class_agnostic
         self.giou_loss_weight = giou_loss_weight
-        self.shared_convs = nn.ModuleList(ConvBNReLU(in_channels if i == 0 else conv_channels, conv_channels)
+        self.shared_convs = nn.ModuleList(CONV_LAYERS[conv_norm](in_channels if i == 0 else conv_channels, conv_channels)
                                           for i in range(num_convs))
         flat = (conv_channels if num_convs else in_channels) * roi_size * roi_size
         self.shared_fcs = nn.ModuleList(nn.Linear(flat if i == 0 else hidden, hidden) for i in range(num_fcs))

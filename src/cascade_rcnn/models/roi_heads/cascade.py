@@ -5,23 +5,26 @@ At test time (MMDetection's CascadeRoIHead):
   scores = softmax(mean of the three stages' logits); boxes = stage 3's regression;
   per-class NMS; masks = mean of the three mask heads' sigmoids on the final boxes.
 
-In training each stage samples its own RoIs at its own IoU threshold (``loss``).
+In training each stage samples its own RoIs at its own IoU threshold (``loss``); Detectron2's
+training rule (``DETECTRON2_CASCADE``) samples at stage 0 only and relabels the refined boxes after.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from ...ops.assign_sample import AssignerSettings, SamplerSettings, assign, sample
+from ...ops.assign_sample import IGNORED, AssignerSettings, SamplerSettings, assign, sample
 from ...ops.box_coder import BoxCoder, WeightedBoxCoder
 from ...ops.compute_path import ComputePath
 from ...ops.giou import giou_loss
 from ...ops.roi_align import DETECTRON2_LEVELS, MMDETECTION_LEVELS, MultiLevelRoIAlign, RoILevelRule
 from ...ops.rois import boxes_per_image
+from ...ops.smooth_l1 import smooth_l1_sum
 from ..detections import BatchDetections, DetectionSettings, select_detections
 from ..heads.mask_head import MaskHead
 
@@ -50,6 +53,23 @@ class CascadeRoIHeadConfig:
     one_mask_head: bool = False
     nms_rule: str = "mmcv"  # the final per-class NMS of the exact path (ops/nms.py GROUPED_NMS)
     level_rule: RoILevelRule = MMDETECTION_LEVELS  # which pyramid level pools a RoI
+    # Training (``CascadeRoIHead.loss``), MMDetection's rules by default:
+    # the ground truth is added to stage 0's proposals first, each box matched to itself, or after
+    # them, matched by IoU like any proposal (Detectron2's add_ground_truth_to_proposals)
+    gt_after_proposals: bool = False
+    # a later stage adds the ground truth to the previous stage's refined RoIs (those that were
+    # ground truth dropped) and samples again (MMDetection), or trains on every refined RoI
+    # (ground-truth ones included; clipped to the image, empty ones dropped), relabelled at its
+    # own IoU without added ground truth or sampling (Detectron2's _match_and_label_boxes)
+    relabel_refined_rois: bool = False
+    # the sampler puts the sampled RoIs in a random order even when it takes them all (Detectron2)
+    always_shuffle: bool = False
+    box_loss_beta: float = 1.0  # smooth-L1 beta of the box losses (Detectron2's SMOOTH_L1_BETA, 0: L1)
+    # each stage's pooled box features pass 1 / num_stages of their gradient back (Detectron2)
+    scale_box_gradients: bool = False
+    # mask targets cropped from the bitmaps zero-padded to the batch (MMDetection's pad_mask) or
+    # from the image-sized bitmaps (Detectron2's BitMasks.crop_and_resize)
+    mask_targets_padded: bool = True
 
     def build(self, config, in_channels: int, strides: tuple[int, ...]) -> "CascadeRoIHead":
         if tuple(strides[:len(self.featmap_strides)]) != self.featmap_strides:
@@ -60,16 +80,18 @@ class CascadeRoIHeadConfig:
 
 DETECTRON2_CASCADE = CascadeRoIHeadConfig(
     stage_box_weights=((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0)),
-    mean_of_probabilities=True, one_mask_head=True, nms_rule="torchvision", level_rule=DETECTRON2_LEVELS)
+    mean_of_probabilities=True, one_mask_head=True, nms_rule="torchvision", level_rule=DETECTRON2_LEVELS,
+    gt_after_proposals=True, relabel_refined_rois=True, always_shuffle=True, box_loss_beta=0.0,
+    scale_box_gradients=True, mask_targets_padded=False)
 
 
 @dataclass
 class SampledRoIs:
-    """One stage's training RoIs for the batch; positives first within each image."""
+    """One stage's training RoIs for the batch, image by image (sampled: positives first)."""
 
     rois: torch.Tensor  # (K, 5) image index + xyxy
     labels: torch.Tensor  # (K,) class, num_classes = background
-    box_targets: torch.Tensor  # (P, 4) encoded targets of the positives, in order
+    box_targets: torch.Tensor  # (P, 4) encoded targets of the positives, in their order among the RoIs
     target_boxes: torch.Tensor  # (P, 4) the positives' ground-truth boxes (for a loss on decoded boxes)
     gt_index: torch.Tensor  # (P,) matched ground truth of each positive, within its image
     from_gt: torch.Tensor  # (K,) bool: the RoI is a ground-truth box added as a proposal
@@ -89,7 +111,8 @@ class CascadeRoIHead(nn.Module):
         self.assigners = [AssignerSettings(pos_iou=iou, neg_iou=iou, crowd_iof=spec.ignore_iof_thr)
                           for iou in config.stage_ious]
         self.stage_loss_weights = config.stage_loss_weights
-        self.sampler = SamplerSettings(num=config.rois_per_image, positive_fraction=spec.positive_fraction)
+        self.sampler = SamplerSettings(num=config.rois_per_image, positive_fraction=spec.positive_fraction,
+                                       always_shuffle=spec.always_shuffle)
         self.box_roi_align = MultiLevelRoIAlign(spec.box_roi_size, spec.featmap_strides, spec.level_rule)
         self.bbox_head = nn.ModuleList(config.box_head.build(config) for _ in config.stage_stds)
         self.mask_roi_align = MultiLevelRoIAlign(spec.mask_roi_size, spec.featmap_strides, spec.level_rule)
@@ -101,11 +124,15 @@ class CascadeRoIHead(nn.Module):
     def with_mask(self) -> bool:
         return self.mask_head is not None
 
-    def forward_stage(self, stage: int, features: list[torch.Tensor], rois: torch.Tensor, path: ComputePath
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_stage(self, stage: int, features: list[torch.Tensor], rois: torch.Tensor, path: ComputePath,
+                      gradient_scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (K, num_classes + 1) and deltas (K, 4) - or (K, num_classes * 4) for a head with
-        one box per class - of one stage for (K, 5) RoIs."""
-        return self.bbox_head[stage](self.box_roi_align(features, rois, path), path)
+        one box per class - of one stage for (K, 5) RoIs; the pooled features pass
+        ``gradient_scale`` of their gradient back (None: all of it)."""
+        pooled = self.box_roi_align(features, rois, path)
+        if gradient_scale is not None:
+            pooled = ScaleGradient.apply(pooled, gradient_scale)
+        return self.bbox_head[stage](pooled, path)
 
     def predict(self, features: list[torch.Tensor], rois: torch.Tensor, image_sizes: torch.Tensor,
                 settings: DetectionSettings, path: ComputePath, stage: int | None = None,
@@ -166,18 +193,21 @@ class CascadeRoIHead(nn.Module):
         """Training losses of all stages, weighted by ``stage_loss_weights`` (1, 0.5, 0.25).
 
         rois: (R, 5) detached RPN proposals; targets: per image ``boxes`` (G, 4) xyxy and ``labels``
-        (G,) in resized pixels, ``masks`` (G, h, w) for mask models, optional ``crowd_boxes``;
+        (G,) in resized pixels, ``masks`` (G, h, w) for mask models - or ``polygons``, per object a
+        list of rings [x0, y0, x1, y1, ...] (``polygon_mask_targets``) -, optional ``crowd_boxes``;
         image_sizes: (B, 2) unpadded (h, w); padded_size: (H, W) of the padded batch.
         Each stage adds the ground truth to its proposals, assigns at its own IoU threshold,
         samples ``rois_per_image`` RoIs (512 in MMDetection, <= 25 % positive), and the next stage
-        trains on those RoIs after this stage's regression (ground truth dropped).
+        trains on those RoIs after this stage's regression (ground truth dropped). With the spec's
+        ``relabel_refined_rois`` (Detectron2) only stage 0 adds the ground truth and samples.
         """
         features = self.box_roi_align.readable(features, path)
         proposals = boxes_per_image(rois, len(targets))
+        gradient_scale = 1.0 / len(self.coders) if self.spec.scale_box_gradients else None
         losses = {}
         for stage, (coder, weight) in enumerate(zip(self.coders, self.stage_loss_weights)):
             batch = self._sample_stage(stage, proposals, targets)
-            logits, deltas = self.forward_stage(stage, features, batch.rois, path)
+            logits, deltas = self.forward_stage(stage, features, batch.rois, path, gradient_scale)
             num_rois = max(batch.rois.shape[0], 1)
             positive = batch.labels < self.num_classes
             losses[f"s{stage}_cls"] = weight * F.cross_entropy(logits, batch.labels)
@@ -185,7 +215,7 @@ class CascadeRoIHead(nn.Module):
                 deltas = class_deltas(deltas, torch.where(positive, batch.labels, logits[:, :-1].argmax(dim=1)))
             giou_weight = self.bbox_head[stage].giou_loss_weight
             if giou_weight is None:
-                box_loss = F.smooth_l1_loss(deltas[positive], batch.box_targets, beta=1.0, reduction="sum")
+                box_loss = smooth_l1_sum(deltas[positive], batch.box_targets, self.spec.box_loss_beta)
             else:  # on the decoded boxes (not clipped), as MMDetection's reg_decoded_bbox
                 decoded = coder.decode(batch.rois[positive, 1:], deltas[positive])
                 box_loss = giou_weight * giou_loss(decoded, batch.target_boxes).sum()
@@ -200,21 +230,37 @@ class CascadeRoIHead(nn.Module):
 
     def _sample_stage(self, stage: int, proposals: list[torch.Tensor], targets: list[dict]) -> "SampledRoIs":
         rois, labels, box_targets, target_boxes, gt_index, from_gt = [], [], [], [], [], []
+        relabel_only = stage > 0 and self.spec.relabel_refined_rois
         for image, (image_proposals, target) in enumerate(zip(proposals, targets)):
             gt_boxes = target["boxes"]
-            candidates = torch.cat([gt_boxes, image_proposals])
+            num_gt, num_proposals = gt_boxes.shape[0], image_proposals.shape[0]
+            if relabel_only:  # the previous stage's refined RoIs as they are
+                candidates = image_proposals
+                is_gt = torch.zeros(num_proposals, dtype=torch.bool, device=gt_boxes.device)
+            elif self.spec.gt_after_proposals:
+                candidates = torch.cat([image_proposals, gt_boxes])
+                is_gt = torch.arange(num_proposals + num_gt, device=gt_boxes.device) >= num_proposals
+            else:
+                candidates = torch.cat([gt_boxes, image_proposals])
+                is_gt = torch.arange(num_gt + num_proposals, device=gt_boxes.device) < num_gt
             assigned = assign(candidates, gt_boxes, self.assigners[stage], target.get("crowd_boxes"))
-            assigned[:gt_boxes.shape[0]] = torch.arange(gt_boxes.shape[0], device=gt_boxes.device)
-            positives, negatives = sample(assigned, self.sampler)
-            chosen = torch.cat([positives, negatives])
+            if relabel_only:  # every RoI, in order
+                chosen = torch.nonzero(assigned != IGNORED).squeeze(1)
+                positives = chosen[assigned[chosen] >= 0]
+            else:
+                if not self.spec.gt_after_proposals:  # each ground-truth box is its own match
+                    assigned[:num_gt] = torch.arange(num_gt, device=gt_boxes.device)
+                positives, negatives = sample(assigned, self.sampler)
+                chosen = torch.cat([positives, negatives])
             rois.append(torch.cat([candidates.new_full((chosen.numel(), 1), image), candidates[chosen]], dim=1))
             matched = assigned[positives]
-            labels.append(torch.cat([target["labels"][matched],
-                                     target["labels"].new_full((negatives.numel(),), self.num_classes)]))
+            chosen_labels = target["labels"].new_full((chosen.numel(),), self.num_classes)
+            chosen_labels[assigned[chosen] >= 0] = target["labels"][matched]
+            labels.append(chosen_labels)
             box_targets.append(self.coders[stage].encode(candidates[positives], gt_boxes[matched]))
             target_boxes.append(gt_boxes[matched])
             gt_index.append(matched)
-            from_gt.append(torch.cat([positives < gt_boxes.shape[0], torch.zeros_like(negatives, dtype=torch.bool)]))
+            from_gt.append(is_gt[chosen])
         return SampledRoIs(torch.cat(rois), torch.cat(labels), torch.cat(box_targets), torch.cat(target_boxes),
                            torch.cat(gt_index), torch.cat(from_gt))
 
@@ -230,20 +276,31 @@ class CascadeRoIHead(nn.Module):
         mask_targets = []
         for image, target in enumerate(targets):
             mine = rois[:, 0] == image
-            if mine.any():
-                mask_targets.append(crop_mask_targets(target["masks"], batch.gt_index[mine], rois[mine, 1:],
-                                                      padded_size, logits.shape[-1]).to(logits.dtype))
+            if not mine.any():
+                continue
+            if "masks" in target:
+                crop_size = padded_size if self.spec.mask_targets_padded else tuple(target["masks"].shape[-2:])
+                image_targets = crop_mask_targets(target["masks"], batch.gt_index[mine], rois[mine, 1:], crop_size,
+                                                  logits.shape[-1])
+            else:
+                image_targets = polygon_mask_targets(target["polygons"], batch.gt_index[mine], rois[mine, 1:],
+                                                     logits.shape[-1])
+            mask_targets.append(image_targets.to(logits.dtype))
         channel = logits[torch.arange(rois.shape[0], device=rois.device), labels]
         # RoIs are grouped by image (the RPN gives them image by image), so the per-image crops line up.
         return F.binary_cross_entropy_with_logits(channel, torch.cat(mask_targets))
 
     def _refine(self, coder: BoxCoder, batch: "SampledRoIs", deltas: torch.Tensor, image_sizes: torch.Tensor
                 ) -> list[torch.Tensor]:
-        """The stage's regressed RoIs, per image, without the ones that were ground truth."""
+        """The stage's regressed RoIs (clipped to the image), per image, without the ones that were
+        ground truth; with ``relabel_refined_rois`` (Detectron2) with them, but without empty boxes."""
         image_index = batch.rois[:, 0].long()
         max_shapes = image_sizes.to(deltas)[image_index]
         refined = coder.decode(batch.rois[:, 1:], deltas, max_shapes)
-        keep = ~batch.from_gt
+        if self.spec.relabel_refined_rois:
+            keep = (refined[:, 2] - refined[:, 0] > 0) & (refined[:, 3] - refined[:, 1] > 0)
+        else:
+            keep = ~batch.from_gt
         return [refined[keep & (image_index == i)] for i in range(len(image_sizes))]
 
     def predict_masks(self, features: list[torch.Tensor], rois: torch.Tensor, labels: torch.Tensor,
@@ -294,6 +351,45 @@ def crop_mask_targets(masks: torch.Tensor, gt_index: torch.Tensor, boxes: torch.
     gt_rois = torch.cat([gt_index[:, None].to(boxes.dtype), boxes], dim=1)
     crops = roi_align(padded[:, None].to(boxes.dtype), gt_rois, size, 1.0, sampling_ratio=0, aligned=True)
     return crops[:, 0] >= 0.5
+
+
+def polygon_mask_targets(polygons: list, gt_index: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """(P, size, size) binary targets from polygons, as Detectron2's ``PolygonMasks.crop_and_resize``:
+    each matched object's rings ([x0, y0, x1, y1, ...], float64) moved to its (P, 4) box's corner,
+    scaled by ``size / max(side, 0.1)`` (computed in float32, as Detectron2 on its float32 boxes)
+    and rasterised at size x size by the COCO API (``pycocotools``: polygons to RLE, merged)."""
+    from pycocotools import mask as mask_utils
+
+    targets = []
+    for index, box in zip(gt_index.tolist(), boxes.detach().float().cpu().numpy()):
+        width, height = box[2] - box[0], box[3] - box[1]
+        ratio_w, ratio_h = size / max(width, 0.1), size / max(height, 0.1)  # float32 / float32 sides
+        rings = []
+        for ring in polygons[index]:
+            ring = np.asarray(ring, dtype=np.float64)
+            ring = np.stack([(ring[0::2] - box[0]) * ratio_w, (ring[1::2] - box[1]) * ratio_h], axis=1).reshape(-1)
+            rings.append(ring)
+        if rings:
+            bitmap = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(rings, size, size))).astype(bool)
+        else:
+            bitmap = np.zeros((size, size), dtype=bool)
+        targets.append(torch.from_numpy(bitmap))
+    if not targets:
+        return torch.zeros(0, size, size, dtype=torch.bool, device=boxes.device)
+    return torch.stack(targets).to(boxes.device)
+
+
+class ScaleGradient(torch.autograd.Function):
+    """Identity forward; the gradient multiplied by ``scale`` backward (Detectron2's _ScaleGradient)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.scale, None
 
 
 def class_deltas(deltas: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
