@@ -5,7 +5,7 @@ CPU, ``ROI_HEADS.SCORE_THRESH_TEST 0.0``), loads a checkpoint through ``DefaultP
 answers one line of stdin at a time:
 
     run        times one ``DefaultPredictor`` call on the image (read with cv2: BGR, decoded once),
-               prints {"seconds", "cpu_seconds", "detections"}
+               prints {"seconds", "cpu_seconds", "detections", "peak_rss_mb"}
     dump PATH  runs it once and saves boxes, scores, classes and masks to PATH (torch.save)
 
     python detectron2_worker.py CONFIG.yaml CHECKPOINT.pth IMAGE --threads 2
@@ -40,8 +40,18 @@ differing = [key for key in held if key in saved and not torch.equal(held[key], 
 if missing or differing or set(saved) - set(held):
     raise SystemExit(f"the checkpoint does not fill Detectron2's model: missing {missing[:5]}, "
                      f"unused {sorted(set(saved) - set(held))[:5]}, differing {differing[:5]}")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far: Linux's VmHWM (getrusage's ru_maxrss would
+    carry the parent's peak over the exec)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+
+
 image = cv2.imread(args.image)  # BGR, as DefaultPredictor expects (cfg.INPUT.FORMAT converts)
-print(json.dumps({"ready": True, "tensors": len(held), "min_size_test": cfg.INPUT.MIN_SIZE_TEST,
+print(json.dumps({"ready": True, "torch": torch.__version__, "load_peak_rss_mb": round(peak_rss_mb(), 1),
+                  "tensors": len(held), "min_size_test": cfg.INPUT.MIN_SIZE_TEST,
                   "max_size_test": cfg.INPUT.MAX_SIZE_TEST}), flush=True)
 for line in sys.stdin:
     command = line.split()
@@ -51,4 +61,5 @@ for line in sys.stdin:
     if command and command[0] == "dump":
         torch.save({"boxes": found.pred_boxes.tensor, "scores": found.scores, "labels": found.pred_classes,
                     "masks": found.pred_masks}, command[1])
-    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "detections": len(found)}), flush=True)
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "detections": len(found),
+                      "peak_rss_mb": round(peak_rss_mb(), 1)}), flush=True)

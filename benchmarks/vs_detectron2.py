@@ -1,22 +1,24 @@
 """Inference time per image: our model vs Detectron2's same model, same weights, same image, in one
-run (Detectron2 in its own environment, a worker process driven line by line).
+run; each side and path in its own worker process (Detectron2's in its own environment,
+detectron2_worker.py; ours, ours_worker.py), driven line by line.
 
 The model is Detectron2's ``configs/Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml`` (the copy in
-``cascade_rcnn.weights.zoo.DETECTRON2_CONFIGS``, with its ``_BASE_``; our zoo row of that name): Detectron2 builds it with ``get_cfg`` +
-``merge_from_file``, we with ``build_model("<that yaml>", weights=...)``. The weights are seeded
-random ones made on our side and calibrated on the image so that detections spread like a trained
-model's (``synthetic.spread_random_weights``), then written under Detectron2's key names (the
-inverse of ``weights/detectron2_layout.py``) as ``{"model": state_dict}``, which Detectron2's
-``DetectionCheckpointer`` and our ``build_model`` both read. The image is a natural-looking 480x640
-scene (``drawn_scene``), resized by both to the row's scale (short side 800, long side at most
-1333: 800x1067), ``score_thr=0`` on both sides (100 detections).
+``cascade_rcnn.weights.zoo.DETECTRON2_CONFIGS``, with its ``_BASE_``; our zoo row of that name):
+Detectron2 builds it with ``get_cfg`` + ``merge_from_file``, we with ``build_model("<that yaml>",
+weights=...)``. The weights are seeded random ones made here and calibrated on the image so that
+detections spread like a trained model's (``synthetic.spread_random_weights``), then written under
+Detectron2's key names (the inverse of ``weights/detectron2_layout.py``) as ``{"model":
+state_dict}``, which Detectron2's ``DetectionCheckpointer`` and our ``build_model`` both read. The
+image is a natural-looking 480x640 scene (``drawn_scene``), resized by both to the row's scale
+(short side 800, long side at most 1333: 800x1067), ``score_thr=0`` on both sides (100 detections).
 
-First the agreement check: Detectron2's detections against our exact and fast paths' on the image
-(so the timing compares the same work). Then rounds alternate Detectron2's ``DefaultPredictor``
-call, our fast path and our exact path, each timed in its own process around the predict call
-(image already decoded). Prints one JSON object per check and per path, with the medians and the
-ratio to Detectron2 (wall and process CPU time; also the ratio of the fastest rounds, which other
-work on a shared machine disturbs least).
+Each worker's first call (the warm-up) dumps its detections: the agreement check of our exact and
+fast paths against Detectron2 (so the timing compares the same work). Then rounds alternate
+Detectron2's ``DefaultPredictor`` call, our fast path and our exact path, each timed in its process
+around the predict call (image already decoded). Prints one JSON object per check and per run: the
+medians and their ratio to Detectron2's (wall and process CPU time), the fastest round and its ratio
+to Detectron2's fastest (which other work on a shared machine disturbs least), and the process's
+peak resident memory after loading and after the rounds.
 
     python benchmarks/vs_detectron2.py --d2-python /tmp/d2venv/bin/python [--repeats 3] [--threads 2]
 """
@@ -26,8 +28,8 @@ import argparse
 import json
 import statistics
 import subprocess
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -66,13 +68,6 @@ def detectron2_checkpoint(config: Path, keys: Path, path: Path, image: np.ndarra
     torch.save({"model": theirs}, path)
 
 
-def ours_once(model: cascade_rcnn.CascadeRCNN, image: np.ndarray) -> dict:
-    start, cpu_start = time.perf_counter(), time.process_time()
-    found = model.predict(image, score_thr=0.0)[0]
-    return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
-            "detections": len(found)}
-
-
 def next_report(worker: subprocess.Popen) -> dict:
     """The worker's next JSON line (Detectron2 may print other lines of its own)."""
     for line in worker.stdout:
@@ -96,6 +91,40 @@ def agreement_with(theirs: dict, found: Detections) -> dict:
             "min_mask_iou": matched.min_mask_iou}
 
 
+class Worker:
+    """A worker process (detectron2_worker.py or ours_worker.py) driven one line at a time."""
+
+    def __init__(self, command: list[str]):
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.ready = next_report(self.process)  # once its model is loaded (and, for Detectron2's, checked)
+
+    def ask(self, line: str) -> dict:
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        return next_report(self.process)
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def summary(key: str, timings: list[dict], base: list[dict], ready: dict, meta: dict) -> dict:
+    """One run's line: medians, ratios to Detectron2's medians (wall and CPU time) and of the
+    fastest rounds, and peak memory."""
+    def median(rows: list[dict], field: str) -> float:
+        return statistics.median(row[field] for row in rows)
+
+    seconds, cpu = median(timings, "seconds"), median(timings, "cpu_seconds")
+    return {**meta, "run": key, "detections": timings[0]["detections"],
+            "s_per_img": round(seconds, 3), "cpu_s_per_img": round(cpu, 3),
+            "ratio_to_detectron2": round(seconds / median(base, "seconds"), 3),
+            "cpu_ratio_to_detectron2": round(cpu / median(base, "cpu_seconds"), 3),
+            "best_s_per_img": round(min(r["seconds"] for r in timings), 3),
+            "best_ratio_to_detectron2": round(min(r["seconds"] for r in timings) / min(r["seconds"] for r in base), 3),
+            "load_peak_rss_mb": ready["load_peak_rss_mb"], "peak_rss_mb": max(r["peak_rss_mb"] for r in timings),
+            "seconds": [round(r["seconds"], 3) for r in timings]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--d2-python", required=True, help="the Python of an environment with Detectron2")
@@ -107,52 +136,38 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     image = drawn_scene(480, 640)
+    here = Path(__file__).resolve().parent
     with tempfile.TemporaryDirectory() as work:
         picture, checkpoint = Path(work) / "scene.png", Path(work) / "checkpoint.pth"
         cv2.imwrite(str(picture), image[:, :, ::-1])
         detectron2_checkpoint(Path(args.config), Path(args.keys), checkpoint, image)
-        worker = subprocess.Popen(
-            [args.d2_python, str(Path(__file__).with_name("detectron2_worker.py")), args.config,
-             str(checkpoint), str(picture), "--threads", str(args.threads)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-        def ask(line: str) -> dict:
-            worker.stdin.write(line + "\n")
-            worker.stdin.flush()
-            return next_report(worker)
-
-        next_report(worker)  # {"ready": true} once the model is loaded and checked
-        dumped = Path(work) / "detectron2.pt"
-        ask(f"dump {dumped}")
-        theirs = torch.load(dumped, weights_only=True)
-        runs = {"detectron2": lambda: ask("run")}
+        files = [args.config, str(checkpoint), str(picture), "--threads", str(args.threads)]
+        # One process per side and path, started one after another (each loads on its own).
+        workers = {"detectron2": Worker([args.d2_python, str(here / "detectron2_worker.py"), *files])}
         for path in args.paths:
-            model = cascade_rcnn.build_model(args.config, weights=checkpoint, exact=path == "exact")
-            print(json.dumps({"check": "agreement with Detectron2", "path": path,
-                              **agreement_with(theirs, model.predict(image, score_thr=0.0)[0])}), flush=True)
-            runs[path] = lambda model=model: ours_once(model, image)
-        results = {key: [] for key in runs}
-        for round_index in range(args.repeats + 1):  # round 0 is the warm-up
-            for key, run in runs.items():
-                result = run()
-                if round_index:
-                    results[key].append(result)
-        worker.stdin.close()
-        worker.wait()
-    base = statistics.median(r["seconds"] for r in results["detectron2"])
-    base_cpu = statistics.median(r["cpu_seconds"] for r in results["detectron2"])
-    best = min(r["seconds"] for r in results["detectron2"])  # the least disturbed round, on a shared machine
+            workers[path] = Worker([sys.executable, str(here / "ours_worker.py"), *files,
+                                    *(["--exact"] if path == "exact" else [])])
+        dumps = {}
+        for key, worker in workers.items():
+            dumps[key] = Path(work) / f"{key}.pt"
+            worker.ask(f"dump {dumps[key]}")  # also each worker's first (warm-up) call
+        theirs = torch.load(dumps["detectron2"], weights_only=True)
+        for path in args.paths:
+            mine = torch.load(dumps[path], weights_only=True)
+            found = Detections(mine["boxes"], mine["scores"], mine["labels"], (), image.shape[:2], mine["masks"])
+            print(json.dumps({"check": "agreement with Detectron2", "path": path, **agreement_with(theirs, found)}),
+                  flush=True)
+        results = {key: [] for key in workers}
+        for _round in range(args.repeats):  # rounds alternate the runs, so that slow spells hit each alike
+            for key, worker in workers.items():
+                results[key].append(worker.ask("run"))
+        for worker in workers.values():
+            worker.close()
+    meta = {"model": Path(args.config).stem, "image": "x".join(map(str, image.shape[:2])), "threads": args.threads,
+            "repeats": args.repeats, "torch": {key: worker.ready["torch"] for key, worker in workers.items()},
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     for key, timings in results.items():
-        seconds = statistics.median(r["seconds"] for r in timings)
-        cpu = statistics.median(r["cpu_seconds"] for r in timings)
-        print(json.dumps({"model": Path(args.config).stem, "run": key, "detections": timings[0]["detections"],
-                          "s_per_img": round(seconds, 3), "cpu_s_per_img": round(cpu, 3),
-                          "ratio_to_detectron2": round(seconds / base, 3),
-                          "cpu_ratio_to_detectron2": round(cpu / base_cpu, 3),
-                          "best_ratio_to_detectron2": round(min(r["seconds"] for r in timings) / best, 3),
-                          "seconds": [round(r["seconds"], 3) for r in timings],
-                          "image": "x".join(map(str, image.shape[:2])), "threads": args.threads,
-                          "repeats": args.repeats}), flush=True)
+        print(json.dumps(summary(key, timings, results["detectron2"], workers[key].ready, meta)), flush=True)
 
 
 if __name__ == "__main__":
