@@ -17,7 +17,8 @@ fast paths against Detectron2 (so the timing compares the same work). Then round
 Detectron2's ``DefaultPredictor`` call, our fast path and our exact path, each timed in its process
 around the predict call (image already decoded). Prints one JSON object per check and per run: the
 medians and their ratio to Detectron2's (wall and process CPU time), the fastest round and its ratio
-to Detectron2's fastest (which other work on a shared machine disturbs least), and the process's
+to Detectron2's fastest (which other work on a shared machine disturbs least), the median of the
+rounds' own ratios (each round's time over Detectron2's in that round), and the process's
 peak resident memory after loading and after the rounds.
 
     python benchmarks/vs_detectron2.py --d2-python /tmp/d2venv/bin/python [--repeats 3] [--threads 2]
@@ -109,8 +110,8 @@ class Worker:
 
 
 def summary(key: str, timings: list[dict], base: list[dict], ready: dict, meta: dict) -> dict:
-    """One run's line: medians, ratios to Detectron2's medians (wall and CPU time) and of the
-    fastest rounds, and peak memory."""
+    """One run's line: medians, ratios to Detectron2's medians (wall and CPU time), of the fastest
+    rounds and round by round, and peak memory."""
     def median(rows: list[dict], field: str) -> float:
         return statistics.median(row[field] for row in rows)
 
@@ -121,6 +122,9 @@ def summary(key: str, timings: list[dict], base: list[dict], ready: dict, meta: 
             "cpu_ratio_to_detectron2": round(cpu / median(base, "cpu_seconds"), 3),
             "best_s_per_img": round(min(r["seconds"] for r in timings), 3),
             "best_ratio_to_detectron2": round(min(r["seconds"] for r in timings) / min(r["seconds"] for r in base), 3),
+            # each round's time over Detectron2's in the same round (neighbours in time share the load)
+            "median_round_ratio": round(statistics.median(r["seconds"] / b["seconds"]
+                                                          for r, b in zip(timings, base)), 3),
             "load_peak_rss_mb": ready["load_peak_rss_mb"], "peak_rss_mb": max(r["peak_rss_mb"] for r in timings),
             "seconds": [round(r["seconds"], 3) for r in timings]}
 
