@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +164,22 @@ def two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
+
+
+@contextmanager
+def backbone_passes() -> Iterator[list[tuple[int, set[torch.dtype]]]]:
+    """Every forward pass of a ResNet backbone (any model, also one a command builds) while inside:
+    (images in the batch, dtypes of its output feature maps), in order."""
+    from cascade_rcnn.models.backbones.resnet import ResNet
+
+    passes = []
+
+    def record(module, args, output):
+        if isinstance(module, ResNet):
+            passes.append((args[0].shape[0], {level.dtype for level in output}))
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        yield passes
+    finally:
+        hook.remove()

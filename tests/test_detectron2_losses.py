@@ -101,11 +101,11 @@ def reference_digests(case: dict) -> dict:
                        for stage in case["stages"]]}
 
 
-def batch_of(case: dict) -> tuple[torch.Tensor, list[dict], torch.Tensor]:
+def batch_of(case: dict, folder: Path = GOLDEN) -> tuple[torch.Tensor, list[dict], torch.Tensor]:
     """The golden case as our ``loss`` takes it: (image - mean) / std of the uint8 BGR images,
     zero-padded to a multiple of 32 (Detectron2's ImageList), and per image boxes, labels and
     bitmap ``masks`` or ``polygons``."""
-    config = read_detectron2_model(CONFIG)
+    config = read_detectron2_model(folder / "config.yaml")
     mean = torch.tensor(config.pixel_mean).view(3, 1, 1)
     std = torch.tensor(config.pixel_std).view(3, 1, 1)
     batch = pad_batch([(image["image"].float() - mean) / std for image in case["images"]])
@@ -164,23 +164,24 @@ def recording():
 
 
 @functools.cache
-def golden_meta() -> dict:
-    return torch.load(LOSSES, weights_only=True)["meta"]
+def golden_meta(folder: Path = GOLDEN) -> dict:
+    return torch.load(folder / "losses.pt", weights_only=True)["meta"]
 
 
-def golden_model() -> cascade_rcnn.CascadeRCNN:
+def golden_model(folder: Path = GOLDEN) -> cascade_rcnn.CascadeRCNN:
     """The run's model in training mode, its samplers taking every candidate as in losses.pt."""
-    all_samples = golden_meta()["all_samples"]
-    return cascade_rcnn.build_model(str(CONFIG), weights=CHECKPOINT, exact=True, settings={
+    all_samples = golden_meta(folder)["all_samples"]
+    return cascade_rcnn.build_model(str(folder / "config.yaml"), weights=folder / "checkpoint.pth", exact=True, settings={
         "rpn_samples_per_image": all_samples, "rois_per_image": all_samples}).train()
 
 
-def training_run(model: cascade_rcnn.CascadeRCNN, case: dict, exact: bool) -> dict:
-    """Our losses (Detectron2's names) and what was sampled, seeded as Detectron2's run."""
+def training_run(model: cascade_rcnn.CascadeRCNN, case: dict, exact: bool, folder: Path = GOLDEN) -> dict:
+    """Our losses (Detectron2's names) and what was sampled, seeded as Detectron2's run of the
+    golden ``folder``."""
     model.exact = exact
-    batch, targets, sizes = batch_of(case)
+    batch, targets, sizes = batch_of(case, folder)
     with recording() as record:
-        torch.manual_seed(golden_meta()["loss_seed"])
+        torch.manual_seed(golden_meta(folder)["loss_seed"])
         losses = model.loss(batch, targets, sizes)  # autograd on, no backward: as Detectron2's run
     record["losses"] = {d2: losses[ours].item() for d2, ours in D2_NAMES.items()}
     record["accuracy"] = [losses[f"s{k}_acc"].item() for k in range(3)]

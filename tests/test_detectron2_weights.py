@@ -12,6 +12,7 @@ import torch
 from conftest import tiny_config
 
 import cascade_rcnn
+from cascade_rcnn.models.backbones.resnet import ResNetConfig
 from cascade_rcnn.models.roi_heads.cascade import DETECTRON2_CASCADE
 from cascade_rcnn.weights import checkpoint
 from cascade_rcnn.weights.detectron2_layout import is_detectron2, our_name, to_our_layout
@@ -41,10 +42,16 @@ def our_shapes(config: cascade_rcnn.ModelConfig) -> dict[str, list[int]]:
     return {key: list(tensor.shape) for key, tensor in model.state_dict().items()}
 
 
+VITDET_ROWS = ("COCO/cascade_mask_rcnn_vitdet_b_100ep", "COCO/cascade_mask_rcnn_vitdet_l_100ep",
+               "COCO/cascade_mask_rcnn_vitdet_h_75ep", "LVIS/cascade_mask_rcnn_vitdet_b_100ep",
+               "LVIS/cascade_mask_rcnn_vitdet_l_100ep", "LVIS/cascade_mask_rcnn_vitdet_h_100ep")
+
+
 @pytest.mark.parametrize("keys_file, config", [
     ("Misc-cascade_mask_rcnn_R_50_FPN_3x.json", R50_3X),
     ("d2_cascade_mask_rcnn_R_18_FPN.json", R18_LIKE_GOLDEN),
-], ids=["R-50-zoo", "R-18-golden"])
+    *((f"ViTDet-{name.replace('/', '-')}.json", cascade_rcnn.get_config(name)) for name in VITDET_ROWS),
+], ids=["R-50-zoo", "R-18-golden", *VITDET_ROWS])
 def test_every_detectron2_key_has_one_place_in_our_layout_with_its_shape(keys_file, config):
     theirs = detectron2_keys(keys_file)
     assert is_detectron2(theirs)
@@ -52,15 +59,18 @@ def test_every_detectron2_key_has_one_place_in_our_layout_with_its_shape(keys_fi
     mapped, extras = to_our_layout(state, keys_file)
     ours = our_shapes(config)
 
-    assert extras == {}
-    assert len({our_name(name) for name in theirs}) == len(theirs)  # one to one
+    assert sorted(extras) == [f"roi_heads.box_predictor.{k}.fed_loss_cls_weights" for k in range(3)
+                              if "LVIS" in keys_file]  # settings (the config's), not weights
+    weights = [name for name in theirs if name not in extras]
+    assert len({our_name(name) for name in weights}) == len(weights)  # one to one
     assert sorted(set(ours) - set(mapped)) == [], "ours, not filled"
     assert sorted(set(mapped) - set(ours)) == [], "mapped to no key of ours"
     assert {key: list(tensor.shape) for key, tensor in mapped.items()} == ours
-    # Detectron2's FrozenBatchNorms have no counter: each of ours gets a 0.
+    # Detectron2's FrozenBatchNorms have no counter: each of ours gets a 0 (ViTDet has no BatchNorm).
     counters = [key for key in mapped if key.endswith("num_batches_tracked")]
     assert not any(name.endswith("num_batches_tracked") for name in theirs)
-    assert len(counters) == sum(name.endswith("running_mean") for name in theirs) > 0
+    assert len(counters) == sum(name.endswith("running_mean") for name in theirs)
+    assert (len(counters) > 0) == isinstance(config.backbone, ResNetConfig)
     assert all(mapped[key].dtype == torch.long and mapped[key].device.type == "cpu" and mapped[key] == 0
                for key in counters)
 
@@ -87,10 +97,18 @@ def test_the_rows_give_the_names_the_layouts_document():
         "roi_heads.mask_head.mask_fcn4.bias": "roi_head.mask_head.0.convs.3.conv.bias",
         "roi_heads.mask_head.deconv.weight": "roi_head.mask_head.0.upsample.weight",
         "roi_heads.mask_head.predictor.bias": "roi_head.mask_head.0.conv_logits.bias",
+        # ViTDet's: its ViT and simple pyramid under our backbone. / neck., LayerNorm conv heads
+        "backbone.net.blocks.11.attn.rel_pos_h": "backbone.blocks.11.attn.rel_pos_h",
+        "backbone.simfp_2.4.norm.weight": "neck.simfp_2.4.norm.weight",
+        "proposal_generator.rpn_head.conv.conv1.weight": "rpn_head.rpn_conv.1.weight",
+        "roi_heads.box_head.1.conv4.weight": "roi_head.bbox_head.1.shared_convs.3.conv.weight",
+        "roi_heads.box_head.1.conv4.norm.bias": "roi_head.bbox_head.1.shared_convs.3.norm.bias",
+        "roi_heads.mask_head.mask_fcn2.norm.weight": "roi_head.mask_head.0.convs.1.norm.weight",
     }
     assert {key: our_name(key) for key in expected} == expected
     for unknown in ("backbone.bottom_up.res6.0.conv1.weight", "backbone.fpn_lateral6.weight",
-                    "roi_heads.box_head.0.conv1.weight", "backbone.bottom_up.stem.conv1.weight.extra"):
+                    "roi_heads.box_head.0.conv5.weight", "roi_heads.box_head.0.conv1.bias",
+                    "backbone.bottom_up.stem.conv1.weight.extra"):
         assert our_name(unknown) is None, unknown
 
 
@@ -100,13 +118,13 @@ def test_our_own_and_mmdetections_keys_are_not_taken_for_detectron2s():
 
 def test_unmapped_keys_are_named_in_one_line_and_the_input_entries_come_back_apart():
     state = {"backbone.bottom_up.stem.conv1.weight": torch.zeros(1), "pixel_mean": torch.ones(3, 1, 1),
-             "pixel_std": torch.ones(3, 1, 1), "roi_heads.box_head.0.conv1.weight": torch.zeros(1)}
+             "pixel_std": torch.ones(3, 1, 1), "roi_heads.box_head.0.conv5.weight": torch.zeros(1)}
     with pytest.raises(CheckpointError) as caught:
         to_our_layout(state, "model_final.pth")
-    assert str(caught.value) == ("model_final.pth: 1 Detectron2 keys have no counterpart in our ResNet-FPN "
-                                 "Cascade (Mask) R-CNN: roi_heads.box_head.0.conv1.weight")
+    assert str(caught.value) == ("model_final.pth: 1 Detectron2 keys have no counterpart in our Cascade (Mask) "
+                                 "R-CNN (ResNet-FPN or ViTDet): roi_heads.box_head.0.conv5.weight")
 
-    del state["roi_heads.box_head.0.conv1.weight"]
+    del state["roi_heads.box_head.0.conv5.weight"]
     mapped, extras = to_our_layout(state, "model_final.pth")
     assert list(mapped) == ["backbone.conv1.weight"] and set(extras) == {"pixel_mean", "pixel_std"}
     assert extras["pixel_mean"] is state["pixel_mean"]

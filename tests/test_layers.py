@@ -1,4 +1,4 @@
-"""The package's layers, as the README's Layout section states them: each imports only layers
+"""The package's layers, as docs/architecture.md's Layout section states them: each imports only layers
 listed before it, so there is no import cycle between packages, and the network does no I/O."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import cascade_rcnn
 
 PACKAGE = Path(cascade_rcnn.__file__).parent
-# Each layer with the layers it may import (the README's order: errors, atomic_write <- ops <- models <-
+# Each layer with the layers it may import (that section's order: errors, atomic_write <- ops <- models <-
 # mmdet_config, detectron2_config <- data, weights <- outputs <- inference <- deploy, api <- benchmarking,
 # engine <- cli).
 ORDER = ["errors", "atomic_write", "ops", "models", "mmdet_config", "detectron2_config", "data", "weights", "outputs",

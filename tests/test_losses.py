@@ -1,4 +1,4 @@
-"""Training losses: MMDetection's normalisers and mask targets, and a golden-loss guard."""
+"""Training losses: MMDetection's normalisers and mask targets, closed forms, and MMDetection's own numbers."""
 from __future__ import annotations
 
 import dataclasses
@@ -69,46 +69,85 @@ def golden_batch() -> tuple[torch.Tensor, list[dict], list[tuple[int, int]]]:
     return images, [first, second], torch.tensor([(60, 90), (48, 80)])
 
 
-# The tiny model's losses on golden_batch() with torch.manual_seed(0) before the forward pass
-# (written down from this implementation, as Detectron2's golden-loss tests do). A change to any
-# loss term, sampler, normaliser or target breaks this test on purpose (the RPN normaliser's
-# max(., 1) moves rpn_* by ~0.2 %, unpadded mask targets move s*_mask by 0.1-0.3 %): update the
-# values only for an intended change, and say why in the commit.
-GOLDEN_LOSSES = {
-    "rpn_cls": 0.6915706, "rpn_box": 0.004808663,
-    "s0_cls": 1.456428, "s0_box": 0.05826103, "s0_mask": 0.896126,
-    "s1_cls": 0.7607039, "s1_box": 0.02049805, "s1_mask": 1.342468,
-    "s2_cls": 0.3686447, "s2_box": 0.001884224, "s2_mask": 0.8129881,
-}
+def batch_losses(model: cascade_rcnn.CascadeRCNN, images: torch.Tensor, targets: list[dict],
+                 sizes: torch.Tensor) -> dict[str, float]:
+    """The model's training losses (accuracies left out), with torch.manual_seed(0) before the pass."""
+    torch.manual_seed(0)
+    return {k: v.item() for k, v in model.loss(images, targets, sizes).items() if not k.endswith("_acc")}
+
+
+# The ResNet cascade's losses used to be pinned here to numbers written down from this
+# implementation. MMDetection (the reference the ConvNeXt and Swin rows below were made with,
+# tools/compare_losses_with_mmdet.py) is not installed where this was rewritten, so the tiny model
+# has no MMDetection numbers; the ResNet cascade's loss VALUES are checked against MMDetection's
+# own in tests/test_golden.py (the r18w32 project config on two batches, exact path to 1e-5, same
+# sampled counts; CI has the shared golden folder). What runs here, without that folder, has
+# references that do not come from this implementation:
+# - with the prediction layers zeroed every logit is 0, whatever the features: each sampled
+#   anchor's BCE is log 2, each RoI's cross-entropy over 3 classes + background log 4, each mask
+#   pixel's BCE log 2, so the losses are those constants times the stage weights (1, 0.5, 0.25)
+#   wherever the normalisers are right (measured: 2.6e-7 relative off, float32 rounding of log);
+# - the fast path (frozen BatchNorm folded into its conv, channels-last) against the exact one,
+#   MMDetection's order of work, which tests/test_golden.py pins to MMDetection's losses.
+CLOSED_FORM_REL = 1e-6
+STAGE_WEIGHTS = (1.0, 0.5, 0.25)
 
 
 @pytest.mark.parametrize("exact", [False, True], ids=["fast-folded-channels-last", "exact"])
-def test_golden_losses(exact):
-    """Both training paths give the golden losses: the fast one (frozen BatchNorm folded into its
-    conv, channels-last) differs from the exact one by float rounding only."""
+def test_losses_of_zero_logits_are_the_closed_form_constants(exact):
     model = tiny_model(True, seed=0).train()
     model.exact = exact
+    with torch.no_grad():
+        layers = [model.rpn_head.rpn_cls] + [head.fc_cls for head in model.roi_head.bbox_head] + \
+                 [head.conv_logits for head in model.roi_head.mask_head]
+        for layer in layers:
+            layer.weight.zero_()
+            layer.bias.zero_()
     images, targets, sizes = golden_batch()
-    torch.manual_seed(0)
-    losses = model.loss(images, targets, sizes)
-    values = {k: v.item() for k, v in losses.items() if not k.endswith("_acc")}
-    assert values.keys() == GOLDEN_LOSSES.keys()
-    for key, expected in GOLDEN_LOSSES.items():
-        assert values[key] == pytest.approx(expected, rel=1e-5, abs=1e-8), (key, values[key], expected)
+    losses = batch_losses(model, images, targets, sizes)
+    for stage, weight in enumerate(STAGE_WEIGHTS):
+        assert losses[f"s{stage}_cls"] == pytest.approx(weight * math.log(4), rel=CLOSED_FORM_REL)
+        assert losses[f"s{stage}_mask"] == pytest.approx(weight * math.log(2), rel=CLOSED_FORM_REL)
+    # The second image has no object: its 1 extra in the RPN normaliser (max(positives, 1)) puts
+    # the batch's rpn_cls below log 2 (test_rpn_normaliser_counts_max_pos_1_plus_max_neg_1_per_image);
+    # the first image alone, with positives and negatives, gives log 2 itself.
+    assert losses["rpn_cls"] < math.log(2) * (1 - 10 * CLOSED_FORM_REL)
+    first = batch_losses(model, images[:1], targets[:1], sizes[:1])
+    assert first["rpn_cls"] == pytest.approx(math.log(2), rel=CLOSED_FORM_REL)
+
+
+# Fast against exact on golden_batch(), every term: measured 8.1e-7 relative at most (s2_mask;
+# AMD EPYC AVX-512; 4.4e-7 under ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2), rpn and
+# classification terms equal. Bound 10x: a fold that dropped the BatchNorm's shift or scale, or
+# a wrong channels-last layout, moves the features, and every term by far more.
+FAST_LOSS_REL = 1e-5
+
+
+def test_fast_training_path_gives_the_exact_paths_losses():
+    images, targets, sizes = golden_batch()
+    exact, fast = tiny_model(True, seed=0).train(), tiny_model(True, seed=0).train()
+    exact.exact = True
+    expected, ours = batch_losses(exact, images, targets, sizes), batch_losses(fast, images, targets, sizes)
+    assert expected.keys() == ours.keys() == {f"rpn_{k}" for k in ("cls", "box")} | {
+        f"s{s}_{k}" for s in range(3) for k in ("cls", "box", "mask")}
+    assert all(value > 0 for value in expected.values())
+    for key, value in expected.items():
+        assert ours[key] == pytest.approx(value, rel=FAST_LOSS_REL), key
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("amp", [None, "fp16", "bf16"])
 def test_cuda_training_losses_match_the_cpu_and_amp_steps_are_finite(amp, monkeypatch):
-    """Training on CUDA: float32 gives the CPU's golden losses up to float noise. Under autocast
+    """Training on CUDA: float32 gives the CPU's losses up to float noise. Under autocast
     the RPN and classification losses stay within 5 % and the total within 10 % (a stage's box
     and mask losses move more: half-precision boxes change which RoIs pass an IoU threshold; CPU
     bf16 moved s2_box to 0 and the total by 0.4 %), and one scaled SGD step leaves finite weights."""
     # TF32 (cuDNN's default for convolutions) keeps 10 mantissa bits: float32 means float32 here.
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    model = tiny_model(True, seed=0).train().to("cuda")
     images, targets, sizes = golden_batch()
+    on_cpu = batch_losses(tiny_model(True, seed=0).train(), images, targets, sizes)
+    model = tiny_model(True, seed=0).train().to("cuda")
     targets = [{key: value.to("cuda") for key, value in target.items()} for target in targets]
     torch.manual_seed(0)
     model.path = dataclasses.replace(model.path, precision=amp or "fp32")  # autocast inside ``loss``
@@ -116,12 +155,12 @@ def test_cuda_training_losses_match_the_cpu_and_amp_steps_are_finite(amp, monkey
     values = {k: v.item() for k, v in losses.items() if not k.endswith("_acc")}
     assert all(math.isfinite(value) for value in values.values())
     if amp is None:
-        for key, expected in GOLDEN_LOSSES.items():
+        for key, expected in on_cpu.items():
             assert values[key] == pytest.approx(expected, rel=1e-3, abs=1e-5), (key, values[key], expected)
     else:
         for key in ("rpn_cls", "rpn_box", "s0_cls", "s1_cls", "s2_cls"):
-            assert values[key] == pytest.approx(GOLDEN_LOSSES[key], rel=0.05), (key, values[key])
-        assert sum(values.values()) == pytest.approx(sum(GOLDEN_LOSSES.values()), rel=0.1)
+            assert values[key] == pytest.approx(on_cpu[key], rel=0.05), (key, values[key])
+        assert sum(values.values()) == pytest.approx(sum(on_cpu.values()), rel=0.1)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
     scaler.scale(sum(v for k, v in losses.items() if not k.endswith("_acc"))).backward()

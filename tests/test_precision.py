@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 import torchvision
-from conftest import tiny_model
+from conftest import backbone_passes, tiny_model
 
 import cascade_rcnn
 from cascade_rcnn.benchmarking.synthetic import drawn_scene, spread_random_weights
@@ -130,9 +130,17 @@ def test_cli_predict_and_benchmark_at_bf16(tmp_path, pretend_cpu_has_bf16, capsy
     from PIL import Image
 
     Image.fromarray(drawn_scene(64, 96, seed=1)).save(image)
-    assert main(["predict", str(image), "--model", "cascade_mask_rcnn_r18w32_fpn_256", "--weights", "none",
-                 "--precision", "bf16", "--out", str(tmp_path / "out"), "--score-thr", "0"]) == 0
+    predict = ["predict", str(image), "--model", "cascade_mask_rcnn_r18w32_fpn_256", "--weights", "none",
+               "--score-thr", "0"]
+    with backbone_passes() as passes:
+        assert main([*predict, "--out", str(tmp_path / "fp32")]) == 0
+        assert main([*predict, "--precision", "bf16", "--out", str(tmp_path / "out")]) == 0
+    assert passes == [(1, {torch.float32}), (1, {torch.bfloat16})]  # the option changed what ran
     assert (tmp_path / "out" / "predictions.json").is_file()
-    assert main(["benchmark", "--model", "cascade_rcnn_r18w32_fpn_256", "--images", "1", "--size", "64x96",
-                 "--json", "--precision", "bf16", "--train", "--iterations", "1", "--train-batch-size", "1"]) == 0
+    with backbone_passes() as passes:
+        assert main(["benchmark", "--model", "cascade_rcnn_r18w32_fpn_256", "--images", "1", "--size", "64x96",
+                     "--json", "--precision", "bf16", "--train", "--iterations", "1", "--train-batch-size", "1"]) == 0
+    # spread_random_weights' 4 calibration passes (float32 by design), then at bf16: 2 warm-up and
+    # 1 timed inference call, 1 warm-up and 1 timed training step
+    assert [dtypes for _, dtypes in passes] == [{torch.float32}] * 4 + [{torch.bfloat16}] * 5
     assert '"precision": "bf16"' in capsys.readouterr().out

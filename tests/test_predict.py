@@ -331,12 +331,24 @@ def test_cuda_inference_equals_cpu_up_to_float_noise_and_runs_under_fp16():
     model = spread_random_weights(tiny_model(True), scene)
     cpu = model.predict(scene)[0]
     model.to("cuda")
+    # Every detection, on either side, is matched (same label, box IoU >= min_iou, score within
+    # score_diff) - except one whose score lies within score_diff of the cut (score_thr, or the
+    # 100th score when the cap is full), which the other side's noise may leave out. The bounds
+    # are those of the earlier top-5 check, not yet measured over all detections (no GPU where
+    # this was written): widen them only with a measurement written here.
+    cut = model.config.test_score_thr
+    if len(cpu) == model.config.test_max_per_image:
+        cut = max(cut, float(cpu.scores.min()))
     for precision, min_iou, score_diff in (("fp32", 0.99, 1e-3), ("fp16", 0.9, 0.05), ("bf16", 0.9, 0.05)):
         model.path = dataclasses.replace(model.path, precision=precision)
         gpu = model.predict(scene)[0]
         assert gpu.boxes.device.type == "cpu" and gpu.masks.shape == cpu.masks.shape
-        match = agreement(cpu, gpu, min_iou=min_iou)
-        assert match.matched >= min(5, len(cpu)) and match.max_score_diff <= score_diff
+        assert len(cpu) > 5
+        for reference, other in ((cpu, gpu), (gpu, cpu)):
+            clear = reference.above(cut + score_diff)
+            match = agreement(clear, other, min_iou=min_iou)
+            assert match.matched == len(clear), (precision, match)
+            assert match.max_score_diff <= score_diff, (precision, match)
 
 
 def test_classes_keeps_only_those_classes_chosen_before_the_per_image_cut(photo):

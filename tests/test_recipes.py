@@ -1,4 +1,4 @@
-"""The modern rows' training recipes, end to end: the README's ``cascade-rcnn train`` command of a
+"""The modern rows' training recipes, end to end: docs/zoo.md's ``cascade-rcnn train`` command of a
 ConvNeXt and a Swin row, run on the shapes data with the row's config shrunk (mmpretrain's atto
 ConvNeXt / a 16-wide Swin, narrow FPN and heads, fewer RoIs) but its recipe intact: DETR's
 resize-crop, AdamW with the row's parameter groups (ConvNeXt's layer-wise lr decay, Swin's

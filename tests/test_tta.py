@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import assert_detections_equal, tiny_model
+from conftest import assert_detections_equal, backbone_passes, tiny_model
 
 import cascade_rcnn
 from cascade_rcnn.cli import main
@@ -150,9 +150,26 @@ def test_cli_tta_writes_predictions_and_refuses_bad_text(tmp_path, capsys):
     cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
     base = ["predict", str(image), "--model", "cascade_rcnn_r18w32_fpn_256", "--weights", str(weights),
             "--score-thr", "0", "--no-draw"]
-    assert main([*base, "--out", str(tmp_path / "tta"), "--tta", "flip"]) == 0
+    with backbone_passes() as passes:
+        assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+        plain_passes = len(passes)
+        assert main([*base, "--out", str(tmp_path / "tta"), "--tta", "flip"]) == 0
+    # two views, the image and its mirror, went through the network (in one batch or two)
+    assert sum(images for images, _ in passes[:plain_passes]) == 1
+    assert sum(images for images, _ in passes[plain_passes:]) == 2
+
+    def rows(records: list[dict]) -> list[tuple]:
+        return sorted((r["score"], r["category_id"], r["bbox"]) for r in records)
+
     records = json.loads((tmp_path / "tta" / "predictions.json").read_text())
+    plain = json.loads((tmp_path / "plain" / "predictions.json").read_text())
     assert records and {"bbox", "score", "category_id"} <= set(records[0])
+    # what the Python API's flip TTA (its merge: test_views_are_merged_..., test_flip_tta_is_mirror_
+    # symmetric) gives on this image, written as COCO records - not the plain run's detections
+    merged = model.predict(str(image), score_thr=0.0, tta="flip")[0]
+    expected = merged.to_coco({}, list(range(1, 91)))
+    assert [(score, box) for score, _, box in rows(records)] == [(score, box) for score, _, box in rows(expected)]
+    assert rows(records) != rows(plain)
     capsys.readouterr()
     assert main([*base, "--out", str(tmp_path / "bad"), "--tta", "flip,scales=1:x"]) == 2
     err = capsys.readouterr().err

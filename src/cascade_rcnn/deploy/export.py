@@ -156,7 +156,9 @@ def _example_input(model: CascadeNetwork) -> tuple[torch.Tensor, ...]:
     """A small padded batch of two images of different sizes to trace with (the graph's batch
     and image sizes stay dynamic), and their box scales for a box-only model."""
     generator = torch.Generator().manual_seed(0)
-    image = torch.randn(2, 3, 2 * SIZE_DIVISOR * 4, 3 * SIZE_DIVISOR * 4, generator=generator)
+    side = getattr(model.config.backbone, "square_pad", 0)  # ViTDet's: no input larger than its square
+    shape = (side, side) if side else (2 * SIZE_DIVISOR * 4, 3 * SIZE_DIVISOR * 4)
+    image = torch.randn(2, 3, *shape, generator=generator)
     height, width = image.shape[2:]
     sizes = torch.tensor([[height - 5, width - 9], [height - 40, width - 27]])
     example = (image.to(model.device), sizes.to(model.device))

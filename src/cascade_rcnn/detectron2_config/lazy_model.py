@@ -18,6 +18,7 @@ from ..models.config import ModelConfig
 from ..models.heads.box_head import VITDET_BOX_HEAD
 from ..models.heads.mask_head import VITDET_MASK_HEAD
 from ..models.input_norm import DETECTRON2_RESIZE, InputNorm
+from ..models.lvis_classes import LVIS_CATEGORY_IDS, LVIS_CLASSES, LVIS_IMAGE_COUNTS
 from ..models.necks.simple_pyramid import SimplePyramidConfig
 from ..models.roi_heads.cascade import DETECTRON2_CASCADE
 from ..models.rpn import DETECTRON2_RPN
@@ -26,6 +27,11 @@ from .lazy_file import read_lazy_dump
 _D2 = "detectron2.modeling."
 LAYER_NORM = "torch.nn.modules.normalization.LayerNorm"
 LEVELS = ["p2", "p3", "p4", "p5"]
+# FastRCNNOutputLayers' arguments we follow (each stage's must equal stage 0's where it matters)
+PREDICTOR_ARGUMENTS = ("input_shape", "box2box_transform", "num_classes", "test_score_thresh", "test_nms_thresh",
+                       "test_topk_per_image", "cls_agnostic_bbox_reg", "smooth_l1_beta", "box_reg_loss_type",
+                       "loss_weight", "use_sigmoid_ce", "use_fed_loss", "get_fed_loss_cls_weights",
+                       "fed_loss_num_classes")
 
 
 class _Node:
@@ -44,6 +50,13 @@ class _Node:
     def node(self, name: str, *targets: str) -> "_Node":
         return _Node(self.tree.get(name), f"{self.key}.{name}", self.path, targets)
 
+    def only(self, *names: str) -> None:
+        """Refuse any argument but ``names`` (and ``_target_``): one we do not follow, named."""
+        for name in self.tree:
+            if name != "_target_" and name not in names:
+                raise ConfigError(f"{self.path}: {self.key}.{name} is not supported (we follow "
+                                  f"{', '.join(names)})")
+
     def need(self, name: str, wanted: Any, default: Any = None) -> None:
         """Refuse unless argument ``name`` (or its default) equals ``wanted`` (a value, or a test)."""
         value = self.get(name, default)
@@ -61,8 +74,7 @@ def read_lazy_model(path: str | Path, name: str | None = None) -> ModelConfig:
     pyramid = model.node("backbone", _D2 + "SimpleFeaturePyramid")
     rpn = model.node("proposal_generator", _D2 + "proposal_generator.RPN")
     heads = model.node("roi_heads", _D2 + "roi_heads.CascadeROIHeads")
-    num_classes = heads.get("num_classes")
-    coco = num_classes == len(COCO_CLASSES)
+    classes = _classes(tree, heads.get("num_classes"))
     stages = _stages(heads)
     short, longest = _test_resize(tree, path)
     fmt = model.get("input_format", "BGR")
@@ -89,10 +101,9 @@ def read_lazy_model(path: str | Path, name: str | None = None) -> ModelConfig:
                          ratios=_ratios(rpn), positive_fraction=rpn.get("positive_fraction", 0.5),
                          neg_iou=float(low), pos_iou=float(high), box_loss_beta=float(rpn.get("smooth_l1_beta", 0.0))),
         roi_heads=replace(DETECTRON2_CASCADE, stage_box_weights=tuple(weights for _, weights in stages),
-                          positive_fraction=heads.get("positive_fraction", 0.25)),
+                          positive_fraction=heads.get("positive_fraction", 0.25), **_class_scores(first, classes)),
         box_head=box_head, mask_head=VITDET_MASK_HEAD, with_mask="mask_head" in heads.tree,
-        class_names=COCO_CLASSES if coco else tuple(f"class_{i}" for i in range(num_classes)),
-        category_ids=COCO_CATEGORY_IDS if coco else None,
+        class_names=classes[0], category_ids=classes[1],
         fpn_channels=pyramid.get("out_channels"), fc_channels=_fc_dim(heads), mask_channels=mask_channels,
         image_scale=(longest, short), resize_rule=DETECTRON2_RESIZE, anchor_scale=_anchor_scale(rpn),
         stage_ious=tuple(iou for iou, _ in stages), stage_loss_weights=(1.0,) * len(stages),
@@ -102,6 +113,33 @@ def read_lazy_model(path: str | Path, name: str | None = None) -> ModelConfig:
         rpn_samples_per_image=rpn.get("batch_size_per_image"), rois_per_image=heads.get("batch_size_per_image"),
         test_score_thr=float(first.get("test_score_thresh", 0.0)), test_nms_iou=float(first.get("test_nms_thresh", 0.5)),
         test_max_per_image=first.get("test_topk_per_image", 100))
+
+
+def _classes(tree: dict, num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...] | None]:
+    """(class names, category ids): COCO's or LVIS v1's by the data set the config names and the
+    class count; otherwise class_0, class_1, ... (``--class-names`` or the data set's names)."""
+    names = {str(tree.get("dataloader", {}).get(split, {}).get("dataset", {}).get("names", ""))
+             for split in ("train", "test")}
+    if num_classes == len(LVIS_CLASSES) and any(name.startswith("lvis_v1") for name in names):
+        return LVIS_CLASSES, LVIS_CATEGORY_IDS
+    if num_classes == len(COCO_CLASSES):
+        return COCO_CLASSES, COCO_CATEGORY_IDS
+    return tuple(f"class_{i}" for i in range(num_classes)), None
+
+
+def _class_scores(predictor: _Node, classes: tuple[tuple[str, ...], Any]) -> dict:
+    """The cascade spec's scoring values: softmax, or use_sigmoid_ce's sigmoids and use_fed_loss's
+    federated loss, whose class weights are LVIS v1's training image counts to the power 0.5
+    (what the ViTDet LVIS configs' ``get_fed_loss_cls_weights`` lambda computes; a dump does not
+    show the lambda, so only LVIS v1 is taken)."""
+    sigmoid = bool(predictor.get("use_sigmoid_ce", False))
+    if not predictor.get("use_fed_loss", False):
+        return {"sigmoid_scores": sigmoid}
+    if not sigmoid or classes[0] is not LVIS_CLASSES:
+        raise ConfigError(f"{predictor.path}: {predictor.key}.use_fed_loss is supported with use_sigmoid_ce on LVIS v1 "
+                          "only (its class image counts are the weights)")
+    return {"sigmoid_scores": True, "fed_loss_classes": int(predictor.get("fed_loss_num_classes", 50)),
+            "fed_loss_weights": tuple(count ** 0.5 for count in LVIS_IMAGE_COUNTS)}
 
 
 def _vit(pyramid: _Node) -> ViTConfig:
@@ -183,7 +221,15 @@ def _stages(heads: _Node) -> list[tuple[float, tuple[float, ...]]]:
         matcher.need("allow_low_quality_matches", False)
         matcher.need("thresholds", lambda v: len(v) == 1)
         predictor = _Node(predictor, f"{heads.key}.box_predictors.{index}", heads.path, (_D2 + "FastRCNNOutputLayers",))
+        predictor.only(*PREDICTOR_ARGUMENTS)
         predictor.need("cls_agnostic_bbox_reg", True)
+        predictor.need("num_classes", heads.get("num_classes"))
+        predictor.need("smooth_l1_beta", 0.0, 0.0)
+        predictor.need("box_reg_loss_type", "smooth_l1", "smooth_l1")
+        predictor.need("loss_weight", 1.0, 1.0)
+        for name, default in (("test_score_thresh", 0.0), ("test_nms_thresh", 0.5), ("test_topk_per_image", 100),
+                              ("use_sigmoid_ce", False), ("use_fed_loss", False), ("fed_loss_num_classes", 50)):
+            predictor.need(name, predictors[0].get(name, default), default)
         transform = predictor.node("box2box_transform", _D2 + "box_regression.Box2BoxTransform")
         stages.append((float(matcher.get("thresholds")[0]), tuple(float(w) for w in transform.get("weights"))))
     for name, value in (("box_in_features", LEVELS), ("mask_in_features", LEVELS)):

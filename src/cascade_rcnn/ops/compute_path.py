@@ -1,7 +1,7 @@
 """The switchboard: which computation the detector runs, as one frozen setting passed down.
 
 ``EXACT`` runs MMDetection's ops in MMDetection's order: detections bit-identical to
-MMDetection's, training losses equal to 1e-5. ``FAST`` (the default) switches on five steps that
+MMDetection's, training losses equal to 1e-5. ``FAST`` (the default) switches on six steps that
 are faster on the CPU and equal to the exact path up to float rounding; each can be switched
 alone (``dataclasses.replace(FAST, fold_batchnorm=False)``), which is how BENCHMARKS.md measures
 each step's share of the noise. ``exporting`` is set only while ``deploy.export`` traces the
@@ -24,6 +24,8 @@ Where each switch is read (one place each):
 | best_candidate_nms   | ops/nms.py ``multiclass_nms``             | NMS over the best-scored candidates only  |
 | class_mask_logits    | models/roi_heads/cascade.py               | the detected class's mask logits only     |
 |                      | ``predict_masks``                         |                                           |
+| fused_attention      | models/backbones/vit.py ``Attention``     | ViT attention through torch's fused       |
+|                      |                                           | ``scaled_dot_product_attention``          |
 | exporting            | the ops that have a form in               | ONNX-traceable forms of single ops; the   |
 |                      | ops/onnx_forms.py (its docstring lists    | one inference function is the same        |
 |                      | where each is chosen)                     |                                           |
@@ -50,6 +52,7 @@ class ComputePath:
     gathered_roi_align: bool = True
     best_candidate_nms: bool = True
     class_mask_logits: bool = True
+    fused_attention: bool = True
     exporting: bool = False
     precision: str = "fp32"
 
@@ -73,7 +76,7 @@ class ComputePath:
 
 
 EXACT = ComputePath(fold_batchnorm=False, channels_last=False, gathered_roi_align=False, best_candidate_nms=False,
-                    class_mask_logits=False)
+                    class_mask_logits=False, fused_attention=False)
 FAST = ComputePath()
 
 

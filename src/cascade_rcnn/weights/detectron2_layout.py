@@ -24,6 +24,9 @@ from .errors import CheckpointError
 # Top-level modules only Detectron2's GeneralizedRCNN has (ours: backbone, neck, rpn_head, roi_head).
 DETECTRON2_PREFIXES = ("backbone.bottom_up.", "proposal_generator.", "roi_heads.")
 INPUT_ENTRIES = ("pixel_mean", "pixel_std")
+# Buffers that hold settings, not weights: LVIS rows' federated-loss class weights (our cascade
+# spec's ``fed_loss_weights`` holds them, from the config)
+SETTING_ENTRIES = re.compile(r"roi_heads\.box_predictor\.\d+\.fed_loss_cls_weights")
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 RESNET_STAGES = ((2, 1), (3, 2), (4, 3), (5, 4))  # Detectron2's res2..res5 are our layer1..layer4
 FPN_LEVELS = ((2, 0), (3, 1), (4, 2), (5, 3))  # its fpn_*2..5 (C2..C5's convs) are our *_convs.0..3
@@ -94,10 +97,11 @@ def our_name(key: str) -> str | None:
 
 def to_our_layout(state: dict[str, torch.Tensor], path: str | os.PathLike = "checkpoint"
                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Detectron2's ``state`` under our names, and its input entries (``pixel_mean``,
-    ``pixel_std``, those present). Every other key must have a row: ``CheckpointError`` naming
-    those that do not. Each BatchNorm without ``num_batches_tracked`` gets a 0."""
-    extras = {key: state[key] for key in INPUT_ENTRIES if key in state}
+    """Detectron2's ``state`` under our names, and its entries that are not weights (``pixel_mean``,
+    ``pixel_std``, ``SETTING_ENTRIES``; those present). Every other key must have a row:
+    ``CheckpointError`` naming those that do not. Each BatchNorm without ``num_batches_tracked``
+    gets a 0."""
+    extras = {key: tensor for key, tensor in state.items() if key in INPUT_ENTRIES or SETTING_ENTRIES.fullmatch(key)}
     ours, unmapped = {}, []
     for key, tensor in state.items():
         name = our_name(key)

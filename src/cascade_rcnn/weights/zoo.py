@@ -262,6 +262,41 @@ _DETECTRON2_ROWS = [
 ]
 
 
+
+@dataclass(frozen=True, kw_only=True)
+class _ViTDetRow(_Reported):
+    """A ViTDet Cascade Mask R-CNN of Detectron2's projects/ViTDet README (COCO and LVIS v1 tables):
+    named by its config path under projects/ViTDet/configs, built from Detectron2's own resolution
+    of that LazyConfig file (``detectron2_configs/ViTDet``); the file, as the other Detectron2 rows',
+    a pickle of numpy arrays whose name carries the first 6 hex digits of its MD5. ``mem_gb`` is
+    the README's training memory per GPU."""
+
+    config_path: str  # e.g. "COCO/cascade_mask_rcnn_vitdet_b_100ep"
+    file: str  # <folder>/<model id>/model_final_<md5>.pkl, under ViTDet/<COCO or LVIS>/
+
+    def config(self) -> ModelConfig:
+        read = read_detectron2_model(DETECTRON2_CONFIGS / "ViTDet" / f"{self.config_path}.yaml", self.config_path)
+        dataset = self.config_path.split("/")[0]
+        return replace(read, schedule=self.config_path.rsplit("_", 1)[1], framework="Detectron2",
+                       url=f"{_DETECTRON2_URL}/ViTDet/{dataset}/{self.file}", **self.figures())
+
+
+_VITDET_ROWS = [
+    _ViTDetRow(config_path="COCO/cascade_mask_rcnn_vitdet_b_100ep", box_ap=54.0, mask_ap=46.7, mem_gb=12.3,
+               file="cascade_mask_rcnn_vitdet_b/f325358525/model_final_435fa9.pkl"),
+    _ViTDetRow(config_path="COCO/cascade_mask_rcnn_vitdet_l_100ep", box_ap=57.6, mask_ap=50.0, mem_gb=22.3,
+               file="cascade_mask_rcnn_vitdet_l/f328021305/model_final_1a9f28.pkl"),
+    _ViTDetRow(config_path="COCO/cascade_mask_rcnn_vitdet_h_75ep", box_ap=58.7, mask_ap=51.0, mem_gb=32.9,
+               file="cascade_mask_rcnn_vitdet_h/f328730692/model_final_f05665.pkl"),
+    _ViTDetRow(config_path="LVIS/cascade_mask_rcnn_vitdet_b_100ep", box_ap=43.0, mask_ap=38.9, mem_gb=15.2,
+               file="cascade_mask_rcnn_vitdet_b/329226874/model_final_df306f.pkl"),
+    _ViTDetRow(config_path="LVIS/cascade_mask_rcnn_vitdet_l_100ep", box_ap=49.2, mask_ap=44.5, mem_gb=24.9,
+               file="cascade_mask_rcnn_vitdet_l/329042206/model_final_3e81c2.pkl"),
+    _ViTDetRow(config_path="LVIS/cascade_mask_rcnn_vitdet_h_100ep", box_ap=51.5, mask_ap=46.6, mem_gb=35.5,
+               file="cascade_mask_rcnn_vitdet_h/332552778/model_final_11bbb7.pkl"),
+]
+
+
 # Project configs: a narrow ResNet-18 (base width 32) with a light FPN that trains
 # from scratch on a CPU in minutes at 256 px (all layers trained, BatchNorm in training mode, fewer
 # proposals and RoIs per image than COCO's 2000 / 512, anchors from 16 px). No published weights.
@@ -278,7 +313,7 @@ _PROJECT = {
         train_proposals=500, rois_per_image=64),
 }
 
-_PUBLISHED = [row.config() for row in (*_RESNET_ROWS, *_CONVNEXT_ROWS, *_SWIN_ROWS, *_DETECTRON2_ROWS)]
+_PUBLISHED = [row.config() for row in (*_RESNET_ROWS, *_CONVNEXT_ROWS, *_SWIN_ROWS, *_DETECTRON2_ROWS, *_VITDET_ROWS)]
 MODEL_ZOO: dict[str, ModelConfig] = {config.name: config for config in _PUBLISHED} | _PROJECT
 
 

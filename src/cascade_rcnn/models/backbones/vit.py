@@ -17,8 +17,9 @@ numbers bit for bit):
 
 Keys are Detectron2's under ``backbone.net.`` minus that prefix (``pos_embed``,
 ``patch_embed.proj``, ``blocks.i.{norm1, attn.{qkv, proj, rel_pos_h, rel_pos_w}, norm2,
-mlp.{fc1, fc2}}``): the key map is one row. No BatchNorm, nothing folded: the fast path runs the
-same computation (it differs from the exact one only after the backbone).
+mlp.{fc1, fc2}}``): the key map is one row. No BatchNorm, nothing folded: in the backbone the fast
+path differs from the exact one only in the attention, which runs through torch's fused
+``scaled_dot_product_attention`` with the bias as its additive mask (``ComputePath.fused_attention``).
 """
 from __future__ import annotations
 
@@ -83,15 +84,22 @@ class Attention(nn.Module):
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * grid[0] - 1, head_dim))
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * grid[1] - 1, head_dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
+        """``fused``: torch's ``scaled_dot_product_attention`` with the bias as its additive mask
+        (the fast path; float noise apart, the same attention)."""
         batch, height, width, _ = x.shape
         tokens = height * width
         # (B, N, 3 C) -> (3, B, heads, N, d) -> three (B * heads, N, d)
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.reshape(3, batch * self.num_heads, tokens, -1).unbind(0)
-        logits = (q * self.scale) @ k.transpose(-2, -1)  # (B * heads, N, N)
-        logits = relative_position_bias(logits, q, self.rel_pos_h, self.rel_pos_w, (height, width))
-        out = logits.softmax(dim=-1) @ v  # (B * heads, N, d)
+        bias_h, bias_w = relative_position_terms(q, self.rel_pos_h, self.rel_pos_w, (height, width))
+        if fused:
+            mask = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(q.shape[0], tokens, tokens)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        else:
+            logits = (q * self.scale) @ k.transpose(-2, -1)  # (B * heads, N, N)
+            logits = logits.view(q.shape[0], height, width, height, width) + bias_h[..., :, None] + bias_w[..., None, :]
+            out = logits.view(q.shape[0], tokens, tokens).softmax(dim=-1) @ v  # (B * heads, N, d)
         out = out.view(batch, self.num_heads, height, width, -1).permute(0, 2, 3, 1, 4).reshape(batch, height, width, -1)
         return self.proj(out)
 
@@ -108,18 +116,16 @@ def relative_table(table: torch.Tensor, size: int) -> torch.Tensor:
     return table[offsets]
 
 
-def relative_position_bias(logits: torch.Tensor, q: torch.Tensor, rel_pos_h: torch.Tensor,
-                           rel_pos_w: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """(B', N, N) attention logits plus each query's dot product with the table row of its
-    vertical and of its horizontal offset to each key; q (B', N, d), N = grid[0] * grid[1]."""
+def relative_position_terms(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor,
+                            grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decomposed relative position bias of queries q (B', N, d), N = grid[0] * grid[1]: each
+    query's dot product with the table row of its vertical offset to each key row (B', H, W, H)
+    and of its horizontal offset to each key column (B', H, W, W). The logit of query (h, w) for
+    key (h', w') gains ``bias_h[..., h, w, h'] + bias_w[..., h, w, w']``."""
     height, width = grid
     table_h, table_w = relative_table(rel_pos_h, height), relative_table(rel_pos_w, width)
-    batch, _, dim = q.shape
-    q_grid = q.reshape(batch, height, width, dim)
-    bias_h = torch.einsum("bhwc,hkc->bhwk", q_grid, table_h)  # (B', H, W, H): per key row
-    bias_w = torch.einsum("bhwc,wkc->bhwk", q_grid, table_w)  # (B', H, W, W): per key column
-    logits = logits.view(batch, height, width, height, width) + bias_h[:, :, :, :, None] + bias_w[:, :, :, None, :]
-    return logits.view(batch, height * width, height * width)
+    q_grid = q.reshape(q.shape[0], height, width, q.shape[-1])
+    return torch.einsum("bhwc,hkc->bhwk", q_grid, table_h), torch.einsum("bhwc,wkc->bhwk", q_grid, table_w)
 
 
 def to_windows(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -169,14 +175,14 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
         out = self.norm1(x)
         if self.window:
             size = (out.shape[1], out.shape[2])
             out, padded = to_windows(out, self.window)
-            out = from_windows(self.attn(out), self.window, padded, size)
+            out = from_windows(self.attn(out, fused), self.window, padded, size)
         else:
-            out = self.attn(out)
+            out = self.attn(out, fused)
         x = x + out
         return x + self.mlp(self.norm2(x))
 
@@ -240,6 +246,7 @@ class ViT(nn.Module):
             images = F.pad(images, (0, side - width, 0, side - height))
         x = self.patch_embed(images)
         x = x + absolute_positions(self.pos_embed, self.config.pretrain_cls_token, (x.shape[1], x.shape[2]))
+        fused = path is not None and path.fused_attention
         for block in self.blocks:
-            x = block(x)
+            x = block(x, fused)
         return [x.permute(0, 3, 1, 2)]

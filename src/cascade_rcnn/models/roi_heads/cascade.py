@@ -48,6 +48,15 @@ class CascadeRoIHeadConfig:
     # test scores: softmax of the stages' mean logits (MMDetection), or the mean of the stages'
     # softmax probabilities (Detectron2)
     mean_of_probabilities: bool = False
+    # a stage's class probabilities: softmax over the classes and background, or an independent
+    # sigmoid per class, trained with per-class binary cross-entropy (Detectron2's use_sigmoid_ce:
+    # its LVIS rows)
+    sigmoid_scores: bool = False
+    # with sigmoid_scores, Detectron2's federated loss (use_fed_loss): only the batch's ground-truth
+    # classes and negative classes drawn by ``fed_loss_weights`` (one per class), this many in all,
+    # enter the classification loss; 0: every class
+    fed_loss_classes: int = 0
+    fed_loss_weights: tuple[float, ...] = ()
     # one mask head per stage, their sigmoids averaged (MMDetection), or one on the final boxes
     # (Detectron2; ``mask_head.0``)
     one_mask_head: bool = False
@@ -181,12 +190,17 @@ class CascadeRoIHead(nn.Module):
             if index < last:
                 rois = torch.cat([rois[:, :1], boxes], dim=1)
         if stage is not None:
-            return boxes, stage_logits[-1].softmax(dim=-1), image_index
+            return boxes, self._probabilities(stage_logits[-1]), image_index
         if self.spec.mean_of_probabilities:  # Detectron2: sum(probabilities) * (1 / 3), same order
-            return boxes, sum(logits.softmax(dim=-1) for logits in stage_logits) * (1.0 / len(stage_logits)), image_index
+            return boxes, sum(self._probabilities(logits) for logits in stage_logits) * (1.0 / len(stage_logits)), \
+                image_index
         # MMDetection averages LOGITS and applies softmax afterwards (sum(...) / 3, same order).
         mean_logits = sum(stage_logits) / float(len(stage_logits))
-        return boxes, mean_logits.softmax(dim=-1), image_index
+        return boxes, self._probabilities(mean_logits), image_index
+
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(K, C + 1) class logits -> probabilities (the last column the background's)."""
+        return logits.sigmoid() if self.spec.sigmoid_scores else logits.softmax(dim=-1)
 
     def loss(self, features: list[torch.Tensor], rois: torch.Tensor, targets: list[dict],
              image_sizes: torch.Tensor, padded_size: tuple[int, int], path: ComputePath) -> dict[str, torch.Tensor]:
@@ -210,7 +224,7 @@ class CascadeRoIHead(nn.Module):
             logits, deltas = self.forward_stage(stage, features, batch.rois, path, gradient_scale)
             num_rois = max(batch.rois.shape[0], 1)
             positive = batch.labels < self.num_classes
-            losses[f"s{stage}_cls"] = weight * F.cross_entropy(logits, batch.labels)
+            losses[f"s{stage}_cls"] = weight * classification_loss(logits, batch.labels, self.spec)
             if deltas.shape[1] > 4:  # one box per class: the ground-truth class's
                 deltas = class_deltas(deltas, torch.where(positive, batch.labels, logits[:, :-1].argmax(dim=1)))
             giou_weight = self.bbox_head[stage].giou_loss_weight
@@ -377,6 +391,38 @@ def polygon_mask_targets(polygons: list, gt_index: torch.Tensor, boxes: torch.Te
     if not targets:
         return torch.zeros(0, size, size, dtype=torch.bool, device=boxes.device)
     return torch.stack(targets).to(boxes.device)
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, spec: CascadeRoIHeadConfig) -> torch.Tensor:
+    """A stage's classification loss: logits (K, C + 1), labels (K,) in 0..C (C: background).
+    Cross-entropy of the softmax; or, with ``spec.sigmoid_scores``, the binary cross-entropy of
+    each class's sigmoid against "is this RoI's class", summed over the classes (over the
+    federated ones only, with ``spec.fed_loss_classes``) and divided by K."""
+    if not spec.sigmoid_scores:
+        return F.cross_entropy(logits, labels)
+    num_classes = logits.shape[1] - 1
+    targets = F.one_hot(labels, num_classes + 1)[:, :num_classes].to(logits.dtype)
+    loss = F.binary_cross_entropy_with_logits(logits[:, :num_classes], targets, reduction="none")
+    if spec.fed_loss_classes:
+        loss = loss * federated_classes(labels, num_classes, spec.fed_loss_classes, spec.fed_loss_weights)
+    return loss.sum() / max(logits.shape[0], 1)
+
+
+def federated_classes(labels: torch.Tensor, num_classes: int, wanted: int, weights: tuple[float, ...]) -> torch.Tensor:
+    """(C,) 0/1: the classes of Detectron2's federated loss for one batch: every class among
+    ``labels`` (the background counting as one of the ``wanted``), plus negative classes drawn
+    without replacement with chances proportional to ``weights`` until there are ``wanted``."""
+    present = torch.unique(labels)
+    chosen = torch.zeros(num_classes + 1, device=labels.device)
+    chosen[present] = 1.0
+    if len(present) < wanted:
+        chances = torch.zeros(num_classes + 1, device=labels.device)
+        chances[:num_classes] = torch.tensor(weights, device=labels.device)
+        chances[present] = 0.0
+        draws = min(wanted - len(present), int((chances > 0).sum()))
+        if draws:
+            chosen[torch.multinomial(chances, draws, replacement=False)] = 1.0
+    return chosen[:num_classes]
 
 
 class ScaleGradient(torch.autograd.Function):
