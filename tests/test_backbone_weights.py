@@ -141,7 +141,7 @@ def test_zoo_backbones_have_torchvisions_names_and_shapes(name):
 def test_every_zoo_config_names_mmdetections_imagenet_file():
     files = {name: config.backbone.imagenet_url.rsplit("/", 1)[-1]
              for name, config in cascade_rcnn.MODEL_ZOO.items() if config.url}
-    assert len(files) == 34
+    assert len(files) == 40
     expected = {"r50_caffe": "resnet50_msra-5891d200.pth", "r101_caffe": "resnet101_msra-6cc46731.pth",
                 "r50": "resnet50-0676ba61.pth", "r101": "resnet101-63fe2227.pth",
                 "x101_32x4d": "resnext101_32x4d-a5af3160.pth", "x101_64x4d": "resnext101_64x4d-ee2c6f71.pth",
@@ -151,7 +151,11 @@ def test_every_zoo_config_names_mmdetections_imagenet_file():
                 **{f"swin_{arch}_patch4_window7": f"swin_{arch}_patch4_window7_224.pth"
                    for arch in ("tiny", "small", "base")},
                 # Detectron2's rows: its MODEL.WEIGHTS (ImageNetPretrained/MSRA/R-50.pkl), MMDetection's conversion
-                **{f"R_50_FPN_{schedule}": "resnet50_msra-5891d200.pth" for schedule in ("1x", "3x")}}
+                **{f"R_50_FPN_{schedule}": "resnet50_msra-5891d200.pth" for schedule in ("1x", "3x")},
+                # ViTDet's rows: its train.init_checkpoint, MAE's pre-trained encoders
+                **{f"vitdet_{size}_{schedule}": f"mae_pretrain_vit_{file}.pth"
+                   for size, file in (("b", "base"), ("l", "large"), ("h", "huge_p14to16"))
+                   for schedule in ("100ep", "75ep")}}
     for name, file in files.items():
         backbone = name.split("rcnn_", 1)[1].split("_fpn")[0].split("_p4")[0]
         assert file == expected[backbone], name

@@ -30,15 +30,19 @@ def test_models_lists_the_zoo(capsys):
     assert "https://download.openmmlab.com/mmdetection/v2.0/cascade_rcnn/" in out
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert len([r for r in rows if r["url"]]) == 34  # MMDetection's 29, the official Swin repository's 3, Detectron2's 2
+    # MMDetection's 29, the official Swin repository's 3, Detectron2's 2 ResNet and 6 ViTDet cascades
+    assert len([r for r in rows if r["url"]]) == 40
     assert {r["backbone"] for r in rows} >= {"R-50", "R-50-caffe", "X-101-32x8d", "ConvNeXt-T", "Swin-T"}
     assert set(rows[0]) == {"name", "from", "backbone", "neck", "schedule", "box_ap", "mask_ap", "mem_gb", "fps", "url"}
     detectron2 = {r["name"]: r for r in rows if r["from"] == "Detectron2"}
     assert {name: (r["box_ap"], r["mask_ap"]) for name, r in detectron2.items()} == {
-        "Misc/cascade_mask_rcnn_R_50_FPN_1x": (42.1, 36.4), "Misc/cascade_mask_rcnn_R_50_FPN_3x": (44.3, 38.5)}
+        "Misc/cascade_mask_rcnn_R_50_FPN_1x": (42.1, 36.4), "Misc/cascade_mask_rcnn_R_50_FPN_3x": (44.3, 38.5),
+        "COCO/cascade_mask_rcnn_vitdet_b_100ep": (54.0, 46.7), "COCO/cascade_mask_rcnn_vitdet_l_100ep": (57.6, 50.0),
+        "COCO/cascade_mask_rcnn_vitdet_h_75ep": (58.7, 51.0), "LVIS/cascade_mask_rcnn_vitdet_b_100ep": (43.0, 38.9),
+        "LVIS/cascade_mask_rcnn_vitdet_l_100ep": (49.2, 44.5), "LVIS/cascade_mask_rcnn_vitdet_h_100ep": (51.5, 46.6)}
     assert detectron2["Misc/cascade_mask_rcnn_R_50_FPN_3x"]["url"] == (
         "https://dl.fbaipublicfiles.com/detectron2/Misc/cascade_mask_rcnn_R_50_FPN_3x/144998488/model_final_480dd8.pkl")
-    assert {r["neck"] for r in rows} == {"FPN"}
+    assert {r["neck"] for r in rows} == {"FPN", "SimplePyramid"}
 
 
 def test_python_dash_m_runs_the_cli():

@@ -41,6 +41,7 @@ def recorder(monkeypatch, target: str, result=None) -> list[tuple[tuple, dict]]:
     (["--keep-empty"], "filter_empty_gt", False),
     (["--min-size", "12"], "min_size", 12),
     (["--max-failed-fraction", "0.25"], "max_failed_fraction", 0.25),
+    (["--precision", "bf16"], "precision", "bf16"),
 ])
 def test_train_options_reach_the_trainers_config(option, field, value, tmp_path, monkeypatch):
     calls = recorder(monkeypatch, "cascade_rcnn.engine.train.train", lambda model, config: Path("final.pth"))

@@ -23,6 +23,7 @@ from .ops.compute_path import PRECISION_DTYPES
 from .outputs.overwrite_guard import refuse_existing, refuse_inputs_in, refuse_previous_run
 from .weights.checkpoint import CheckpointError
 from .weights.zoo import (
+    DETECTRON2_CONFIGS,
     MODEL_ZOO,
     get_config,
     imagenet_url,
@@ -214,13 +215,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     given = {"schedule": args.schedule, "epochs": args.epochs, "lr_steps": tuple(args.lr_steps) if args.lr_steps
              else None, "lr": args.lr, "optimizer": args.optimizer, "weight_decay": args.weight_decay,
              "batch_size": args.batch_size, "warmup_iters": args.warmup_iters, "clip_grad": args.clip_grad,
-             "min_size": args.min_size, "filter_empty_gt": False if args.keep_empty else None}
+             "min_size": args.min_size, "filter_empty_gt": False if args.keep_empty else None,
+             "precision": args.precision}
     options = {**recipe, **{name: value for name, value in given.items() if value is not None}}
     options.setdefault("schedule", model_config.schedule)
     config = TrainConfig(
         **paths, **options, out_dir=args.out, backbone_weights=args.backbone_weights,
         weights=model_weights(args, default=None, note=False),  # none: start as without --weights
-        workers=args.workers, precision=args.precision, seed=args.seed, eval_every=args.eval_every,
+        workers=args.workers, seed=args.seed, eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every, max_failed_fraction=args.max_failed_fraction, device=args.device,
         resume=args.resume)
     final = train(model_config, config)
@@ -245,15 +247,21 @@ def training_model(args: argparse.Namespace) -> ModelConfig:
 
 
 def config_recipe(args: argparse.Namespace) -> dict:
-    """The training recipe a ``--config`` states (its data sets under ``--data-root`` if given)."""
+    """The training recipe a ``--config`` states (its data sets under ``--data-root`` if given), or
+    a ViTDet zoo row's (``--model``: the LazyConfig dump it is read from)."""
     if not args.config:
         if args.data_root:
             raise UserInputError("--data-root replaces a --config's data_root: give --config FILE.py")
-        return {}
+        row_dump = DETECTRON2_CONFIGS / "ViTDet" / f"{args.model}.yaml" if args.model else None
+        return lazy_dump_recipe(row_dump, args.device) if row_dump and row_dump.is_file() else {}
     if is_detectron2_config(args.config):
         if args.data_root:
             raise UserInputError(f"--data-root: {args.config} names Detectron2's registered data sets, not files: "
                                  "give --train-json/--train-images")
+        from .detectron2_config.lazy_file import is_lazy_dump
+
+        if is_lazy_dump(args.config):
+            return lazy_dump_recipe(args.config, args.device)
         print(f"note: {args.config}: its model is read; Detectron2's training recipe (SOLVER, INPUT.*_TRAIN) is "
               "not yet: this run follows this command's options", file=sys.stderr)
         return {}
@@ -261,6 +269,16 @@ def config_recipe(args: argparse.Namespace) -> dict:
     from .mmdet_config.recipe import training_recipe
 
     return training_recipe(read_config(args.config), args.config, args.data_root)
+
+
+def lazy_dump_recipe(path: str | Path, device: str) -> dict:
+    """A ViTDet LazyConfig dump's recipe (``lazy_recipe.py``), its notes said on stderr."""
+    from .detectron2_config.lazy_recipe import training_recipe
+
+    recipe, notes = training_recipe(path, device)
+    for line in notes:
+        print(f"note: {line}", file=sys.stderr)
+    return recipe
 
 
 def is_detectron2_config(path: str) -> bool:
@@ -602,6 +620,7 @@ def add_train(commands: argparse._SubParsersAction) -> None:
                        "(MMDetection's ImageNet file, downloaded once), nothing for project models")
     add_set_option(model)
     add_compute_options(train, exact=False)
+    train.set_defaults(precision=None)  # fp32, or what a --config's recipe says (Detectron2's AMP)
     data = train.add_argument_group("data")
     add_data_root_option(data)
     data.add_argument("--train-json", help="COCO annotation file (or --coco-root)")

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..models.config import ModelConfig
 from .coco import CocoDataset
+from .lsj import large_scale_jitter
 from .resize_crop import resize_crop
 from .transforms import TrainSample, pad_batch, train_transform
 
@@ -44,8 +45,8 @@ class Batch:
 
 class AugmentedDataset(Dataset):
     """Applies ``train_transform`` with a flip, and a scale drawn from the config's
-    ``train_scale_range`` (if any) or DETR's resize-crop (``train_resize_crop``), decided by
-    (seed, epoch, index)."""
+    ``train_scale_range`` (if any), DETR's resize-crop (``train_resize_crop``) or ViTDet's
+    large-scale jitter (``train_lsj``), decided by (seed, epoch, index)."""
 
     def __init__(self, dataset: CocoDataset, config: ModelConfig, seed: int, flip_probability: float = 0.5,
                  with_masks: bool = True):
@@ -68,6 +69,8 @@ class AugmentedDataset(Dataset):
             sample = {k: v for k, v in sample.items() if k != "masks"}
         if self.config.train_resize_crop:
             sample, scale = resize_crop(sample, generator)
+        elif self.config.train_lsj:
+            sample, scale = large_scale_jitter(sample, self.config.train_lsj, generator)
         return train_transform(sample, scale, flip, self.config.pixel_mean, self.config.pixel_std,
                                self.config.bgr_input)
 

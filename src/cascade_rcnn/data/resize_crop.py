@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .transforms import resize_sample
+from .transforms import crop_window, resize_sample
 
 LONG_SIDE = 1333
 SHORT_SIDES = tuple(range(480, 801, 32))
@@ -26,26 +26,12 @@ def resize_crop(sample: dict, generator: torch.Generator) -> tuple[dict, tuple[i
 
 def random_crop(sample: dict, generator: torch.Generator) -> dict:
     """A random window of ``resize_sample``'s output, each side drawn from ``CROP_SIDES`` (capped at
-    the image's); boxes shifted and clipped to it, those left without area dropped with their
-    labels and masks (crowd regions likewise)."""
+    the image's): ``crop_window``."""
     height, width = sample["image"].shape[:2]
     crop_h = _randint(min(height, CROP_SIDES[0]), min(height, CROP_SIDES[1]), generator)
     crop_w = _randint(min(width, CROP_SIDES[0]), min(width, CROP_SIDES[1]), generator)
     top, left = _randint(0, height - crop_h, generator), _randint(0, width - crop_w, generator)
-    offset = torch.tensor([left, top, left, top], dtype=torch.float32)
-    upper = torch.tensor([crop_w, crop_h, crop_w, crop_h], dtype=torch.float32)
-
-    def window(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        boxes = torch.minimum((boxes - offset).clamp(min=0), upper)
-        return boxes, (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-
-    boxes, keep = window(sample["boxes"])
-    crowd, keep_crowd = window(sample["crowd_boxes"])
-    out = {"image": sample["image"][top:top + crop_h, left:left + crop_w], "boxes": boxes[keep],
-           "labels": sample["labels"][keep], "crowd_boxes": crowd[keep_crowd]}
-    if "masks" in sample:
-        out["masks"] = sample["masks"][keep.numpy(), top:top + crop_h, left:left + crop_w]
-    return out
+    return crop_window(sample, top, left, crop_h, crop_w)
 
 
 def _randint(low: int, high: int, generator: torch.Generator) -> int:

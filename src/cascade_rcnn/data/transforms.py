@@ -110,20 +110,25 @@ class TrainSample:
 
 
 def resize_sample(sample: dict, scale: tuple[int, int]) -> dict:
-    """A data set sample resized to fit ``scale`` keeping the ratio: the image bilinearly, boxes
+    """A data set sample resized to fit ``scale`` keeping the ratio (``resize_sample_to``)."""
+    return resize_sample_to(sample, fit_size(*sample["image"].shape[:2], scale))
+
+
+def resize_sample_to(sample: dict, size: tuple[int, int]) -> dict:
+    """A data set sample resized to ``size`` (h, w): the image bilinearly (OpenCV), boxes
     scaled by (sx, sy, sx, sy) and clipped to the image (float32 tensors), masks by nearest
     neighbour. ``sample`` holds ``image`` RGB uint8 (H, W, 3), ``boxes`` (G, 4), ``labels`` (G,),
     optionally ``masks`` (G, H, W) uint8 and ``crowd_boxes`` (M, 4); so does the result."""
-    resized = resize(sample["image"], scale)
-    height, width = resized.size
-    factors = torch.tensor(resized.scale_factor, dtype=torch.float32).repeat(2)
+    (old_h, old_w), (height, width) = sample["image"].shape[:2], size
+    image = cv2.resize(sample["image"], (width, height), interpolation=cv2.INTER_LINEAR)
+    factors = torch.tensor((width / old_w, height / old_h), dtype=torch.float32).repeat(2)
     upper = torch.tensor([width, height, width, height], dtype=torch.float32)
 
     def scale_boxes(boxes) -> torch.Tensor:
         boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) * factors
         return torch.minimum(boxes.clamp(min=0), upper)
 
-    out = {"image": resized.image, "boxes": scale_boxes(sample["boxes"]),
+    out = {"image": image, "boxes": scale_boxes(sample["boxes"]),
            "labels": torch.as_tensor(sample["labels"], dtype=torch.long).reshape(-1),
            "crowd_boxes": scale_boxes(sample.get("crowd_boxes", np.zeros((0, 4))))}
     masks = sample.get("masks")
@@ -131,6 +136,26 @@ def resize_sample(sample: dict, scale: tuple[int, int]) -> dict:
         out["masks"] = np.zeros((len(masks), height, width), dtype=np.uint8)
         for index, mask in enumerate(masks):
             out["masks"][index] = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+    return out
+
+
+def crop_window(sample: dict, top: int, left: int, height: int, width: int) -> dict:
+    """The (height, width) window at (top, left) of a ``resize_sample`` output: boxes shifted and
+    clipped to it, those left without area dropped with their labels and masks (crowd regions
+    likewise)."""
+    offset = torch.tensor([left, top, left, top], dtype=torch.float32)
+    upper = torch.tensor([width, height, width, height], dtype=torch.float32)
+
+    def window(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        boxes = torch.minimum((boxes - offset).clamp(min=0), upper)
+        return boxes, (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+
+    boxes, keep = window(sample["boxes"])
+    crowd, keep_crowd = window(sample["crowd_boxes"])
+    out = {"image": sample["image"][top:top + height, left:left + width], "boxes": boxes[keep],
+           "labels": sample["labels"][keep], "crowd_boxes": crowd[keep_crowd]}
+    if "masks" in sample:
+        out["masks"] = sample["masks"][keep.numpy(), top:top + height, left:left + width]
     return out
 
 

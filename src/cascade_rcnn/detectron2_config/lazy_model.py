@@ -1,7 +1,8 @@
 """A Detectron2 LazyConfig dump (``lazy_file.py``) of ViTDet's Cascade Mask R-CNN mapped onto our
 ``ModelConfig``: each ``_target_`` must be the callable we build, each argument we follow is read
 (Detectron2's class defaults where the dump leaves one out), and one whose value we cannot follow
-is refused by its dotted key before any weight is read. Detectron2's rules are the specs'
+is refused by its dotted key before any weight is read. The training parts our specs hold (the ViT's
+optimizer rules and MAE initialisation, large-scale jitter) are ``lazy_training.py``'s. Detectron2's rules are the specs'
 Detectron2 values (``DETECTRON2_RPN``, ``DETECTRON2_CASCADE``, ``DETECTRON2_RESIZE``); ViTDet's
 parts are ``ViTConfig``, ``SimplePyramidConfig``, ``VITDET_BOX_HEAD``, ``VITDET_MASK_HEAD``.
 """
@@ -23,6 +24,7 @@ from ..models.necks.simple_pyramid import SimplePyramidConfig
 from ..models.roi_heads.cascade import DETECTRON2_CASCADE
 from ..models.rpn import DETECTRON2_RPN
 from .lazy_file import read_lazy_dump
+from .lazy_training import read_training_parts
 
 _D2 = "detectron2.modeling."
 LAYER_NORM = "torch.nn.modules.normalization.LayerNorm"
@@ -93,8 +95,10 @@ def read_lazy_model(path: str | Path, name: str | None = None) -> ModelConfig:
     matcher.need("labels", [0, -1, 1])
     matcher.need("allow_low_quality_matches", True)
     low, high = matcher.get("thresholds")
+    training = read_training_parts(tree)  # what it does not follow keeps Detectron2's defaults here
     return ModelConfig(
-        name=name or path.parent.name or path.stem, backbone=_vit(pyramid), input_norm=InputNorm(
+        name=name or path.parent.name or path.stem, backbone=replace(_vit(pyramid), **training.vit),
+        train_lsj=training.train_lsj, input_norm=InputNorm(
             tuple(model.get("pixel_mean")), tuple(model.get("pixel_std")), bgr=fmt == "BGR"),
         neck=_pyramid(pyramid),
         rpn_head=replace(DETECTRON2_RPN, num_convs=_rpn_convs(rpn), nms_iou=rpn.get("nms_thresh", 0.7),
@@ -157,7 +161,7 @@ def _vit(pyramid: _Node) -> ViTConfig:
                      window_blocks=tuple(net.get("window_block_indexes", ())),
                      pretrain_size=net.get("pretrain_img_size", 224),
                      pretrain_cls_token=net.get("pretrain_use_cls_token", True), qkv_bias=net.get("qkv_bias", True),
-                     square_pad=pyramid.get("square_pad", 0))
+                     square_pad=pyramid.get("square_pad", 0), drop_path_rate=float(net.get("drop_path_rate", 0.0)))
 
 
 def _layer_norm_eps(value: Any) -> float | None:

@@ -76,6 +76,7 @@ class TrainConfig:
     epochs: int | None = None  # default: the schedule's (12 for 1x, 20 for 20e)
     lr_steps: tuple[int, ...] | None = None  # default: the schedule's decay epochs
     lr: float | None = None
+    lr_per_16: float | None = None  # without lr: the lr for 16 images, scaled with the real batch (default OPTIMIZERS')
     batch_size: int = 2
     workers: int = 2
     warmup_iters: int = 500
@@ -177,8 +178,8 @@ def _setup(model_config: ModelConfig, config: TrainConfig, context: distributed.
     model_config = model_config.with_classes(dataset.class_names, dataset.category_ids)
     model = _initial_model(model_config, config, context, log)
     total_batch = config.batch_size * context.world_size
-    schedule = LRSchedule(config.lr if config.lr is not None else
-                          scaled_lr(total_batch, OPTIMIZERS[config.optimizer].lr_per_16),
+    lr_per_16 = config.lr_per_16 if config.lr_per_16 is not None else OPTIMIZERS[config.optimizer].lr_per_16
+    schedule = LRSchedule(config.lr if config.lr is not None else scaled_lr(total_batch, lr_per_16),
                           config.decay_epochs, config.warmup_iters)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = _make_optimizer(config, model, schedule.base_lr)

@@ -68,6 +68,9 @@ class ModelConfig:
     train_scale_range: tuple[tuple[int, int], tuple[int, int]] | None = None
     # DETR's "ms-crop" training augmentation instead (data/resize_crop.py): the ConvNeXt rows'.
     train_resize_crop: bool = False
+    # ViTDet's large-scale jitter instead (data/lsj.py): resized by 0.1..2.0 of this square side,
+    # then cropped to it; 0: none.
+    train_lsj: int = 0
     # RPN anchor side = stride x anchor_scale (8: 32 px on P2, COCO at 800 px); smaller images
     # with small objects want smaller anchors.
     anchor_scale: float = 8.0
@@ -202,8 +205,14 @@ def check_settings(config: ModelConfig) -> None:
             and all(len(scale) == 2 and min(scale) >= 1 for scale in config.train_scale_range)):
         problems.append(f"train_scale_range needs two (long, short) scales of positive sides, "
                         f"got {config.train_scale_range}")
-    if config.train_resize_crop and config.train_scale_range is not None:
-        problems.append("train_resize_crop and train_scale_range are two training resizes; give one")
+    resizes = [name for name, value in (("train_scale_range", config.train_scale_range is not None),
+                                        ("train_resize_crop", config.train_resize_crop),
+                                        ("train_lsj", bool(config.train_lsj))) if value]
+    if len(resizes) > 1:
+        problems.append(f"{' and '.join(resizes)} are {('two', 'three')[len(resizes) - 2]} training resizes; "
+                        "give one")
+    if config.train_lsj < 0:
+        problems.append(f"train_lsj must be a positive side (or 0: none), got {config.train_lsj}")
     if config.mask_channels is not None and config.mask_channels < 1:
         problems.append(f"mask_channels must be at least 1 (or none), got {config.mask_channels}")
     if problems:

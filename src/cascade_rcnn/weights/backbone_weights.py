@@ -27,6 +27,13 @@ file was downloaded to check):
   dropped and the per-output norms keep their initialisation. A file in MMDetection's Swin layout
   is converted on reading (the spec's ``to_own_layout``).
 
+- MAE's ``mae_pretrain_vit_base/large/huge_p14to16.pth`` (Detectron2's ImageNetPretrained/MAE, the
+  ViTDet rows' ``train.init_checkpoint``): ``{"model": ...}`` of the pre-trained encoder under
+  timm's ViT names (ours), with a ``cls_token`` and a final ``norm.*`` that the detection ViT has
+  no place for (dropped), and no relative position tables (kept at their zero initialisation, as
+  Detectron2's loader leaves them). These names carry no hash, so the download is not
+  hash-checked (``download.named_hash``); ``cascade-rcnn download`` can only fetch them.
+
 mmengine loads all of them with ``strict=False`` after unwrapping ``state_dict`` and stripping
 ``module.`` (or taking the ``backbone.`` prefix of a classifier), renaming nothing else; so
 nothing needs renaming here either. We load strictly: only a classifier's ``head.*`` and what the
@@ -114,7 +121,7 @@ def load_backbone_weights(backbone: nn.Module, source: str | os.PathLike) -> Bac
     own, keys = backbone.state_dict(), hooks.imagenet_keys(spec)
     dropped = tuple(key for key in state if key not in own and (key.startswith(CLASSIFIER_HEAD) or keys.drops(key)))
     kept = tuple(key for key in own if key not in state and (
-        key.endswith("num_batches_tracked") or (has_head and keys.classifier_lacks(key))))
+        key.endswith("num_batches_tracked") or keys.file_lacks(key) or (has_head and keys.classifier_lacks(key))))
     missing = [key for key in own if key not in state and key not in kept]
     unexpected = [key for key in state if key not in own and key not in dropped]
     what = f"{spec.label} backbone" if spec is not None else "backbone of this kind"

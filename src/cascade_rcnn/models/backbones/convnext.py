@@ -23,6 +23,7 @@ from torch import nn
 
 from ...ops.compute_path import ComputePath
 from ..input_norm import PYTORCH_NORM, InputNorm
+from .drop_path import drop_path, drop_path_rates
 from .hooks import ImageNetKeys
 
 # mmpretrain's archs: (blocks per stage, channels per stage); "atto" (3.7M parameters) for small experiments.
@@ -111,10 +112,7 @@ class ConvNeXtBlock(nn.Module):
         out = self.depthwise_conv(x).permute(0, 2, 3, 1)  # channels last for the norm and the MLP
         out = self.pointwise_conv2(F.gelu(self.pointwise_conv1(self.norm(out))))
         out = out.permute(0, 3, 1, 2) * self.gamma.view(1, -1, 1, 1)
-        if self.training and self.drop_path > 0:  # stochastic depth: drop the branch per image
-            keep = torch.rand(x.shape[0], 1, 1, 1, device=x.device) >= self.drop_path
-            out = out * keep / (1 - self.drop_path)
-        return x + out
+        return x + drop_path(out, self.drop_path, self.training)
 
 
 class ConvNeXt(nn.Module):
@@ -127,7 +125,7 @@ class ConvNeXt(nn.Module):
         self.config = config
         self.out_channels = config.out_channels
         dims = config.out_channels
-        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
+        rates = drop_path_rates(config.drop_path_rate, sum(config.depths))
         self.downsample_layers = nn.ModuleList([nn.Sequential(nn.Conv2d(3, dims[0], 4, stride=4),
                                                               LayerNorm2d(dims[0], eps=LAYER_NORM_EPS))])
         self.downsample_layers.extend(nn.Sequential(LayerNorm2d(dims[i - 1], eps=LAYER_NORM_EPS),

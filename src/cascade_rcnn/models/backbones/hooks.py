@@ -27,6 +27,7 @@ class ImageNetKeys:
 
     unused: tuple[str, ...] = ()  # in the file, with no slot in the detection backbone: dropped
     not_in_classifier: tuple[str, ...] = ()  # the backbone's, missing from a classifier's file: kept as initialised
+    not_in_file: tuple[str, ...] = ()  # the backbone's, missing from every such file: kept as initialised
 
     def drops(self, key: str) -> bool:
         """Whether the file's ``key`` has no slot in the detection backbone."""
@@ -35,6 +36,10 @@ class ImageNetKeys:
     def classifier_lacks(self, key: str) -> bool:
         """Whether the backbone's ``key`` is one that a classifier's file does not hold."""
         return any(fnmatchcase(key, pattern) for pattern in self.not_in_classifier)
+
+    def file_lacks(self, key: str) -> bool:
+        """Whether the backbone's ``key`` is one that no file of the family holds."""
+        return any(fnmatchcase(key, pattern) for pattern in self.not_in_file)
 
 
 def lr_scale(spec: object, name: str) -> float:

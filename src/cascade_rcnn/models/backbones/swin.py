@@ -39,6 +39,7 @@ from torch import nn
 
 from ...ops.compute_path import ComputePath
 from ..input_norm import PYTORCH_NORM, InputNorm
+from .drop_path import drop_path, drop_path_rates
 from .hooks import ImageNetKeys
 from .swin_layout import official_to_unfold, to_official
 
@@ -152,15 +153,6 @@ def shifted_window_mask(height, width, window: int, shift: int, dtype: torch.dty
     region = to_windows(region, window)[..., 0]  # (windows, w*w)
     different = region[:, :, None] != region[:, None, :]
     return torch.zeros(different.shape, dtype=dtype, device=device).masked_fill(different, MASK_VALUE)
-
-
-def drop_path(branch: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: in training drop the residual ``branch`` of each image with probability
-    ``rate`` and scale the kept ones by 1 / (1 - rate); the identity otherwise."""
-    if not training or rate == 0:
-        return branch
-    keep = torch.rand((branch.shape[0],) + (1,) * (branch.dim() - 1), device=branch.device) >= rate
-    return branch * keep.to(branch.dtype) / (1 - rate)
 
 
 class PatchEmbed(nn.Module):
@@ -308,7 +300,7 @@ class SwinTransformer(nn.Module):
         self.config = config
         self.out_channels = config.out_channels
         dims = config.out_channels
-        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
+        rates = drop_path_rates(config.drop_path_rate, sum(config.depths))
         starts = [sum(config.depths[:i]) for i in range(4)]
         self.patch_embed = PatchEmbed(config.embed_dim)
         self.layers = nn.ModuleList(

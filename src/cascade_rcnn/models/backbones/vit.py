@@ -20,11 +20,31 @@ Keys are Detectron2's under ``backbone.net.`` minus that prefix (``pos_embed``,
 mlp.{fc1, fc2}}``): the key map is one row. No BatchNorm, nothing folded: in the backbone the fast
 path differs from the exact one only in the attention, which runs through torch's fused
 ``scaled_dot_product_attention`` with the bias as its additive mask (``ComputePath.fused_attention``).
+
+Training (ViTDet's recipe, as its configs set Detectron2's optimizer; hooks.py):
+
+- stochastic depth: each block's two residual branches dropped per image with a rate linear from 0
+  at the first block to ``drop_path_rate`` at the last (0.1 / 0.4 / 0.5 for B / L / H); identity
+  in eval, so detections do not depend on it;
+- layer-wise lr decay (Detectron2's ``get_vit_lr_decay_rate``): a parameter of layer id ``i`` gets
+  ``lr_decay_rate ** (lr_decay_layers + 1 - i)``, where ``pos_embed`` and ``patch_embed`` are layer
+  0, ``blocks.j`` layer j + 1, and everything after the ViT (the pyramid, the heads) layer
+  ``lr_decay_layers + 1`` (factor 1); ViTDet: 0.7 / 0.8 / 0.9 over 12 / 24 / 32 layers;
+- weight decay on every parameter (biases too) but the blocks' LayerNorms (``no_decay_norm``,
+  Detectron2's ``weight_decay_norm: 0.0``) and ``pos_embed`` (``no_decay_pos_embed``, its
+  ``overrides``); ViT-H sets neither.
+
+ImageNet initialisation: MAE's pre-trained encoders (``mae_pretrain_vit_{base,large,huge_p14to16}.pth``,
+``{"model": {name: tensor}}`` under timm's ViT names, which are ours): the class token and the final
+``norm`` (and a fine-tuned classifier's ``fc_norm`` / ``head``) have no place here and are dropped;
+the relative position tables are not in the files and keep their zero initialisation, as in
+Detectron2 (``imagenet_keys``).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +52,11 @@ from torch import nn
 
 from ...ops.compute_path import ComputePath
 from ..input_norm import PYTORCH_NORM, InputNorm
+from .drop_path import drop_path, drop_path_rates
+from .hooks import ImageNetKeys
 
 LAYER_NORM_EPS = 1e-6
+BLOCK_NORMS = ("norm1", "norm2")  # the blocks' torch LayerNorms: the only ones in the detector
 
 
 @dataclass(frozen=True)
@@ -56,10 +79,33 @@ class ViTConfig:
     frozen_stages: int = 0
     norm_eval: bool = False
     input_norm: InputNorm = PYTORCH_NORM
+    # Training (module docstring): stochastic depth at the last block, the layer-wise lr decay
+    # (rate, Detectron2's num_layers) and the weight-decay exemptions. Defaults: Detectron2's (none
+    # of them); the ViTDet rows read theirs from their configs (ViT-B: 0.1, 0.7, 12, True, True).
+    drop_path_rate: float = 0.0
+    lr_decay_rate: float = 1.0
+    lr_decay_layers: int = 12
+    no_decay_norm: bool = False
+    no_decay_pos_embed: bool = False
+    # MAE's files: the class token, the final norm (and a classifier's) dropped; no relative tables.
+    imagenet_keys: ClassVar[ImageNetKeys] = ImageNetKeys(
+        unused=("cls_token", "norm.weight", "norm.bias", "fc_norm.*"),
+        not_in_file=("blocks.*.attn.rel_pos_h", "blocks.*.attn.rel_pos_w"))
 
     @property
     def label(self) -> str:
         return f"ViT ({self.embed_dim}, depth {self.depth})"
+
+    def lr_scale(self, name: str) -> float:
+        """The layer-wise lr factor of the detector's parameter ``name`` (hooks.py)."""
+        return self.lr_decay_rate ** (self.lr_decay_layers + 1 - layer_id(name, self.lr_decay_layers))
+
+    def weight_decays(self, name: str, parameter: torch.Tensor) -> bool:
+        """Whether the detector's parameter ``name`` decays (hooks.py): all but the exempt ones."""
+        parts = name.split(".")
+        if self.no_decay_norm and name.startswith("backbone.blocks.") and parts[3] in BLOCK_NORMS:
+            return False
+        return not (self.no_decay_pos_embed and name == "backbone.pos_embed")
 
     @property
     def out_channels(self) -> list[int]:
@@ -67,6 +113,16 @@ class ViTConfig:
 
     def build(self) -> "ViT":
         return ViT(self)
+
+
+def layer_id(name: str, num_layers: int) -> int:
+    """The layer id of the detector's parameter ``name`` for the lr decay: 0 for the position table
+    and the patch embedding, j + 1 for block j, ``num_layers + 1`` for everything else."""
+    if name in ("backbone.pos_embed",) or name.startswith("backbone.patch_embed."):
+        return 0
+    if name.startswith("backbone.blocks."):
+        return int(name.split(".")[2]) + 1
+    return num_layers + 1
 
 
 class Attention(nn.Module):
@@ -167,9 +223,9 @@ class Block(nn.Module):
     """(B, H, W, C) -> same: pre-norm attention (windowed when ``window`` > 0) and MLP, each residual."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, window: int,
-                 grid: tuple[int, int]):
+                 grid: tuple[int, int], drop_path: float = 0.0):
         super().__init__()
-        self.window = window
+        self.window, self.drop_path = window, drop_path
         self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.attn = Attention(dim, num_heads, qkv_bias, (window, window) if window else grid)
         self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
@@ -183,8 +239,8 @@ class Block(nn.Module):
             out = from_windows(self.attn(out, fused), self.window, padded, size)
         else:
             out = self.attn(out, fused)
-        x = x + out
-        return x + self.mlp(self.norm2(x))
+        x = x + drop_path(out, self.drop_path, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
 
 
 class PatchEmbed(nn.Module):
@@ -227,9 +283,10 @@ class ViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, pretrain_grid ** 2 + int(config.pretrain_cls_token),
                                                   config.embed_dim))
         grid = (config.img_size // config.patch_size,) * 2
+        rates = drop_path_rates(config.drop_path_rate, config.depth)
         self.blocks = nn.ModuleList(
             Block(config.embed_dim, config.num_heads, config.mlp_ratio, config.qkv_bias,
-                  config.window_size if i in config.window_blocks else 0, grid)
+                  config.window_size if i in config.window_blocks else 0, grid, rates[i])
             for i in range(config.depth))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         for module in self.modules():

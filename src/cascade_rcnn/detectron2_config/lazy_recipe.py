@@ -1,0 +1,199 @@
+"""A ViTDet LazyConfig dump's training recipe -> the keyword arguments of our
+``engine.train.TrainConfig`` (and notes for what maps only in part), refusing by dotted key what
+we cannot follow.
+
+- ``optimizer``: AdamW (betas (0.9, 0.999), eps 1e-8), its weight decay, and its lr, given for
+  ``dataloader.train.total_batch_size`` images: as our trainer scales the lr linearly with the real
+  batch, it becomes ``lr_per_16 = lr * 16 / total_batch_size`` (ViT-B COCO: 1e-4 for 64 images ->
+  2.5e-5 per 16). ``optimizer.params``' layer-wise decay and exemptions are the model's
+  (``lazy_training.py``, read into ``ViTConfig``), refused here when not followed.
+- ``lr_multiplier``: a linear warm-up from 0.001x over ``warmup_length`` of ``train.max_iter``
+  iterations (rounded up: the iterations Detectron2 warms up), then x0.1 at each milestone. Our
+  schedule is in epochs: a zoo row's dump (the same milestones and length as one of the shipped
+  ViTDet dumps) takes that row's schedule (100ep / 75ep: ``engine/schedule.py``); any other
+  leaves epochs and lr steps to the command's options, said in a note.
+- ``train.amp.enabled``: Detectron2's AMP (float16 autocast, gradient scaler) -> ``fp16`` on CUDA,
+  ``bf16`` on a CPU with bfloat16 instructions; elsewhere fp32, said in a note.
+- ``dataloader.train``: ``dataset.filter_empty`` -> ``filter_empty_gt``; no size filter
+  (``min_size`` 0, as Detectron2); the data set itself is Detectron2's registered name, so the
+  files come from the command. The batch is the command's (``--batch-size``).
+
+What does not change the trained weights (``train.checkpointer``, ``ddp``, ``device``,
+``eval_period``, ``log_period``, ``output_dir``, loader workers, the test loader and evaluator)
+is not read.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from ..ops.compute_path import cpu_has_bf16_instructions
+from .lazy_file import read_lazy_dump
+from .lazy_training import read_training_parts
+
+ADAMW = "torch.optim.AdamW"
+OPTIMIZER_DEFAULTS = {"betas": [0.9, 0.999], "eps": 1e-8, "amsgrad": False}
+PARAMS = "detectron2.solver.get_default_optimizer_params"
+PARAMS_DEFAULTS = {"bias_lr_factor": 1.0, "weight_decay_bias": None}
+READ_ELSEWHERE = ("lr_factor_func", "weight_decay_norm", "overrides")  # lazy_training.py
+WARMUP = "detectron2.solver.WarmupParamScheduler"
+MULTI_STEP = "fvcore.common.param_scheduler.MultiStepParamScheduler"
+TRAIN_LOADER = "detectron2.data.build_detection_train_loader"
+MAPPER = "detectron2.data.DatasetMapper"
+NOT_READ = {"train": ("checkpointer", "ddp", "device", "eval_period", "log_period", "output_dir"),
+            "dataloader.train": ("num_workers",), "dataloader": ("test", "evaluator")}
+
+
+def training_recipe(path: str | Path, device: str = "cpu") -> tuple[dict[str, Any], list[str]]:
+    """(``TrainConfig`` keyword arguments, notes) of the dump at ``path`` for a run on ``device``;
+    ``ConfigError`` naming the file and the first key we do not follow."""
+    path = Path(path)
+    tree = read_lazy_dump(path)
+    source = _Source(path)
+    source.only(tree, "", ("model", "optimizer", "lr_multiplier", "dataloader", "train"))
+    parts = read_training_parts(tree)
+    if parts.not_followed:
+        raise ConfigError(f"{path}: {parts.not_followed[0]}")
+    train = tree.get("train") or {}
+    source.only(train, "train", ("amp", "init_checkpoint", "max_iter", *NOT_READ["train"]))
+    loader = tree.get("dataloader", {}).get("train") or {}
+    recipe = {**_optimizer(tree, loader, source), **_data(tree, loader, source)}
+    notes: list[str] = []
+    recipe.update(_schedule(tree, source, notes))
+    precision = _precision(bool((train.get("amp") or {}).get("enabled", False)), device, path, notes)
+    if precision:
+        recipe["precision"] = precision
+    return recipe, notes
+
+
+class _Source:
+    """Refusals by dotted key, naming the file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def refuse(self, key: str, value: Any, supported: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {key} = {value!r} is not supported ({supported})")
+
+    def only(self, node: dict, key: str, names: tuple[str, ...]) -> None:
+        """Refuse any entry of ``node`` but ``names`` and ``_target_``."""
+        for name in node:
+            if name != "_target_" and name not in names:
+                dotted = f"{key}.{name}" if key else name
+                raise ConfigError(f"{self.path}: {dotted} is not supported (we follow {', '.join(names)})")
+
+    def need(self, node: dict, key: str, name: str, wanted: Any, default: Any = None) -> Any:
+        value = node.get(name, default)
+        if value != wanted:
+            raise self.refuse(f"{key}.{name}", value, f"only {wanted!r}")
+        return value
+
+
+def _optimizer(tree: dict, loader: dict, source: _Source) -> dict[str, Any]:
+    optimizer = tree.get("optimizer") or {}
+    source.need(optimizer, "optimizer", "_target_", ADAMW)
+    source.only(optimizer, "optimizer", ("params", "lr", "weight_decay", *OPTIMIZER_DEFAULTS))
+    for name, default in OPTIMIZER_DEFAULTS.items():
+        source.need(optimizer, "optimizer", name, default, default)
+    params = optimizer.get("params") or {}
+    source.need(params, "optimizer.params", "_target_", PARAMS)
+    source.only(params, "optimizer.params", ("base_lr", "weight_decay", *READ_ELSEWHERE, *PARAMS_DEFAULTS))
+    lr = params.get("base_lr", optimizer.get("lr"))
+    weight_decay = params.get("weight_decay", optimizer.get("weight_decay", 0.01))  # AdamW's default
+    source.need(params, "optimizer.params", "bias_lr_factor", 1.0, 1.0)
+    if params.get("weight_decay_bias") not in (None, weight_decay):
+        raise source.refuse("optimizer.params.weight_decay_bias", params["weight_decay_bias"],
+                            "only null or the weight decay")
+    batch = loader.get("total_batch_size")
+    if not isinstance(lr, (int, float)) or lr <= 0:
+        raise source.refuse("optimizer.lr", lr, "a positive number")
+    if not isinstance(batch, int) or batch < 1:
+        raise source.refuse("dataloader.train.total_batch_size", batch, "a positive count")
+    return {"optimizer": "adamw", "lr_per_16": float(lr) * 16 / batch, "weight_decay": float(weight_decay)}
+
+
+def _data(tree: dict, loader: dict, source: _Source) -> dict[str, Any]:
+    source.need(loader, "dataloader.train", "_target_", TRAIN_LOADER)
+    source.only(loader, "dataloader.train", ("dataset", "mapper", "total_batch_size", "aspect_ratio_grouping",
+                                             *NOT_READ["dataloader.train"]))
+    source.need(loader, "dataloader.train", "aspect_ratio_grouping", True, True)  # ours: by orientation
+    dataset = loader.get("dataset") or {}
+    source.only(dataset, "dataloader.train.dataset", ("names", "filter_empty"))
+    mapper = loader.get("mapper") or {}
+    key = "dataloader.train.mapper"
+    source.need(mapper, key, "_target_", MAPPER)
+    source.only(mapper, key, ("augmentations", "image_format", "is_train", "recompute_boxes", "use_instance_mask",
+                              "instance_mask_format", "use_keypoint"))
+    source.need(mapper, key, "is_train", True, True)
+    source.need(mapper, key, "use_keypoint", False, False)
+    with_mask = "mask_head" in (tree.get("model", {}).get("roi_heads") or {})
+    source.need(mapper, key, "use_instance_mask", with_mask, False)
+    # Our large-scale jitter recomputes boxes from the masks whenever it has them (data/lsj.py).
+    source.need(mapper, key, "recompute_boxes", with_mask, False)
+    return {"filter_empty_gt": bool(dataset.get("filter_empty", True)), "min_size": 0}
+
+
+def _schedule(tree: dict, source: _Source, notes: list[str]) -> dict[str, Any]:
+    multiplier = tree.get("lr_multiplier") or {}
+    key = "lr_multiplier"
+    source.need(multiplier, key, "_target_", WARMUP)
+    source.only(multiplier, key, ("scheduler", "warmup_factor", "warmup_length", "warmup_method",
+                                  "rescale_interval"))
+    source.need(multiplier, key, "warmup_factor", 0.001)
+    source.need(multiplier, key, "warmup_method", "linear", "linear")
+    source.need(multiplier, key, "rescale_interval", False, False)
+    steps = multiplier.get("scheduler") or {}
+    source.need(steps, f"{key}.scheduler", "_target_", MULTI_STEP)
+    source.only(steps, f"{key}.scheduler", ("milestones", "num_updates", "values"))
+    milestones = list(steps.get("milestones") or [])
+    values = steps.get("values")
+    if not (isinstance(values, list) and len(values) == len(milestones) + 1
+            and all(math.isclose(v, 0.1 ** i) for i, v in enumerate(values))):
+        raise source.refuse(f"{key}.scheduler.values", values, "only 1.0, then x0.1 at each milestone")
+    max_iter = (tree.get("train") or {}).get("max_iter")
+    if not isinstance(max_iter, int) or max_iter < 1:
+        raise source.refuse("train.max_iter", max_iter, "a positive count")
+    length = multiplier.get("warmup_length", 0.0)
+    recipe: dict[str, Any] = {"warmup_iters": math.ceil(length * max_iter - 1e-6)}
+    schedule = zoo_schedule(tree)
+    if schedule:
+        recipe["schedule"] = schedule
+    else:
+        notes.append(f"{source.path}: lr_multiplier's steps are iterations of Detectron2's batches (milestones "
+                     f"{milestones} of {max_iter}), not a zoo row's; our schedule is in epochs: this run's epochs "
+                     "and lr steps come from this command's options (--schedule, --epochs, --lr-steps)")
+    return recipe
+
+
+def zoo_schedule(tree: dict) -> str | None:
+    """The schedule name (100ep, 75ep) of the shipped ViTDet dump with the same lr steps, length
+    and batch as ``tree``, or None."""
+    def steps(found: dict) -> tuple:
+        return (found.get("lr_multiplier"), (found.get("train") or {}).get("max_iter"),
+                (found.get("dataloader", {}).get("train") or {}).get("total_batch_size"))
+
+    from ..weights.zoo import DETECTRON2_CONFIGS  # the zoo reads its models through this package
+
+    wanted = steps(tree)
+    for dump in sorted((DETECTRON2_CONFIGS / "ViTDet").glob("*/*.yaml")):
+        if steps(read_lazy_dump(dump)) == wanted:
+            return dump.stem.rsplit("_", 1)[1]
+    return None
+
+
+def _precision(amp: bool, device: str, path: Path, notes: list[str]) -> str | None:
+    """Detectron2's AMP as our precision on ``device``: fp16 on CUDA, bf16 on a CPU with bfloat16
+    instructions; None (fp32) otherwise, with a note."""
+    if not amp:
+        return None
+    if torch.device(device).type == "cuda":
+        return "fp16"
+    if torch.device(device).type == "cpu" and cpu_has_bf16_instructions():
+        return "bf16"
+    notes.append(f"{path}: train.amp.enabled: this {device} has no fast float16 or bfloat16 kernels; the run is "
+                 "in fp32 (--precision sets it)")
+    return None
