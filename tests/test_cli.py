@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ from cascade_rcnn.data.shapes import SHAPE_CLASSES, generate_shapes
 from cascade_rcnn.engine.evaluate import METRIC_NAMES, PER_IOU
 from cascade_rcnn.errors import UserInputError
 from cascade_rcnn.weights import checkpoint
+from cascade_rcnn.weights.zoo import DETECTRON2_CONFIGS
 
 SMALL = "cascade_mask_rcnn_r18w32_fpn_256"
 
@@ -305,6 +307,24 @@ def test_benchmark_prints_the_zoo_figures_beside_ours(tmp_path, capsys):
     assert "HEIGHTxWIDTH" in capsys.readouterr().err
     assert main(["benchmark", "--model", SMALL, "--images", "0"]) == 2
     assert "--images must be at least 1" in capsys.readouterr().err
+
+
+def test_benchmark_takes_a_detectron2_config_yaml(tmp_path, capsys):
+    """``--config`` takes Detectron2's yacs file as build_model does (here its R-50 3x config with
+    a _BASE_ chain, shrunk to the golden model's ResNet-18 at a small test size)."""
+    shutil.copytree(DETECTRON2_CONFIGS, tmp_path / "configs")
+    config = tmp_path / "configs" / "Misc" / "small.yaml"
+    config.write_text('_BASE_: "cascade_mask_rcnn_R_50_FPN_3x.yaml"\n'
+                      "MODEL:\n  RESNETS: {DEPTH: 18, RES2_OUT_CHANNELS: 64}\n  FPN: {OUT_CHANNELS: 64}\n"
+                      "  ROI_BOX_HEAD: {FC_DIM: 256}\n  ROI_MASK_HEAD: {CONV_DIM: 32}\n"
+                      "INPUT: {MIN_SIZE_TEST: 96, MAX_SIZE_TEST: 160}\n")
+    assert main(["benchmark", "--config", str(config), "--images", "1", "--size", "60x90", "--threads", "1",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "small" and result["inference"]["images"] == 1
+    assert "random" in result["weights"] and result["path"] == "fast"
+    assert main(["benchmark", "--images", "1"]) == 2
+    assert "give --model NAME, --config" in capsys.readouterr().err
 
 
 def coco_layout(root, seed: int = 6):

@@ -404,11 +404,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None and value < 1:
             raise UserInputError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
-    if not args.model:
-        raise UserInputError("benchmark takes a zoo model: give --model NAME")
-    # No --weights and --weights none alike: random weights, spread like trained ones (it says so).
-    result = run_benchmark(args.model, weights=model_weights(args, default=None, note=False), device=args.device,
-                           exact=args.exact, image_dir=args.image_dir, num_images=args.images,
+    # --model, --config (MMDetection's .py or Detectron2's .yaml, as build_model reads them) or a
+    # checkpoint that carries its config. No --weights and --weights none alike: random weights,
+    # spread like trained ones (it says so).
+    result = run_benchmark(model_source(args), weights=model_weights(args, default=None, note=False),
+                           device=args.device, exact=args.exact, image_dir=args.image_dir, num_images=args.images,
                            size=_size(args.size), batch_size=args.batch_size, precision=args.precision,
                            threads=args.threads, train=args.train, train_batch_size=args.train_batch_size,
                            iterations=args.iterations)

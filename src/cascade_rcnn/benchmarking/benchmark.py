@@ -215,11 +215,12 @@ def synthetic_targets(height: int, width: int, num_classes: int, with_mask: bool
     return target
 
 
-def run_benchmark(model_name: str, weights: str | None = None, device: str = "cpu", exact: bool = False,
+def run_benchmark(model_name: str | None, weights: str | None = None, device: str = "cpu", exact: bool = False,
                   image_dir: str | None = None, num_images: int | None = None, size: tuple[int, int] = (480, 640),
                   batch_size: int = 1, precision: str = "fp32", threads: int | None = None, train: bool = False,
                   train_batch_size: int = 2, iterations: int = 3) -> dict:
-    """The ``benchmark`` command: ``model_name`` (without ``weights``: random weights spread like a
+    """The ``benchmark`` command: ``model_name`` (a zoo name or a config file, as ``build_model``
+    takes it; None: the model ``weights`` carries; without ``weights``: random weights spread like a
     trained model's) timed on the first ``num_images`` of ``image_dir``, or on ``num_images`` (default
     10) drawn scenes of ``size`` (h, w); with ``train``, also ``iterations`` training steps. Returns
     the record ``--json`` prints; notes on what is timed go to stderr."""
