@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from .yacs_file import MAX_BYTES, _DepthBoundedSafeLoader, _line, _one_line
+from .yacs_file import _DepthBoundedSafeLoader, _line, _one_line, config_text
 
 PYTHON_TAG = "tag:yaml.org,2002:python/"
 _INTERPOLATION = re.compile(r"\$\{([^${}]*)\}")
@@ -63,15 +63,9 @@ def is_lazy_dump(path: str | Path) -> bool:
 def read_lazy_dump(path: str | Path) -> dict[str, Any]:
     """The dump's tree, Python tags as data and interpolations resolved (module docstring)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    size = path.stat().st_size
-    if size > MAX_BYTES:
-        raise ConfigError(f"{path}: {size} bytes is too large for a Detectron2 config (at most {MAX_BYTES})")
+    text = config_text(path)
     try:
-        tree = yaml.load(path.read_bytes().decode("utf-8"), Loader=_LazyDumpLoader)
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (UTF-8)") from None
+        tree = yaml.load(text, Loader=_LazyDumpLoader)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}{_line(error)}: cannot be read as a LazyConfig dump "
                           f"({_one_line(getattr(error, 'problem', None) or error)})") from None

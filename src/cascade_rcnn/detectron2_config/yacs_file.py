@@ -61,17 +61,23 @@ def _read_chain(path: Path, chain: tuple[Path, ...], files_read: list[Path]) -> 
     return settings
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
-    """The mapping a YAML file holds, checked to be bounded plain data."""
+def config_text(path: Path) -> str:
+    """The text of a Detectron2 config file (yacs or LazyConfig dump): an existing file of at most
+    ``MAX_BYTES``, in UTF-8; otherwise a ``ConfigError`` saying which."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise ConfigError(f"{path}: {size} bytes is too large for a Detectron2 config (at most {MAX_BYTES})")
     try:
-        text = path.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (UTF-8)") from None
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    """The mapping a YAML file holds, checked to be bounded plain data."""
+    text = config_text(path)
     try:
         tree = yaml.load(text, Loader=_DepthBoundedSafeLoader)  # yaml.safe_load, nesting bounded
     except yaml.constructor.ConstructorError as error:

@@ -41,6 +41,7 @@ from ...ops.compute_path import ComputePath
 from ..input_norm import PYTORCH_NORM, InputNorm
 from .drop_path import drop_path, drop_path_rates
 from .hooks import ImageNetKeys
+from .mlp import Mlp
 from .swin_layout import official_to_unfold, to_official
 
 # The official detection configs: (embed_dim, depths, num_heads).
@@ -197,16 +198,6 @@ class WindowAttention(nn.Module):
             attn = (attn.view(-1, windows, self.num_heads, t, t) + mask[None, :, None]).view(n, self.num_heads, t, t)
         out = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(n, t, c)
         return self.proj(out)
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class SwinBlock(nn.Module):

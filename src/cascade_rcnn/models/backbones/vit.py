@@ -54,6 +54,7 @@ from ...ops.compute_path import ComputePath
 from ..input_norm import PYTORCH_NORM, InputNorm
 from .drop_path import drop_path, drop_path_rates
 from .hooks import ImageNetKeys
+from .mlp import Mlp
 
 LAYER_NORM_EPS = 1e-6
 BLOCK_NORMS = ("norm1", "norm2")  # the blocks' torch LayerNorms: the only ones in the detector
@@ -205,18 +206,6 @@ def from_windows(windows: torch.Tensor, window: int, padded: tuple[int, int], si
     if padded_h > height or padded_w > width:
         x = x[:, :height, :width, :].contiguous()
     return x
-
-
-class Mlp(nn.Module):
-    """(..., C) -> (..., C): Linear to ``hidden``, GELU (erf), Linear back."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class Block(nn.Module):
