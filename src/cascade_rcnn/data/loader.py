@@ -45,8 +45,9 @@ class Batch:
 
 class AugmentedDataset(Dataset):
     """Applies ``train_transform`` with a flip, and a scale drawn from the config's
-    ``train_scale_range`` (if any), DETR's resize-crop (``train_resize_crop``) or ViTDet's
-    large-scale jitter (``train_lsj``), decided by (seed, epoch, index)."""
+    ``train_scale_choice`` or ``train_scale_range`` (if any), DETR's resize-crop
+    (``train_resize_crop``) or ViTDet's large-scale jitter (``train_lsj``), decided by (seed,
+    epoch, index)."""
 
     def __init__(self, dataset: CocoDataset, config: ModelConfig, seed: int, flip_probability: float = 0.5,
                  with_masks: bool = True):
@@ -76,8 +77,11 @@ class AugmentedDataset(Dataset):
 
 
 def training_scale(config: ModelConfig, generator: torch.Generator) -> tuple[int, int]:
-    """The (long, short) scale one training image is resized to fit: ``image_scale``, or with a
-    ``train_scale_range`` each side drawn uniformly between the two scales' sides (inclusive)."""
+    """The (long, short) scale one training image is resized to fit: ``image_scale``; with a
+    ``train_scale_choice`` one of its scales, each as likely; with a ``train_scale_range`` each side
+    drawn uniformly between the two scales' sides (inclusive)."""
+    if config.train_scale_choice is not None:
+        return config.train_scale_choice[int(torch.randint(len(config.train_scale_choice), (), generator=generator))]
     if config.train_scale_range is None:
         return config.image_scale
     (long_a, short_a), (long_b, short_b) = config.train_scale_range
