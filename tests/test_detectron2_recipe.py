@@ -14,12 +14,14 @@ import yaml
 from cascade_rcnn.cli import main
 from cascade_rcnn.data import loader
 from cascade_rcnn.data.shapes import generate_shapes
+from cascade_rcnn.data.transforms import normalize, resize, train_transform
 from cascade_rcnn.detectron2_config import ZOO_FILES, read_yacs_config, recipe_parts, yacs_recipe
 from cascade_rcnn.detectron2_config.model import read_detectron2_model
 from cascade_rcnn.engine.param_groups import parameter_groups
 from cascade_rcnn.engine.schedule import SCHEDULES
 from cascade_rcnn.errors import ConfigError
 from cascade_rcnn.inference.predictor import CascadeRCNN
+from cascade_rcnn.models.input_norm import DETECTRON2_RESIZE, MMDETECTION_RESIZE
 from cascade_rcnn.weights import checkpoint
 
 ROW_1X, ROW_3X = "Misc/cascade_mask_rcnn_R_50_FPN_1x", "Misc/cascade_mask_rcnn_R_50_FPN_3x"
@@ -195,3 +197,21 @@ def test_the_golden_config_trains_through_the_cli_with_its_recipe(tmp_path, monk
     assert len(losses) >= 1 and all(np.isfinite(losses))
     # the recipe's lr, 0.02 per 16 images, for 2 images at the first of its 1000 warm-up iterations (0.001x)
     assert [row["lr"] for row in rows if "lr" in row] == [pytest.approx(0.02 * 2 / 16 * 0.001)]
+
+
+def test_training_images_are_resized_by_the_models_rule():
+    """A Detectron2 model's training image: ResizeShortestEdge's size, Pillow's bilinear (what its
+    prediction input gets, checked bit for bit against Detectron2), not OpenCV's."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (97, 131, 3), dtype=np.uint8)
+    sample = {"image": image, "boxes": np.array([[10.0, 10.0, 60.0, 50.0]]), "labels": np.array([1]),
+              "masks": np.ones((1, 97, 131), dtype=np.uint8)}
+    mean, std = (103.53, 116.28, 123.675), (1.0, 1.0, 1.0)
+    for rule, library in ((DETECTRON2_RESIZE, "pil"), (MMDETECTION_RESIZE, "cv2")):
+        trained = train_transform(sample, (1333, 160), False, mean, std, True, rule)
+        expected = resize(image, (1333, 160), rule)
+        assert expected.rule.library == library and trained.size == expected.size
+        assert torch.equal(trained.tensor, normalize(expected.image, mean, std, True))
+        assert trained.target["masks"].shape[1:] == expected.size
+    assert not torch.equal(train_transform(sample, (1333, 160), False, mean, std, True, DETECTRON2_RESIZE).tensor,
+                           train_transform(sample, (1333, 160), False, mean, std, True).tensor)

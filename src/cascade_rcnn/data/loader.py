@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..models.config import ModelConfig
+from ..models.input_norm import MMDETECTION_RESIZE
 from .coco import CocoDataset
 from .lsj import large_scale_jitter
 from .resize_crop import resize_crop
@@ -68,12 +69,13 @@ class AugmentedDataset(Dataset):
             return FailedSample(self.dataset.records[index].file_name, str(error).splitlines()[0])
         if not self.with_masks:
             sample = {k: v for k, v in sample.items() if k != "masks"}
+        rule = self.config.resize_rule  # the model's, for a scale of the image as it was loaded
         if self.config.train_resize_crop:
-            sample, scale = resize_crop(sample, generator)
+            (sample, scale), rule = resize_crop(sample, generator), MMDETECTION_RESIZE
         elif self.config.train_lsj:
-            sample, scale = large_scale_jitter(sample, self.config.train_lsj, generator)
+            (sample, scale), rule = large_scale_jitter(sample, self.config.train_lsj, generator), MMDETECTION_RESIZE
         return train_transform(sample, scale, flip, self.config.pixel_mean, self.config.pixel_std,
-                               self.config.bgr_input)
+                               self.config.bgr_input, rule)
 
 
 def training_scale(config: ModelConfig, generator: torch.Generator) -> tuple[int, int]:
