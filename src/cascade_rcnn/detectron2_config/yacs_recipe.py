@@ -67,10 +67,11 @@ SUPPORTED = {
     "INPUT.MIN_SIZE_TRAIN_SAMPLING": ANY, "INPUT.MIN_SIZE_TEST": ANY, "INPUT.MAX_SIZE_TEST": ANY, "INPUT.FORMAT": ANY,
     # read here
     "SOLVER.BASE_LR": _number(0, least_allowed=False), "SOLVER.IMS_PER_BATCH": _whole(1),
-    "SOLVER.MOMENTUM": _number(0, 1), "SOLVER.WEIGHT_DECAY": _number(0), "SOLVER.WEIGHT_DECAY_BIAS": ANY,  # checked in _optimizer
+    "SOLVER.MOMENTUM": _number(0, 1), "SOLVER.WEIGHT_DECAY": _number(0),
+    "SOLVER.WEIGHT_DECAY_BIAS": ANY, "SOLVER.CLIP_GRADIENTS": ANY,  # both checked in _optimizer
     "SOLVER.WEIGHT_DECAY_NORM": ANY, "SOLVER.STEPS": _steps, "SOLVER.MAX_ITER": _whole(1),
-    "SOLVER.WARMUP_ITERS": _whole(0), "SOLVER.CLIP_GRADIENTS": ANY,  # checked in _optimizer
-    "SOLVER.AMP.ENABLED": (True, False), "DATALOADER.FILTER_EMPTY_ANNOTATIONS": (True, False), "INPUT.MASK_FORMAT": ("polygon", "bitmask"),
+    "SOLVER.WARMUP_ITERS": _whole(0), "SOLVER.AMP.ENABLED": (True, False),
+    "DATALOADER.FILTER_EMPTY_ANNOTATIONS": (True, False), "INPUT.MASK_FORMAT": ("polygon", "bitmask"),
     "DATASETS.TRAIN": ANY, "DATASETS.TEST": ANY,
     # without effect in this recipe: other schedulers', the repeat-factor sampler's, precomputed proposals'
     "SOLVER.NUM_DECAYS": ANY, "SOLVER.BASE_LR_END": ANY, "DATALOADER.REPEAT_THRESHOLD": ANY,
