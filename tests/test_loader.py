@@ -79,3 +79,17 @@ def test_both_training_resizes_at_once_are_refused():
     assert config.train_resize_crop
     with pytest.raises(ValueError, match="two training resizes"):
         config.with_changes(train_scale_range=((1333, 640), (1333, 800)))
+
+
+def test_a_scale_choice_draws_each_listed_scale_and_nothing_else():
+    """Detectron2's "choice" sampling: one of the listed short sides per image, each as likely."""
+    choice = tuple((1333, side) for side in range(640, 801, 32))
+    config = cascade_rcnn.get_config("cascade_rcnn_r50_fpn_1x_coco").with_changes(train_scale_choice=choice)
+    generator = torch.Generator().manual_seed(0)
+    drawn = [training_scale(config, generator) for _ in range(1200)]
+    counts = {scale: drawn.count(scale) for scale in set(drawn)}
+    assert set(counts) == set(choice) and all(150 <= count <= 250 for count in counts.values())
+    with pytest.raises(ValueError, match="two training resizes"):
+        config.with_changes(train_scale_range=((1333, 640), (1333, 800)))
+    with pytest.raises(ValueError, match="train_scale_choice needs"):
+        config.with_changes(train_scale_choice=())

@@ -15,7 +15,7 @@ import cascade_rcnn
 from cascade_rcnn.cli import main
 from cascade_rcnn.data.lsj import large_scale_jitter
 from cascade_rcnn.data.shapes import generate_shapes
-from cascade_rcnn.detectron2_config import lazy_recipe
+from cascade_rcnn.detectron2_config import lazy_recipe, recipe_parts
 from cascade_rcnn.detectron2_config.lazy_model import read_lazy_model
 from cascade_rcnn.engine.param_groups import parameter_groups
 from cascade_rcnn.errors import ConfigError
@@ -145,7 +145,7 @@ def _dump(tmp_path: Path, old: str = "", new: str = "", source: Path = VITDET / 
 
 
 def test_the_zoo_dumps_recipes_become_train_config_arguments(monkeypatch):
-    monkeypatch.setattr(lazy_recipe, "cpu_has_bf16_instructions", lambda: True)
+    monkeypatch.setattr(recipe_parts, "cpu_has_bf16_instructions", lambda: True)
     for row, warmup, schedule in (("COCO/cascade_mask_rcnn_vitdet_b_100ep", 250, "100ep"),
                                   ("COCO/cascade_mask_rcnn_vitdet_h_75ep", 188, "75ep")):
         recipe, notes = lazy_recipe.training_recipe(VITDET / f"{row}.yaml")
@@ -155,7 +155,7 @@ def test_the_zoo_dumps_recipes_become_train_config_arguments(monkeypatch):
                           "precision": "bf16"} and not notes
     assert lazy_recipe.training_recipe(VITDET / "COCO/cascade_mask_rcnn_vitdet_b_100ep.yaml",
                                        "cuda")[0]["precision"] == "fp16"
-    monkeypatch.setattr(lazy_recipe, "cpu_has_bf16_instructions", lambda: False)
+    monkeypatch.setattr(recipe_parts, "cpu_has_bf16_instructions", lambda: False)
     recipe, notes = lazy_recipe.training_recipe(VITDET / "COCO/cascade_mask_rcnn_vitdet_b_100ep.yaml")
     assert "precision" not in recipe and "train.amp.enabled" in notes[0]
 

@@ -217,15 +217,14 @@ def cmd_train(args: argparse.Namespace) -> int:
              else None, "lr": args.lr, "optimizer": args.optimizer, "weight_decay": args.weight_decay,
              "batch_size": args.batch_size, "warmup_iters": args.warmup_iters, "clip_grad": args.clip_grad,
              "min_size": args.min_size, "filter_empty_gt": False if args.keep_empty else None,
-             "precision": args.precision}
+             "precision": args.precision, "checkpoint_every": args.checkpoint_every}
     options = {**recipe, **{name: value for name, value in given.items() if value is not None}}
     options.setdefault("schedule", model_config.schedule)
     config = TrainConfig(
         **paths, **options, out_dir=args.out, backbone_weights=args.backbone_weights,
         weights=model_weights(args, default=None, note=False),  # none: start as without --weights
         workers=args.workers, seed=args.seed, eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every, max_failed_fraction=args.max_failed_fraction, device=args.device,
-        resume=args.resume)
+        max_failed_fraction=args.max_failed_fraction, device=args.device, resume=args.resume)
     final = train(model_config, config)
     print(f"final weights: {final}")
     return 0
@@ -249,34 +248,42 @@ def training_model(args: argparse.Namespace) -> ModelConfig:
 
 def config_recipe(args: argparse.Namespace) -> dict:
     """The training recipe a ``--config`` states (its data sets under ``--data-root`` if given), or
-    a ViTDet zoo row's (``--model``: the LazyConfig dump it is read from)."""
+    a Detectron2 zoo row's (``--model``: the config file it is read from)."""
     if not args.config:
         if args.data_root:
             raise UserInputError("--data-root replaces a --config's data_root: give --config FILE.py")
-        row_dump = DETECTRON2_CONFIGS / "ViTDet" / f"{args.model}.yaml" if args.model else None
-        return lazy_dump_recipe(row_dump, args.device) if row_dump and row_dump.is_file() else {}
+        row_file = detectron2_row_file(args.model) if args.model else None
+        return detectron2_recipe(row_file, args.device) if row_file else {}
     if is_detectron2_config(args.config):
         if args.data_root:
             raise UserInputError(f"--data-root: {args.config} names Detectron2's registered data sets, not files: "
                                  "give --train-json/--train-images")
-        from .detectron2_config.lazy_file import is_lazy_dump
-
-        if is_lazy_dump(args.config):
-            return lazy_dump_recipe(args.config, args.device)
-        print(f"note: {args.config}: its model is read; Detectron2's training recipe (SOLVER, INPUT.*_TRAIN) is "
-              "not yet: this run follows this command's options", file=sys.stderr)
-        return {}
+        return detectron2_recipe(args.config, args.device)
     from .mmdet_config import read_config
     from .mmdet_config.recipe import training_recipe
 
     return training_recipe(read_config(args.config), args.config, args.data_root)
 
 
-def lazy_dump_recipe(path: str | Path, device: str) -> dict:
-    """A ViTDet LazyConfig dump's recipe (``lazy_recipe.py``), its notes said on stderr."""
-    from .detectron2_config.lazy_recipe import training_recipe
+def detectron2_row_file(model: str) -> Path | None:
+    """The Detectron2 config file a zoo row is read from (a ViTDet LazyConfig dump, or a yacs
+    config of ``yacs_recipe.ZOO_SCHEDULES``), or None for another model."""
+    from .detectron2_config.yacs_recipe import ZOO_SCHEDULES
 
-    recipe, notes = training_recipe(path, device)
+    dump = DETECTRON2_CONFIGS / "ViTDet" / f"{model}.yaml"
+    if dump.is_file():
+        return dump
+    return DETECTRON2_CONFIGS / f"{model}.yaml" if model in ZOO_SCHEDULES else None
+
+
+def detectron2_recipe(path: str | Path, device: str) -> dict:
+    """A Detectron2 config's recipe (a LazyConfig dump's: ``lazy_recipe.py``; a yacs config's:
+    ``yacs_recipe.py``), its notes said on stderr."""
+    from .detectron2_config import lazy_recipe, yacs_recipe
+    from .detectron2_config.lazy_file import is_lazy_dump
+
+    reader = lazy_recipe if is_lazy_dump(path) else yacs_recipe
+    recipe, notes = reader.training_recipe(path, device)
     for line in notes:
         print(f"note: {line}", file=sys.stderr)
     return recipe
@@ -646,7 +653,8 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--clip-grad", type=float, help="max gradient norm")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--eval-every", type=int, default=1, help="epochs between evaluations (0: never)")
-    train.add_argument("--checkpoint-every", type=int, default=0, help="iterations (0: each epoch)")
+    train.add_argument("--checkpoint-every", type=int,
+                       help="iterations (default 0: each epoch; a Detectron2 config's SOLVER.CHECKPOINT_PERIOD)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/latest.pth")
     train.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run: its "
                        "checkpoints and metrics.jsonl are replaced (without it, or --resume, such an OUT is refused)")

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..models.config import ModelConfig
+from ..models.input_norm import MMDETECTION_RESIZE
 from .coco import CocoDataset
 from .lsj import large_scale_jitter
 from .resize_crop import resize_crop
@@ -45,8 +46,9 @@ class Batch:
 
 class AugmentedDataset(Dataset):
     """Applies ``train_transform`` with a flip, and a scale drawn from the config's
-    ``train_scale_range`` (if any), DETR's resize-crop (``train_resize_crop``) or ViTDet's
-    large-scale jitter (``train_lsj``), decided by (seed, epoch, index)."""
+    ``train_scale_choice`` or ``train_scale_range`` (if any), DETR's resize-crop
+    (``train_resize_crop``) or ViTDet's large-scale jitter (``train_lsj``), decided by (seed,
+    epoch, index)."""
 
     def __init__(self, dataset: CocoDataset, config: ModelConfig, seed: int, flip_probability: float = 0.5,
                  with_masks: bool = True):
@@ -67,17 +69,21 @@ class AugmentedDataset(Dataset):
             return FailedSample(self.dataset.records[index].file_name, str(error).splitlines()[0])
         if not self.with_masks:
             sample = {k: v for k, v in sample.items() if k != "masks"}
+        rule = self.config.resize_rule  # the model's, for a scale of the image as it was loaded
         if self.config.train_resize_crop:
-            sample, scale = resize_crop(sample, generator)
+            (sample, scale), rule = resize_crop(sample, generator), MMDETECTION_RESIZE
         elif self.config.train_lsj:
-            sample, scale = large_scale_jitter(sample, self.config.train_lsj, generator)
+            (sample, scale), rule = large_scale_jitter(sample, self.config.train_lsj, generator), MMDETECTION_RESIZE
         return train_transform(sample, scale, flip, self.config.pixel_mean, self.config.pixel_std,
-                               self.config.bgr_input)
+                               self.config.bgr_input, rule)
 
 
 def training_scale(config: ModelConfig, generator: torch.Generator) -> tuple[int, int]:
-    """The (long, short) scale one training image is resized to fit: ``image_scale``, or with a
-    ``train_scale_range`` each side drawn uniformly between the two scales' sides (inclusive)."""
+    """The (long, short) scale one training image is resized to fit: ``image_scale``; with a
+    ``train_scale_choice`` one of its scales, each as likely; with a ``train_scale_range`` each side
+    drawn uniformly between the two scales' sides (inclusive)."""
+    if config.train_scale_choice is not None:
+        return config.train_scale_choice[int(torch.randint(len(config.train_scale_choice), (), generator=generator))]
     if config.train_scale_range is None:
         return config.image_scale
     (long_a, short_a), (long_b, short_b) = config.train_scale_range

@@ -69,12 +69,21 @@ def fit_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, int]
 def resize(image: np.ndarray, scale: tuple[int, int], rule: ResizeRule = MMDETECTION_RESIZE) -> ResizedImage:
     """Bilinear resize of the uint8 image under ``rule`` (bit-exact with the framework's input)."""
     height, width = image.shape[:2]
-    new_h, new_w = (shortest_edge_size if rule.shortest_edge else fit_size)(height, width, scale)
-    if rule.library == "pil":
-        resized = np.array(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
-    else:
-        resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    new_h, new_w = rule_size(height, width, scale, rule)
+    resized = bilinear(image, (new_h, new_w), rule.library)
     return ResizedImage(resized, (height, width), (new_w / width, new_h / height), rule)
+
+
+def rule_size(height: int, width: int, scale: tuple[int, int], rule: ResizeRule) -> tuple[int, int]:
+    """(new_h, new_w) of an image resized to ``scale`` under ``rule``."""
+    return (shortest_edge_size if rule.shortest_edge else fit_size)(height, width, scale)
+
+
+def bilinear(image: np.ndarray, size: tuple[int, int], library: str = "cv2") -> np.ndarray:
+    """The uint8 image resized to ``size`` (h, w) bilinearly by ``library`` ("cv2" or "pil")."""
+    if library == "pil":
+        return np.array(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
 
 def normalize(image: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...], bgr: bool) -> torch.Tensor:
@@ -109,18 +118,19 @@ class TrainSample:
     size: tuple[int, int]  # (h, w) before padding
 
 
-def resize_sample(sample: dict, scale: tuple[int, int]) -> dict:
-    """A data set sample resized to fit ``scale`` keeping the ratio (``resize_sample_to``)."""
-    return resize_sample_to(sample, fit_size(*sample["image"].shape[:2], scale))
+def resize_sample(sample: dict, scale: tuple[int, int], rule: ResizeRule = MMDETECTION_RESIZE) -> dict:
+    """A data set sample resized to fit ``scale`` keeping the ratio, as ``rule`` rounds the size
+    and resizes the image (``resize_sample_to``)."""
+    return resize_sample_to(sample, rule_size(*sample["image"].shape[:2], scale, rule), rule.library)
 
 
-def resize_sample_to(sample: dict, size: tuple[int, int]) -> dict:
-    """A data set sample resized to ``size`` (h, w): the image bilinearly (OpenCV), boxes
+def resize_sample_to(sample: dict, size: tuple[int, int], library: str = "cv2") -> dict:
+    """A data set sample resized to ``size`` (h, w): the image bilinearly (by ``library``), boxes
     scaled by (sx, sy, sx, sy) and clipped to the image (float32 tensors), masks by nearest
     neighbour. ``sample`` holds ``image`` RGB uint8 (H, W, 3), ``boxes`` (G, 4), ``labels`` (G,),
     optionally ``masks`` (G, H, W) uint8 and ``crowd_boxes`` (M, 4); so does the result."""
     (old_h, old_w), (height, width) = sample["image"].shape[:2], size
-    image = cv2.resize(sample["image"], (width, height), interpolation=cv2.INTER_LINEAR)
+    image = bilinear(sample["image"], size, library)
     factors = torch.tensor((width / old_w, height / old_h), dtype=torch.float32).repeat(2)
     upper = torch.tensor([width, height, width, height], dtype=torch.float32)
 
@@ -160,10 +170,10 @@ def crop_window(sample: dict, top: int, left: int, height: int, width: int) -> d
 
 
 def train_transform(sample: dict, scale: tuple[int, int], flip: bool, mean: tuple[float, ...],
-                    std: tuple[float, ...], bgr: bool) -> TrainSample:
-    """MMDetection's COCO training recipe for one data set sample: ``resize_sample``, optional
-    horizontal flip, normalise."""
-    resized = resize_sample(sample, scale)
+                    std: tuple[float, ...], bgr: bool, rule: ResizeRule = MMDETECTION_RESIZE) -> TrainSample:
+    """MMDetection's COCO training recipe for one data set sample: ``resize_sample`` (under
+    ``rule``: Detectron2's for its models), optional horizontal flip, normalise."""
+    resized = resize_sample(sample, scale, rule)
     height, width = resized["image"].shape[:2]
 
     def flip_boxes(boxes: torch.Tensor) -> torch.Tensor:

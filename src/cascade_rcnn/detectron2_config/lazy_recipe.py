@@ -28,13 +28,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..errors import ConfigError
-from ..ops.compute_path import cpu_has_bf16_instructions
 from . import ZOO_FILES
 from .lazy_file import read_lazy_dump
 from .lazy_training import read_training_parts
+from .recipe_parts import amp_precision, iterations_note, lr_per_16
 
 ADAMW = "torch.optim.AdamW"
 OPTIMIZER_DEFAULTS = {"betas": [0.9, 0.999], "eps": 1e-8, "amsgrad": False}
@@ -65,7 +63,8 @@ def training_recipe(path: str | Path, device: str = "cpu") -> tuple[dict[str, An
     recipe = {**_optimizer(tree, loader, source), **_data(tree, loader, source)}
     notes: list[str] = []
     recipe.update(_schedule(tree, source, notes))
-    precision = _precision(bool((train.get("amp") or {}).get("enabled", False)), device, path, notes)
+    precision = amp_precision("train.amp.enabled", bool((train.get("amp") or {}).get("enabled", False)), device,
+                              path, notes)
     if precision:
         recipe["precision"] = precision
     return recipe, notes
@@ -114,7 +113,7 @@ def _optimizer(tree: dict, loader: dict, source: _Source) -> dict[str, Any]:
         raise source.refuse("optimizer.lr", lr, "a positive number")
     if not isinstance(batch, int) or batch < 1:
         raise source.refuse("dataloader.train.total_batch_size", batch, "a positive count")
-    return {"optimizer": "adamw", "lr_per_16": float(lr) * 16 / batch, "weight_decay": float(weight_decay)}
+    return {"optimizer": "adamw", "lr_per_16": lr_per_16(float(lr), batch), "weight_decay": float(weight_decay)}
 
 
 def _data(tree: dict, loader: dict, source: _Source) -> dict[str, Any]:
@@ -164,9 +163,7 @@ def _schedule(tree: dict, source: _Source, notes: list[str]) -> dict[str, Any]:
     if schedule:
         recipe["schedule"] = schedule
     else:
-        notes.append(f"{source.path}: lr_multiplier's steps are iterations of Detectron2's batches (milestones "
-                     f"{milestones} of {max_iter}), not a zoo row's; our schedule is in epochs: this run's epochs "
-                     "and lr steps come from this command's options (--schedule, --epochs, --lr-steps)")
+        notes.append(iterations_note(source.path, f"lr_multiplier's milestones {milestones} of {max_iter}"))
     return recipe
 
 
@@ -183,16 +180,3 @@ def zoo_schedule(tree: dict) -> str | None:
             return dump.stem.rsplit("_", 1)[1]
     return None
 
-
-def _precision(amp: bool, device: str, path: Path, notes: list[str]) -> str | None:
-    """Detectron2's AMP as our precision on ``device``: fp16 on CUDA, bf16 on a CPU with bfloat16
-    instructions; None (fp32) otherwise, with a note."""
-    if not amp:
-        return None
-    if torch.device(device).type == "cuda":
-        return "fp16"
-    if torch.device(device).type == "cpu" and cpu_has_bf16_instructions():
-        return "bf16"
-    notes.append(f"{path}: train.amp.enabled: this {device} has no fast float16 or bfloat16 kernels; the run is "
-                 "in fp32 (--precision sets it)")
-    return None

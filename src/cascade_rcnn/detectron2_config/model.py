@@ -41,9 +41,9 @@ REQUIRED = {
     "INPUT.MIN_SIZE_TEST": (lambda size: size > 0), "TEST.AUG.ENABLED": False,
 }
 # Keys read below (any value the mapping checks itself; the model's training rule included: its
-# losses follow Detectron2's, ``DETECTRON2_RPN`` / ``DETECTRON2_CASCADE``), and the data and
-# solver side, which decides nothing about the model (a Detectron2 recipe's data pipeline and
-# schedule are not mapped yet).
+# losses follow Detectron2's, ``DETECTRON2_RPN`` / ``DETECTRON2_CASCADE``, and its training resize),
+# and the rest of the training recipe, which decides nothing about the model: ``yacs_recipe.py``
+# reads it for ``train``.
 MAPPED = {key: ANY for key in (
     "MODEL.MASK_ON", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD", "INPUT.FORMAT", "INPUT.MIN_SIZE_TEST",
     "INPUT.MAX_SIZE_TEST", "MODEL.RESNETS.DEPTH", "MODEL.RESNETS.NUM_GROUPS", "MODEL.RESNETS.WIDTH_PER_GROUP",
@@ -95,6 +95,7 @@ def model_config(config: Detectron2Config, name: str) -> ModelConfig:
         fpn_channels=value("MODEL.FPN.OUT_CHANNELS"), fc_channels=value("MODEL.ROI_BOX_HEAD.FC_DIM"),
         mask_channels=value("MODEL.ROI_MASK_HEAD.CONV_DIM"),
         image_scale=(value("INPUT.MAX_SIZE_TEST"), value("INPUT.MIN_SIZE_TEST")), resize_rule=DETECTRON2_RESIZE,
+        **_training_resize(config),
         anchor_scale=_anchor_scale(config),
         stage_ious=_per_stage(config, "IOUS"),
         stage_loss_weights=(1.0,) * len(_per_stage(config, "IOUS")),  # Detectron2 weights no stage
@@ -127,6 +128,25 @@ def _backbone(config: Detectron2Config) -> ResNetConfig:
                         base_channels=value("MODEL.RESNETS.RES2_OUT_CHANNELS") // expansion,
                         train_bn_affine=False, frozen_stages=max(freeze_at - 1, 0), norm_eval=True,
                         frozen_bn_affine_with_grad=True)
+
+
+def _training_resize(config: Detectron2Config) -> dict[str, tuple]:
+    """Detectron2's ``ResizeShortestEdge`` for training: with "choice" sampling one short side of
+    ``INPUT.MIN_SIZE_TRAIN`` per image, each as likely (``train_scale_choice``); with "range" a
+    short side drawn uniformly between its two sides, inclusive (``train_scale_range``: the long
+    side, ``INPUT.MAX_SIZE_TRAIN``, is the same at both ends, so it stays fixed)."""
+    sizes, longest = config.value("INPUT.MIN_SIZE_TRAIN"), config.value("INPUT.MAX_SIZE_TRAIN")
+    sampling = config.value("INPUT.MIN_SIZE_TRAIN_SAMPLING")
+    if not (sizes and all(type(size) is int and size > 0 for size in sizes)) or type(longest) is not int or longest < 1:
+        raise ConfigError(f"{config.source('INPUT.MIN_SIZE_TRAIN')}: INPUT.MIN_SIZE_TRAIN = {sizes!r} with "
+                          f"INPUT.MAX_SIZE_TRAIN = {longest!r} is not supported (positive whole sides)")
+    if sampling == "choice":
+        return {"train_scale_choice": tuple((longest, size) for size in sizes)}
+    if sampling == "range" and len(sizes) == 2:
+        return {"train_scale_range": ((longest, sizes[0]), (longest, sizes[1]))}
+    raise ConfigError(f"{config.source('INPUT.MIN_SIZE_TRAIN_SAMPLING')}: INPUT.MIN_SIZE_TRAIN_SAMPLING = "
+                      f"{sampling!r} with INPUT.MIN_SIZE_TRAIN = {sizes!r} is not supported (\"choice\" from the "
+                      "list, or \"range\" between two sides)")
 
 
 def _input_norm(config: Detectron2Config) -> InputNorm:

@@ -1,14 +1,18 @@
 """Learning-rate schedule: linear warm-up, then x0.1 steps at given epochs (MMDetection's 1x/20e/3x,
-ViTDet's 100ep/75ep)."""
+ViTDet's 100ep/75ep, Detectron2's 3x)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 # epochs, decay epochs. ViTDet's (Detectron2's projects/ViTDet): 100 epochs decayed at 88.9 % and
 # 96.3 % of its iterations (COCO 163889 and 177546 of 184375; LVIS 138889 and 150463 of 156250), and
-# 75 epochs at 3/4 of those iterations (ViT-H COCO: 122916 and 133159 of 138281).
+# 75 epochs at 3/4 of those iterations (ViT-H COCO: 122916 and 133159 of 138281). Detectron2's own
+# 1x and 3x (its yacs zoo rows: 90000 iterations of 16 images decayed at 60000 and 80000; 270000 at
+# 210000 and 250000) in COCO train2017's 117266 images with annotations: 12.3 epochs decayed at 8.2
+# and 10.9 (our 1x, rounded), and 36.8 decayed at 28.7 and 34.1: d2_3x (MMDetection's 3x decays at
+# 27 and 33 of 36).
 SCHEDULES = {"1x": (12, (8, 11)), "20e": (20, (16, 19)), "3x": (36, (27, 33)), "100ep": (100, (89, 96)),
-             "75ep": (75, (67, 72))}
+             "75ep": (75, (67, 72)), "d2_3x": (37, (29, 34))}
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,10 @@ class ModelConfig:
     # the 3x zoo rows); two equal scales train at that one; None trains at image_scale. Testing
     # always uses image_scale.
     train_scale_range: tuple[tuple[int, int], tuple[int, int]] | None = None
+    # Or each training image's (long, short) scale drawn uniformly from these, one of the list
+    # (Detectron2's ResizeShortestEdge with "choice" sampling: the 640..800 step-32 short sides of
+    # its FPN configs, each with the long side capped at 1333; MMDetection's multiscale_mode="value").
+    train_scale_choice: tuple[tuple[int, int], ...] | None = None
     # DETR's "ms-crop" training augmentation instead (data/resize_crop.py): the ConvNeXt rows'.
     train_resize_crop: bool = False
     # ViTDet's large-scale jitter instead (data/lsj.py): resized by LSJ_SCALES of this square side,
@@ -208,11 +212,17 @@ def check_settings(config: ModelConfig) -> None:
             and all(len(scale) == 2 and min(scale) >= 1 for scale in config.train_scale_range)):
         problems.append(f"train_scale_range needs two (long, short) scales of positive sides, "
                         f"got {config.train_scale_range}")
+    if config.train_scale_choice is not None and not (
+            config.train_scale_choice
+            and all(len(scale) == 2 and min(scale) >= 1 for scale in config.train_scale_choice)):
+        problems.append(f"train_scale_choice needs one or more (long, short) scales of positive sides, "
+                        f"got {config.train_scale_choice}")
     resizes = [name for name, value in (("train_scale_range", config.train_scale_range is not None),
+                                        ("train_scale_choice", config.train_scale_choice is not None),
                                         ("train_resize_crop", config.train_resize_crop),
                                         ("train_lsj", bool(config.train_lsj))) if value]
     if len(resizes) > 1:
-        problems.append(f"{' and '.join(resizes)} are {('two', 'three')[len(resizes) - 2]} training resizes; "
+        problems.append(f"{' and '.join(resizes)} are {('two', 'three', 'four')[len(resizes) - 2]} training resizes; "
                         "give one")
     if config.train_lsj < 0:
         problems.append(f"train_lsj must be a positive side (or 0: none), got {config.train_lsj}")

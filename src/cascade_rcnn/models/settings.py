@@ -21,7 +21,8 @@ from .config import ModelConfig
 SETTABLE = ("num_stages", "stage_ious", "stage_stds", "stage_loss_weights", "train_proposals",
             "rpn_samples_per_image", "rois_per_image", "test_proposals", "train_proposals_pre_nms",
             "test_proposals_pre_nms", "test_score_thr", "test_nms_iou", "test_max_per_image", "mask_threshold",
-            "anchor_scale", "image_scale", "train_scale_range", "train_lsj", "mask_channels", "backbone")
+            "anchor_scale", "image_scale", "train_scale_range", "train_scale_choice", "train_lsj", "mask_channels",
+            "backbone")
 # num_stages is the length of the per-stage fields; setting it keeps their first entries.
 _TYPES = {**typing.get_type_hints(ModelConfig), "num_stages": int}
 
