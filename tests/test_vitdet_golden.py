@@ -26,7 +26,7 @@ from test_golden import assert_within
 import cascade_rcnn
 from cascade_rcnn.detectron2_config.lazy_file import read_lazy_dump
 from cascade_rcnn.detectron2_config.model import read_detectron2_model
-from cascade_rcnn.errors import ConfigError
+from cascade_rcnn.errors import ConfigError, UserInputError
 from cascade_rcnn.models.backbones.vit import ViT
 from cascade_rcnn.models.channel_norm import ChannelLayerNorm
 from cascade_rcnn.models.necks.simple_pyramid import SimpleFeaturePyramid
@@ -292,3 +292,25 @@ def test_an_exported_vitdet_gives_its_pytorch_detections_in_onnxruntime(tmp_path
     ours, theirs = model.predict(str(IMAGE), score_thr=0.05)[0], runtime.predict(str(IMAGE), score_thr=0.05)[0]
     assert len(ours) > 20 and theirs.image_size == ours.image_size == (480, 640)
     assert_same_detections(ours, theirs)
+
+
+@needs_golden
+def test_batches_tiles_and_tta_work_for_vitdet():
+    """Every image of a batch is zero-padded to the square as when alone (the same detections);
+    tiles and flip / downscaled TTA views fit the square; a TTA scale that would not is refused in
+    one line naming the largest that fits."""
+    from PIL import Image
+
+    model = golden_model(False)
+    image = np.asarray(Image.open(IMAGE).convert("RGB"))
+    crops = [image, image[:300, :500]]
+    alone = [model.predict(crop, score_thr=0.3)[0] for crop in crops]
+    for single, batched in zip(alone, model.predict(crops, score_thr=0.3)):
+        assert len(single) > 10 and torch.equal(single.labels, batched.labels)
+        assert torch.allclose(single.boxes, batched.boxes, atol=FAST_BOX_PX)
+    flipped = model.predict(image, score_thr=0.3, tta="flip,scales=0.8:1")[0]
+    tiled = model.predict(image, score_thr=0.3, tile=320, tile_overlap=0.2)[0]
+    assert len(flipped) > 10 and len(tiled) > 10
+    with pytest.raises(UserInputError, match=r"tta scales 1\.25 resize past .* 256x256 square input; "
+                                                          r"use scales of at most 1$"):
+        model.predict(image, tta="scales=1:1.25")

@@ -125,6 +125,12 @@ def predict_tta(model: CascadeRCNN, image: np.ndarray, tta: TestTimeAugmentation
     """
     config = model.config
     views = tta.views
+    side = getattr(config.backbone, "square_pad", 0)  # ViTDet's fixed square input
+    too_large = [scale for scale in tta.scales if side and max(view_scale(config.image_scale, scale)) > side]
+    if too_large:
+        raise UserInputError(f"tta scales {':'.join(f'{s:g}' for s in too_large)} resize past {config.name}'s "
+                             f"{side}x{side} square input; use scales of at most "
+                             f"{side / max(config.image_scale):g}")
     prepared = [prepare_view(image, view_scale(config.image_scale, scale), flip, config.pixel_mean,
                              config.pixel_std, config.bgr_input, config.resize_rule) for scale, flip in views]
     passes = model.detect_unpasted(prepared, settings, stage, batch_size)
