@@ -41,10 +41,11 @@ class ChannelLayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
         self.eps = eps
+        self.channels = channels  # a constant: an exported graph's layer_norm takes its shape as one
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _FUSED.get():
-            return F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias,
+            return F.layer_norm(x.permute(0, 2, 3, 1), (self.channels,), self.weight, self.bias,
                                 self.eps).permute(0, 3, 1, 2)
         mean = x.mean(1, keepdim=True)
         variance = (x - mean).pow(2).mean(1, keepdim=True)
