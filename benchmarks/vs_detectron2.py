@@ -197,7 +197,8 @@ def main() -> None:
                 results[key].append(worker.ask("run"))
         for worker in workers.values():
             worker.close()
-    meta = {"model": Path(row.ours).stem, "row": args.row, "image": "x".join(map(str, image.shape[:2])), "threads": args.threads,
+    meta = {"model": Path(row.ours).stem, "row": args.row, "image": "x".join(map(str, image.shape[:2])),
+            "threads": args.threads,
             "repeats": args.repeats, "torch": {key: worker.ready["torch"] for key, worker in workers.items()},
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     for key, timings in results.items():

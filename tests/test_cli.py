@@ -328,7 +328,8 @@ def test_benchmark_takes_a_detectron2_config_yaml(tmp_path, capsys):
     assert "give --model NAME, --config" in capsys.readouterr().err
 
 
-VITDET_TINY = Path(__file__).resolve().parents[2] / "shared" / "golden" / "vitdet_cascade_mask_rcnn_tiny" / "config.yaml"
+VITDET_TINY = (Path(__file__).resolve().parents[2] / "shared" / "golden" / "vitdet_cascade_mask_rcnn_tiny"
+               / "config.yaml")
 
 
 @pytest.mark.skipif(not VITDET_TINY.is_file(), reason=f"ViTDet golden config not found at {VITDET_TINY}")
