@@ -1,13 +1,13 @@
 """Our side of benchmarks/vs_detectron2.py, one process per path so that its CPU time and peak
-memory are its own: builds ``build_model(CONFIG.yaml, weights=CHECKPOINT, exact=...)`` (Detectron2's
-yacs config read as data, the checkpoint under Detectron2's key names), reads the image (decoded
+memory are its own: builds ``build_model(CONFIG, weights=CHECKPOINT, exact=...)`` (a zoo row's name
+or Detectron2's yacs config read as data, the checkpoint under Detectron2's key names), reads the image (decoded
 once, RGB), then answers one line of stdin at a time, as detectron2_worker.py does:
 
     run        times one ``model.predict(image, score_thr=0.0)`` call, prints {"seconds",
                "cpu_seconds", "detections", "peak_rss_mb"}
     dump PATH  the same, and saves boxes, scores, labels and masks to PATH (torch.save)
 
-    python ours_worker.py CONFIG.yaml CHECKPOINT.pth IMAGE --threads 2 [--exact]
+    python ours_worker.py CONFIG CHECKPOINT.pth IMAGE --threads 2 [--exact]
 """
 import argparse
 import json
@@ -29,7 +29,7 @@ def peak_rss_mb() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("config", help="a Detectron2 yacs config file (its _BASE_ files beside it)")
+    parser.add_argument("config", help="a zoo row's name or a Detectron2 yacs config file (its _BASE_ files beside it)")
     parser.add_argument("checkpoint", help='{"model": state_dict} with Detectron2\'s key names')
     parser.add_argument("image")
     parser.add_argument("--threads", type=int, default=2)

@@ -2,15 +2,26 @@
 run; each side and path in its own worker process (Detectron2's in its own environment,
 detectron2_worker.py; ours, ours_worker.py), driven line by line.
 
-The model is Detectron2's ``configs/Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml`` (the copy in
-``cascade_rcnn.weights.zoo.DETECTRON2_CONFIGS``, with its ``_BASE_``; our zoo row of that name):
-Detectron2 builds it with ``get_cfg`` + ``merge_from_file``, we with ``build_model("<that yaml>",
-weights=...)``. The weights are seeded random ones made here and calibrated on the image so that
+The model is one row of ``ROWS`` (``--row``):
+
+- ``r50-3x``: Detectron2's ``configs/Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml`` (the copy in
+  ``cascade_rcnn.weights.zoo.DETECTRON2_CONFIGS``, with its ``_BASE_``; our zoo row of that name):
+  Detectron2 builds it with ``get_cfg`` + ``merge_from_file``, we with ``build_model("<that yaml>",
+  weights=...)``; the image resized to short side 800, long side at most 1333 (800x1067);
+- ``vitdet-b``: ViTDet's ``projects/ViTDet/configs/COCO/cascade_mask_rcnn_vitdet_b_100ep.py``:
+  Detectron2 builds it with ``LazyConfig.load`` + ``instantiate(cfg.model)`` and its test mapper's
+  resize (``ResizeShortestEdge(1024, max_size=1024)``), we with ``build_model("COCO/cascade_mask_
+  rcnn_vitdet_b_100ep", weights=...)`` (its config: Detectron2's LazyConfig dump of that file); the
+  image resized to long side 1024 (768x1024), zero-padded to 1024x1024 by both ViTs.
+
+The weights are seeded random ones made here and calibrated on the image so that
 detections spread like a trained model's (``synthetic.spread_random_weights``), then written under
 Detectron2's key names (the inverse of ``weights/detectron2_layout.py``) as ``{"model":
-state_dict}``, which Detectron2's ``DetectionCheckpointer`` and our ``build_model`` both read. The
-image is a natural-looking 480x640 scene (``drawn_scene``), resized by both to the row's scale
-(short side 800, long side at most 1333: 800x1067), ``score_thr=0`` on both sides (100 detections).
+state_dict}``, which Detectron2's ``DetectionCheckpointer`` and our ``build_model`` both read. A ViT's
+relative position tables, zero as initialised, are drawn at random first (a trained model's are
+not zero), so the attention bias counts. The image is a natural-looking 480x640 scene
+(``drawn_scene``), resized by both to the row's scale, ``score_thr=0`` on both sides (100
+detections).
 
 Each worker's first call (the warm-up) dumps its detections: the agreement check of our exact and
 fast paths against Detectron2 (so the timing compares the same work). Then rounds alternate
@@ -21,7 +32,8 @@ to Detectron2's fastest (which other work on a shared machine disturbs least), t
 rounds' own ratios (each round's time over Detectron2's in that round), and the process's
 peak resident memory after loading and after the rounds.
 
-    python benchmarks/vs_detectron2.py --d2-python /tmp/d2venv/bin/python [--repeats 3] [--threads 2]
+    python benchmarks/vs_detectron2.py --d2-python /tmp/d2venv/bin/python [--row r50-3x|vitdet-b]
+        [--repeats 3] [--threads 2]
 """
 from __future__ import annotations
 
@@ -31,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -45,17 +58,34 @@ from cascade_rcnn.weights.detectron2_layout import our_name
 from cascade_rcnn.weights.zoo import DETECTRON2_CONFIGS
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
-CONFIG = DETECTRON2_CONFIGS / "Misc" / "cascade_mask_rcnn_R_50_FPN_3x.yaml"
-# Detectron2's state-dict names for that config, in its order (its model-zoo checkpoint's keys).
-KEYS = DATA / "detectron2_keys" / "Misc-cascade_mask_rcnn_R_50_FPN_3x.json"
 
 
-def detectron2_checkpoint(config: Path, keys: Path, path: Path, image: np.ndarray, seed: int = 0) -> None:
+@dataclass(frozen=True)
+class Row:
+    """One model of the comparison: ours (``build_model``'s argument), Detectron2's config file (a
+    relative ``.py`` is read from its source tree by detectron2_worker.py) and its state-dict names,
+    in its order (its model-zoo checkpoint's keys: [name, shape, dtype] rows)."""
+
+    ours: str
+    detectron2: str
+    keys: Path
+
+
+R50_YAML = str(DETECTRON2_CONFIGS / "Misc" / "cascade_mask_rcnn_R_50_FPN_3x.yaml")
+ROWS = {
+    "r50-3x": Row(R50_YAML, R50_YAML, DATA / "detectron2_keys" / "Misc-cascade_mask_rcnn_R_50_FPN_3x.json"),
+    "vitdet-b": Row("COCO/cascade_mask_rcnn_vitdet_b_100ep",
+                    "projects/ViTDet/configs/COCO/cascade_mask_rcnn_vitdet_b_100ep.py",
+                    DATA / "detectron2_keys" / "ViTDet-COCO-cascade_mask_rcnn_vitdet_b_100ep.json"),
+}
+
+
+def detectron2_checkpoint(config: str, keys: Path, path: Path, image: np.ndarray, seed: int = 0) -> None:
     """Seeded random weights (``torch.manual_seed(seed)``, then ``build_model(config)``), calibrated
     on ``image`` (RGB), saved as ``{"model": state_dict}`` under Detectron2's names: each of its keys
     (``keys``: [name, shape, dtype] rows) takes the tensor of our name for it."""
     torch.manual_seed(seed)
-    ours = spread_random_weights(cascade_rcnn.build_model(str(config)), image, seed=seed).state_dict()
+    ours = spread_random_weights(cascade_rcnn.build_model(config), image, seed=seed).state_dict()
     theirs, used = {}, set()
     for name, shape, _dtype in json.loads(keys.read_text()):
         mine = our_name(name)
@@ -132,24 +162,24 @@ def summary(key: str, timings: list[dict], base: list[dict], ready: dict, meta: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--d2-python", required=True, help="the Python of an environment with Detectron2")
-    parser.add_argument("--config", default=str(CONFIG), help="Detectron2 yacs config (default: the R-50 3x row)")
-    parser.add_argument("--keys", default=str(KEYS), help="its Detectron2 state-dict keys ([name, shape, dtype])")
+    parser.add_argument("--row", choices=list(ROWS), default="r50-3x", help="the model (module docstring)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--paths", nargs="+", choices=("fast", "exact"), default=["fast", "exact"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    row = ROWS[args.row]
     image = drawn_scene(480, 640)
     here = Path(__file__).resolve().parent
     with tempfile.TemporaryDirectory() as work:
         picture, checkpoint = Path(work) / "scene.png", Path(work) / "checkpoint.pth"
         cv2.imwrite(str(picture), image[:, :, ::-1])
-        detectron2_checkpoint(Path(args.config), Path(args.keys), checkpoint, image)
-        files = [args.config, str(checkpoint), str(picture), "--threads", str(args.threads)]
+        detectron2_checkpoint(row.ours, row.keys, checkpoint, image)
+        files = [str(checkpoint), str(picture), "--threads", str(args.threads)]
         # One process per side and path, started one after another (each loads on its own).
-        workers = {"detectron2": Worker([args.d2_python, str(here / "detectron2_worker.py"), *files])}
+        workers = {"detectron2": Worker([args.d2_python, str(here / "detectron2_worker.py"), row.detectron2, *files])}
         for path in args.paths:
-            workers[path] = Worker([sys.executable, str(here / "ours_worker.py"), *files,
+            workers[path] = Worker([sys.executable, str(here / "ours_worker.py"), row.ours, *files,
                                     *(["--exact"] if path == "exact" else [])])
         dumps = {}
         for key, worker in workers.items():
@@ -167,7 +197,8 @@ def main() -> None:
                 results[key].append(worker.ask("run"))
         for worker in workers.values():
             worker.close()
-    meta = {"model": Path(args.config).stem, "image": "x".join(map(str, image.shape[:2])), "threads": args.threads,
+    meta = {"model": Path(row.ours).stem, "row": args.row, "image": "x".join(map(str, image.shape[:2])),
+            "threads": args.threads,
             "repeats": args.repeats, "torch": {key: worker.ready["torch"] for key, worker in workers.items()},
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     for key, timings in results.items():

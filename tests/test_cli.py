@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -326,6 +327,20 @@ def test_benchmark_takes_a_detectron2_config_yaml(tmp_path, capsys):
     assert main(["benchmark", "--images", "1"]) == 2
     assert "give --model NAME, --config" in capsys.readouterr().err
 
+
+VITDET_TINY = (Path(__file__).resolve().parents[2] / "shared" / "golden" / "vitdet_cascade_mask_rcnn_tiny"
+               / "config.yaml")
+
+
+@pytest.mark.skipif(not VITDET_TINY.is_file(), reason=f"ViTDet golden config not found at {VITDET_TINY}")
+def test_benchmark_takes_a_vitdet_lazyconfig_dump(capsys):
+    """``--config`` takes Detectron2's ViTDet LazyConfig dump (the tiny golden one: a 256 px ViT);
+    its random relative position tables are drawn (spread_random_weights), the rest as for any row."""
+    assert main(["benchmark", "--config", str(VITDET_TINY), "--images", "1", "--size", "60x90", "--threads", "1",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["inference"]["images"] == 1 and result["inference"]["detections_per_image"] > 0
+    assert "random" in result["weights"] and result["path"] == "fast"
 
 def coco_layout(root, seed: int = 6):
     """A COCO 2017 folder layout holding two tiny shapes sets."""

@@ -22,6 +22,9 @@ CLASS_LOGIT_STD = 2.0
 BACKGROUND_LOGIT = 4.0  # most RoIs are background, as after training
 DELTA_STD = 0.5  # normalised box deltas (x the stage's stds: 5 % of the box at stage 1)
 MASK_LOGIT_STD = 3.0
+# A ViT's relative position tables (Detectron2 and MAE leave them zero; a trained model's are
+# not): entries drawn with this standard deviation over the square root of the head width.
+REL_POS_STD = 0.5
 
 
 def drawn_scene(height: int = 480, width: int = 640, seed: int = 0) -> np.ndarray:
@@ -49,7 +52,8 @@ def spread_random_weights(model: CascadeRCNN, image: np.ndarray, seed: int = 0) 
     """Calibrate ``model``'s random weights on ``image`` in place, as ``../shared/golden``'s
     checkpoint was: BatchNorm statistics measured on the image, then the prediction layers
     rescaled so that the class logits, box deltas and mask logits have the spreads above (RPN,
-    FPN and the other layers stay as initialised).
+    FPN and the other layers stay as initialised). A ViT's all-zero relative position tables
+    (their initialisation) are drawn first (``REL_POS_STD``), so that the attention bias counts.
 
     Stages are calibrated in order, each on the RoIs the calibrated previous stages produce;
     the mask heads on the detections of the calibrated cascade (one prediction per stage). All of
@@ -59,6 +63,7 @@ def spread_random_weights(model: CascadeRCNN, image: np.ndarray, seed: int = 0) 
     generator = torch.Generator().manual_seed(seed)
     path, model.path = model.path, EXACT
     try:
+        _draw_relative_positions(model, generator)
         _calibrate_batchnorm(model, image)
         box_heads, mask_heads = model.roi_head.bbox_head, model.roi_head.mask_head or []
         for stage, head in enumerate(box_heads):
@@ -77,6 +82,15 @@ def spread_random_weights(model: CascadeRCNN, image: np.ndarray, seed: int = 0) 
     finally:
         model.path = path
     return model
+
+
+def _draw_relative_positions(model: CascadeRCNN, generator: torch.Generator) -> None:
+    """Random entries for the backbone's relative position tables (``rel_pos_h`` / ``rel_pos_w``,
+    (2 L - 1, head width)) that are all zero."""
+    for name, table in model.backbone.named_parameters():
+        if name.rsplit(".", 1)[-1] in ("rel_pos_h", "rel_pos_w") and not table.any():
+            drawn = torch.randn(table.shape, generator=generator) * (REL_POS_STD / table.shape[1] ** 0.5)
+            table.copy_(drawn.to(table.device, table.dtype))
 
 
 def _calibrate_batchnorm(model: CascadeRCNN, image: np.ndarray) -> None:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..ops.compute_path import EXACT, FAST, ComputePath
+from .channel_norm import fused_layer_norms
 from .config import ModelConfig
 from .detections import BatchDetections, DetectionSettings
 from .low_precision import at_precision
@@ -105,7 +106,7 @@ class CascadeNetwork(nn.Module):
         runs in that dtype and the detections come back in float32 (``low_precision.py``).
         """
         path = path or self.path
-        with at_precision(self, path):
+        with at_precision(self, path), fused_layer_norms(path.fused_layer_norm):
             features = self.features(batch.to(path.dtype), path)
             logits, deltas = self.rpn_head(features)
             rois = self.rpn_head.proposals([level.float() for level in logits], [level.float() for level in deltas],

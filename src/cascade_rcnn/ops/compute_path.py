@@ -1,7 +1,7 @@
 """The switchboard: which computation the detector runs, as one frozen setting passed down.
 
 ``EXACT`` runs MMDetection's ops in MMDetection's order: detections bit-identical to
-MMDetection's, training losses equal to 1e-5. ``FAST`` (the default) switches on six steps that
+MMDetection's, training losses equal to 1e-5. ``FAST`` (the default) switches on seven steps that
 are faster on the CPU and equal to the exact path up to float rounding; each can be switched
 alone (``dataclasses.replace(FAST, fold_batchnorm=False)``), which is how BENCHMARKS.md measures
 each step's share of the noise. ``exporting`` is set only while ``deploy.export`` traces the
@@ -26,6 +26,9 @@ Where each switch is read (one place each):
 |                      | ``predict_masks``                         |                                           |
 | fused_attention      | models/backbones/vit.py ``Attention``     | ViT attention through torch's fused       |
 |                      |                                           | ``scaled_dot_product_attention``          |
+| fused_layer_norm     | models/detector.py ``detect_batch`` (via  | inference's channel LayerNorms (ViTDet's  |
+|                      | models/channel_norm.py                    | pyramid and heads) as torch's one-kernel  |
+|                      | ``fused_layer_norms``)                    | ``layer_norm``                            |
 | exporting            | the ops that have a form in               | ONNX-traceable forms of single ops; the   |
 |                      | ops/onnx_forms.py (its docstring lists    | one inference function is the same        |
 |                      | where each is chosen)                     |                                           |
@@ -53,6 +56,7 @@ class ComputePath:
     best_candidate_nms: bool = True
     class_mask_logits: bool = True
     fused_attention: bool = True
+    fused_layer_norm: bool = True
     exporting: bool = False
     precision: str = "fp32"
 
@@ -76,7 +80,7 @@ class ComputePath:
 
 
 EXACT = ComputePath(fold_batchnorm=False, channels_last=False, gathered_roi_align=False, best_candidate_nms=False,
-                    class_mask_logits=False, fused_attention=False)
+                    class_mask_logits=False, fused_attention=False, fused_layer_norm=False)
 FAST = ComputePath()
 
 

@@ -19,7 +19,8 @@ Keys are Detectron2's under ``backbone.net.`` minus that prefix (``pos_embed``,
 ``patch_embed.proj``, ``blocks.i.{norm1, attn.{qkv, proj, rel_pos_h, rel_pos_w}, norm2,
 mlp.{fc1, fc2}}``): the key map is one row. No BatchNorm, nothing folded: in the backbone the fast
 path differs from the exact one only in the attention, which runs through torch's fused
-``scaled_dot_product_attention`` with the bias as its additive mask (``ComputePath.fused_attention``).
+``scaled_dot_product_attention`` with the bias as its additive mask (``ComputePath.fused_attention``),
+built and used a chunk of heads at a time (``MASK_CHUNK``: one head in a global block).
 
 Training (ViTDet's recipe, as its configs set Detectron2's optimizer; hooks.py):
 
@@ -58,6 +59,10 @@ from .mlp import Mlp
 
 LAYER_NORM_EPS = 1e-6
 BLOCK_NORMS = ("norm1", "norm2")  # the blocks' torch LayerNorms: the only ones in the detector
+# The fast path's attention builds its float bias mask for at most this many logits at a time: a
+# global block's (heads, 4096, 4096) mask at 1024 px is 800 MB at once, one head's 67 MB; the
+# windowed blocks' (windows x heads, 196, 196) mask (46 MB) stays one piece.
+MASK_CHUNK = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -150,9 +155,13 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.reshape(3, batch * self.num_heads, tokens, -1).unbind(0)
         bias_h, bias_w = relative_position_terms(q, self.rel_pos_h, self.rel_pos_w, (height, width))
-        if fused:
-            mask = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(q.shape[0], tokens, tokens)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        if fused:  # the (rows, N, N) bias mask in chunks of MASK_CHUNK elements: one head at a time in global blocks
+            out = torch.empty_like(q)
+            step = max(1, MASK_CHUNK // (tokens * tokens))
+            for start in range(0, q.shape[0], step):
+                rows = slice(start, start + step)
+                mask = (bias_h[rows, ..., :, None] + bias_w[rows, ..., None, :]).reshape(-1, tokens, tokens)
+                out[rows] = F.scaled_dot_product_attention(q[rows], k[rows], v[rows], attn_mask=mask, scale=self.scale)
         else:
             logits = (q * self.scale) @ k.transpose(-2, -1)  # (B * heads, N, N)
             logits = logits.view(q.shape[0], height, width, height, width) + bias_h[..., :, None] + bias_w[..., None, :]
