@@ -162,12 +162,17 @@ def test_an_exported_detectron2_model_gives_its_pytorch_detections_in_onnxruntim
     its resize rule (Pillow, shortest edge, boxes multiplied back), so onnxruntime's detections
     are the PyTorch fast path's (the tolerances of tests/test_onnx.py)."""
     pytest.importorskip("onnxruntime")
+    assert_exported_detections_are_pytorchs(golden_model(False), IMAGE, tmp_path / "d2.onnx")
+
+
+def assert_exported_detections_are_pytorchs(model: cascade_rcnn.CascadeRCNN, image: Path, path: Path) -> None:
+    """Export ``model`` to ``path``: the file keeps the model's resize rule, and onnxruntime's
+    detections of the 480x640 ``image`` are the PyTorch fast path's (tests/test_onnx.py's bounds)."""
     from test_onnx import assert_same_detections
 
-    model = golden_model(False)
-    runtime = cascade_rcnn.OnnxDetector(cascade_rcnn.export_onnx(model, tmp_path / "d2.onnx"))
+    runtime = cascade_rcnn.OnnxDetector(cascade_rcnn.export_onnx(model, path))
     assert runtime.config.resize_rule == model.config.resize_rule
-    ours, theirs = model.predict(str(IMAGE), score_thr=0.05)[0], runtime.predict(str(IMAGE), score_thr=0.05)[0]
+    ours, theirs = model.predict(str(image), score_thr=0.05)[0], runtime.predict(str(image), score_thr=0.05)[0]
     assert len(ours) > 20 and theirs.image_size == ours.image_size == (480, 640)
     assert_same_detections(ours, theirs)
 

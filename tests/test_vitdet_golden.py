@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import cpu_vendor
-from test_detectron2_golden import read_detections
+from test_detectron2_golden import assert_exported_detections_are_pytorchs, read_detections
 from test_detectron2_losses import CASES, reference_digests, relative_errors, training_run
 from test_detectron2_losses import golden_model as training_model
 from test_golden import assert_within
@@ -283,17 +283,9 @@ def test_fast_path_vitdet_losses_agree_with_detectron2_to_float_noise(loss_runs,
 @needs_golden
 def test_an_exported_vitdet_gives_its_pytorch_detections_in_onnxruntime(tmp_path):
     """ONNX export of ViTDet (fused attention, the square pad in the graph, Detectron2's resize
-    rule in the metadata): onnxruntime's detections are the PyTorch fast path's (the tolerances
-    of tests/test_onnx.py)."""
+    rule in the metadata): onnxruntime's detections are the PyTorch fast path's."""
     pytest.importorskip("onnxruntime")
-    from test_onnx import assert_same_detections
-
-    model = golden_model(False)
-    runtime = cascade_rcnn.OnnxDetector(cascade_rcnn.export_onnx(model, tmp_path / "vitdet.onnx"))
-    assert runtime.config.resize_rule == model.config.resize_rule
-    ours, theirs = model.predict(str(IMAGE), score_thr=0.05)[0], runtime.predict(str(IMAGE), score_thr=0.05)[0]
-    assert len(ours) > 20 and theirs.image_size == ours.image_size == (480, 640)
-    assert_same_detections(ours, theirs)
+    assert_exported_detections_are_pytorchs(golden_model(False), IMAGE, tmp_path / "vitdet.onnx")
 
 
 @needs_golden
