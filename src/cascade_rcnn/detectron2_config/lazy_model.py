@@ -24,6 +24,7 @@ from ..models.necks.simple_pyramid import SimplePyramidConfig
 from ..models.roi_heads.cascade import DETECTRON2_CASCADE
 from ..models.rpn import DETECTRON2_RPN
 from .lazy_file import read_lazy_dump
+from .lazy_node import DumpNode
 from .lazy_training import read_training_parts
 
 _D2 = "detectron2.modeling."
@@ -36,43 +37,11 @@ PREDICTOR_ARGUMENTS = ("input_shape", "box2box_transform", "num_classes", "test_
                        "fed_loss_num_classes")
 
 
-class _Node:
-    """One ``_target_`` mapping of the dump, with its dotted key for messages."""
-
-    def __init__(self, tree: Any, key: str, path: Path, targets: tuple[str, ...]):
-        if not isinstance(tree, dict) or tree.get("_target_") not in targets:
-            found = tree.get("_target_") if isinstance(tree, dict) else tree
-            raise ConfigError(f"{path}: {key}._target_ = {found!r} is not supported (only "
-                              f"{' or '.join(targets)}: ViTDet's Cascade (Mask) R-CNN)")
-        self.tree, self.key, self.path = tree, key, path
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self.tree.get(name, default)
-
-    def node(self, name: str, *targets: str) -> "_Node":
-        return _Node(self.tree.get(name), f"{self.key}.{name}", self.path, targets)
-
-    def only(self, *names: str) -> None:
-        """Refuse any argument but ``names`` (and ``_target_``): one we do not follow, named."""
-        for name in self.tree:
-            if name != "_target_" and name not in names:
-                raise ConfigError(f"{self.path}: {self.key}.{name} is not supported (we follow "
-                                  f"{', '.join(names)})")
-
-    def need(self, name: str, wanted: Any, default: Any = None) -> None:
-        """Refuse unless argument ``name`` (or its default) equals ``wanted`` (a value, or a test)."""
-        value = self.get(name, default)
-        ok = wanted(value) if callable(wanted) else value == wanted
-        if not ok:
-            raise ConfigError(f"{self.path}: {self.key}.{name} = {value!r} is not supported"
-                              + ("" if callable(wanted) else f" (only {wanted!r})"))
-
-
 def read_lazy_model(path: str | Path, name: str | None = None) -> ModelConfig:
     """The ``ModelConfig`` of a LazyConfig dump of ViTDet's Cascade (Mask) R-CNN."""
     path = Path(path)
     tree = read_lazy_dump(path)
-    model = _Node(tree.get("model"), "model", path, (_D2 + "GeneralizedRCNN",))
+    model = DumpNode(tree.get("model"), "model", path, (_D2 + "GeneralizedRCNN",))
     pyramid = model.node("backbone", _D2 + "SimpleFeaturePyramid")
     rpn = model.node("proposal_generator", _D2 + "proposal_generator.RPN")
     heads = model.node("roi_heads", _D2 + "roi_heads.CascadeROIHeads")
@@ -88,7 +57,7 @@ def read_lazy_model(path: str | Path, name: str | None = None) -> ModelConfig:
                           f"model.input_format = {fmt!r}")
     box_head = _box_head(heads)
     mask_channels = _mask_head(heads)
-    first = _Node(heads.get("box_predictors")[0], "model.roi_heads.box_predictors.0", path,
+    first = DumpNode(heads.get("box_predictors")[0], "model.roi_heads.box_predictors.0", path,
                   (_D2 + "FastRCNNOutputLayers",))
     pre_nms, post_nms = rpn.get("pre_nms_topk"), rpn.get("post_nms_topk")
     matcher = rpn.node("anchor_matcher", _D2 + "matcher.Matcher")
@@ -131,7 +100,7 @@ def _classes(tree: dict, num_classes: int) -> tuple[tuple[str, ...], tuple[int, 
     return tuple(f"class_{i}" for i in range(num_classes)), None
 
 
-def _class_scores(predictor: _Node, classes: tuple[tuple[str, ...], Any]) -> dict:
+def _class_scores(predictor: DumpNode, classes: tuple[tuple[str, ...], Any]) -> dict:
     """The cascade spec's scoring values: softmax, or use_sigmoid_ce's sigmoids and use_fed_loss's
     federated loss, whose class weights are LVIS v1's training image counts to the power 0.5
     (what the ViTDet LVIS configs' ``get_fed_loss_cls_weights`` lambda computes; a dump does not
@@ -146,7 +115,7 @@ def _class_scores(predictor: _Node, classes: tuple[tuple[str, ...], Any]) -> dic
             "fed_loss_weights": tuple(count ** 0.5 for count in LVIS_IMAGE_COUNTS)}
 
 
-def _vit(pyramid: _Node) -> ViTConfig:
+def _vit(pyramid: DumpNode) -> ViTConfig:
     net = pyramid.node("net", _D2 + "ViT")
     net.need("use_rel_pos", True, False)
     net.need("use_abs_pos", True, True)
@@ -175,7 +144,7 @@ def _layer_norm_eps(value: Any) -> float | None:
     return None
 
 
-def _pyramid(pyramid: _Node) -> SimplePyramidConfig:
+def _pyramid(pyramid: DumpNode) -> SimplePyramidConfig:
     pyramid.need("norm", "LN", "LN")
     pyramid.need("in_feature", lambda v: v == pyramid.get("net", {}).get("out_feature", "last_feat"))
     pyramid.node("top_block", _D2 + "backbone.fpn.LastLevelMaxPool")
@@ -183,7 +152,7 @@ def _pyramid(pyramid: _Node) -> SimplePyramidConfig:
     return SimplePyramidConfig(scale_factors=tuple(float(s) for s in pyramid.get("scale_factors")))
 
 
-def _rpn_convs(rpn: _Node) -> int:
+def _rpn_convs(rpn: DumpNode) -> int:
     head = rpn.node("head", _D2 + "proposal_generator.StandardRPNHead")
     head.need("conv_dims", lambda v: v and all(d == -1 for d in v), [-1])
     rpn.need("in_features", ["p2", "p3", "p4", "p5", "p6"])
@@ -192,7 +161,7 @@ def _rpn_convs(rpn: _Node) -> int:
     return len(head.get("conv_dims", [-1]))
 
 
-def _ratios(rpn: _Node) -> tuple[float, ...]:
+def _ratios(rpn: DumpNode) -> tuple[float, ...]:
     anchors = rpn.node("anchor_generator", _D2 + "anchor_generator.DefaultAnchorGenerator")
     anchors.need("offset", 0.0, 0.0)
     ratios = anchors.get("aspect_ratios")
@@ -202,7 +171,7 @@ def _ratios(rpn: _Node) -> tuple[float, ...]:
     return tuple(float(r) for r in ratios)
 
 
-def _anchor_scale(rpn: _Node) -> float:
+def _anchor_scale(rpn: DumpNode) -> float:
     anchors = rpn.node("anchor_generator", _D2 + "anchor_generator.DefaultAnchorGenerator")
     sizes, strides = anchors.get("sizes"), anchors.get("strides")
     scales = {size[0] / stride for size, stride in zip(sizes, strides) if len(size) == 1}
@@ -212,7 +181,7 @@ def _anchor_scale(rpn: _Node) -> float:
     return scales.pop()
 
 
-def _stages(heads: _Node) -> list[tuple[float, tuple[float, ...]]]:
+def _stages(heads: DumpNode) -> list[tuple[float, tuple[float, ...]]]:
     """(IoU threshold, box weights) of each cascade stage."""
     matchers, predictors = heads.get("proposal_matchers"), heads.get("box_predictors")
     if not matchers or len(matchers) != len(predictors) or len(predictors) != len(heads.get("box_heads") or []):
@@ -220,11 +189,11 @@ def _stages(heads: _Node) -> list[tuple[float, tuple[float, ...]]]:
                           "entry per stage")
     stages = []
     for index, (matcher, predictor) in enumerate(zip(matchers, predictors)):
-        matcher = _Node(matcher, f"{heads.key}.proposal_matchers.{index}", heads.path, (_D2 + "matcher.Matcher",))
+        matcher = DumpNode(matcher, f"{heads.key}.proposal_matchers.{index}", heads.path, (_D2 + "matcher.Matcher",))
         matcher.need("labels", [0, 1])
         matcher.need("allow_low_quality_matches", False)
         matcher.need("thresholds", lambda v: len(v) == 1)
-        predictor = _Node(predictor, f"{heads.key}.box_predictors.{index}", heads.path, (_D2 + "FastRCNNOutputLayers",))
+        predictor = DumpNode(predictor, f"{heads.key}.box_predictors.{index}", heads.path, (_D2 + "FastRCNNOutputLayers",))
         predictor.only(*PREDICTOR_ARGUMENTS)
         predictor.need("cls_agnostic_bbox_reg", True)
         predictor.need("num_classes", heads.get("num_classes"))
@@ -247,10 +216,10 @@ def _stages(heads: _Node) -> list[tuple[float, tuple[float, ...]]]:
     return stages
 
 
-def _box_head(heads: _Node):
+def _box_head(heads: DumpNode):
     dims = set()
     for index, head in enumerate(heads.get("box_heads")):
-        head = _Node(head, f"{heads.key}.box_heads.{index}", heads.path, (_D2 + "roi_heads.FastRCNNConvFCHead",))
+        head = DumpNode(head, f"{heads.key}.box_heads.{index}", heads.path, (_D2 + "roi_heads.FastRCNNConvFCHead",))
         head.need("conv_norm", "LN")
         head.need("conv_dims", lambda v: len(v) >= 1 and len(set(v)) == 1)
         head.need("fc_dims", lambda v: len(v) == 1)
@@ -261,11 +230,11 @@ def _box_head(heads: _Node):
     return replace(VITDET_BOX_HEAD, num_convs=len(convs), conv_channels=convs[0])
 
 
-def _fc_dim(heads: _Node) -> int:
+def _fc_dim(heads: DumpNode) -> int:
     return heads.get("box_heads")[0]["fc_dims"][0]
 
 
-def _mask_head(heads: _Node) -> int | None:
+def _mask_head(heads: DumpNode) -> int | None:
     if "mask_head" not in heads.tree:
         return None
     head = heads.node("mask_head", _D2 + "roi_heads.MaskRCNNConvUpsampleHead")
@@ -282,7 +251,7 @@ def _test_resize(tree: dict, path: Path) -> tuple[int, int]:
         raise ConfigError(f"{path}: dataloader.test.mapper.augmentations is missing (the test resize)") from None
     if len(augmentations) != 1:
         raise ConfigError(f"{path}: dataloader.test.mapper.augmentations: only one ResizeShortestEdge is supported")
-    resize = _Node(augmentations[0], "dataloader.test.mapper.augmentations.0", path,
+    resize = DumpNode(augmentations[0], "dataloader.test.mapper.augmentations.0", path,
                    ("detectron2.data.transforms.ResizeShortestEdge",))
     resize.need("sample_style", "choice", "range" if isinstance(resize.get("short_edge_length"), list) else "choice")
     short = resize.get("short_edge_length")

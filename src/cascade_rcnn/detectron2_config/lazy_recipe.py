@@ -31,6 +31,7 @@ from typing import Any
 from ..errors import ConfigError
 from . import ZOO_FILES
 from .lazy_file import read_lazy_dump
+from .lazy_node import DumpNode
 from .lazy_training import read_training_parts
 from .recipe_parts import amp_precision, iterations_note, lr_per_16
 
@@ -52,17 +53,17 @@ def training_recipe(path: str | Path, device: str = "cpu") -> tuple[dict[str, An
     ``ConfigError`` naming the file and the first key we do not follow."""
     path = Path(path)
     tree = read_lazy_dump(path)
-    source = _Source(path)
-    source.only(tree, "", ("model", "optimizer", "lr_multiplier", "dataloader", "train"))
+    root = DumpNode(tree, "", path)
+    root.only("model", "optimizer", "lr_multiplier", "dataloader", "train")
     parts = read_training_parts(tree)
     if parts.not_followed:
         raise ConfigError(f"{path}: {parts.not_followed[0]}")
-    train = tree.get("train") or {}
-    source.only(train, "train", ("amp", "init_checkpoint", "max_iter", *NOT_READ["train"]))
-    loader = tree.get("dataloader", {}).get("train") or {}
-    recipe = {**_optimizer(tree, loader, source), **_data(tree, loader, source)}
+    train = root.node("train")
+    train.only("amp", "init_checkpoint", "max_iter", *NOT_READ["train"])
+    loader = root.node("dataloader").node("train")
+    recipe = {**_optimizer(root.node("optimizer"), loader), **_data(root, loader)}
     notes: list[str] = []
-    recipe.update(_schedule(tree, source, notes))
+    recipe.update(_schedule(root, notes))
     precision = amp_precision("train.amp.enabled", bool((train.get("amp") or {}).get("enabled", False)), device,
                               path, notes)
     if precision:
@@ -70,100 +71,72 @@ def training_recipe(path: str | Path, device: str = "cpu") -> tuple[dict[str, An
     return recipe, notes
 
 
-class _Source:
-    """Refusals by dotted key, naming the file."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def refuse(self, key: str, value: Any, supported: str) -> ConfigError:
-        return ConfigError(f"{self.path}: {key} = {value!r} is not supported ({supported})")
-
-    def only(self, node: dict, key: str, names: tuple[str, ...]) -> None:
-        """Refuse any entry of ``node`` but ``names`` and ``_target_``."""
-        for name in node:
-            if name != "_target_" and name not in names:
-                dotted = f"{key}.{name}" if key else name
-                raise ConfigError(f"{self.path}: {dotted} is not supported (we follow {', '.join(names)})")
-
-    def need(self, node: dict, key: str, name: str, wanted: Any, default: Any = None) -> Any:
-        value = node.get(name, default)
-        if value != wanted:
-            raise self.refuse(f"{key}.{name}", value, f"only {wanted!r}")
-        return value
-
-
-def _optimizer(tree: dict, loader: dict, source: _Source) -> dict[str, Any]:
-    optimizer = tree.get("optimizer") or {}
-    source.need(optimizer, "optimizer", "_target_", ADAMW)
-    source.only(optimizer, "optimizer", ("params", "lr", "weight_decay", *OPTIMIZER_DEFAULTS))
+def _optimizer(optimizer: DumpNode, loader: DumpNode) -> dict[str, Any]:
+    optimizer.need("_target_", ADAMW)
+    optimizer.only("params", "lr", "weight_decay", *OPTIMIZER_DEFAULTS)
     for name, default in OPTIMIZER_DEFAULTS.items():
-        source.need(optimizer, "optimizer", name, default, default)
-    params = optimizer.get("params") or {}
-    source.need(params, "optimizer.params", "_target_", PARAMS)
-    source.only(params, "optimizer.params", ("base_lr", "weight_decay", *READ_ELSEWHERE, *PARAMS_DEFAULTS))
+        optimizer.need(name, default, default)
+    params = optimizer.node("params")
+    params.need("_target_", PARAMS)
+    params.only("base_lr", "weight_decay", *READ_ELSEWHERE, *PARAMS_DEFAULTS)
     lr = params.get("base_lr", optimizer.get("lr"))
     weight_decay = params.get("weight_decay", optimizer.get("weight_decay", 0.01))  # AdamW's default
-    source.need(params, "optimizer.params", "bias_lr_factor", 1.0, 1.0)
+    params.need("bias_lr_factor", 1.0, 1.0)
     if params.get("weight_decay_bias") not in (None, weight_decay):
-        raise source.refuse("optimizer.params.weight_decay_bias", params["weight_decay_bias"],
-                            "only null or the weight decay")
+        raise params.refuse("weight_decay_bias", params.get("weight_decay_bias"), "only null or the weight decay")
     batch = loader.get("total_batch_size")
     if not isinstance(lr, (int, float)) or lr <= 0:
-        raise source.refuse("optimizer.lr", lr, "a positive number")
+        raise optimizer.refuse("lr", lr, "a positive number")
     if not isinstance(batch, int) or batch < 1:
-        raise source.refuse("dataloader.train.total_batch_size", batch, "a positive count")
+        raise loader.refuse("total_batch_size", batch, "a positive count")
     return {"optimizer": "adamw", "lr_per_16": lr_per_16(float(lr), batch), "weight_decay": float(weight_decay)}
 
 
-def _data(tree: dict, loader: dict, source: _Source) -> dict[str, Any]:
-    source.need(loader, "dataloader.train", "_target_", TRAIN_LOADER)
-    source.only(loader, "dataloader.train", ("dataset", "mapper", "total_batch_size", "aspect_ratio_grouping",
-                                             *NOT_READ["dataloader.train"]))
-    source.need(loader, "dataloader.train", "aspect_ratio_grouping", True, True)  # ours: by orientation
-    dataset = loader.get("dataset") or {}
-    source.only(dataset, "dataloader.train.dataset", ("names", "filter_empty"))
-    mapper = loader.get("mapper") or {}
-    key = "dataloader.train.mapper"
-    source.need(mapper, key, "_target_", MAPPER)
-    source.only(mapper, key, ("augmentations", "image_format", "is_train", "recompute_boxes", "use_instance_mask",
-                              "instance_mask_format", "use_keypoint"))
-    source.need(mapper, key, "is_train", True, True)
-    source.need(mapper, key, "use_keypoint", False, False)
-    with_mask = "mask_head" in (tree.get("model", {}).get("roi_heads") or {})
-    source.need(mapper, key, "use_instance_mask", with_mask, False)
+def _data(root: DumpNode, loader: DumpNode) -> dict[str, Any]:
+    loader.need("_target_", TRAIN_LOADER)
+    loader.only("dataset", "mapper", "total_batch_size", "aspect_ratio_grouping", *NOT_READ["dataloader.train"])
+    loader.need("aspect_ratio_grouping", True, True)  # ours: by orientation
+    dataset = loader.node("dataset")
+    dataset.only("names", "filter_empty")
+    mapper = loader.node("mapper")
+    mapper.need("_target_", MAPPER)
+    mapper.only("augmentations", "image_format", "is_train", "recompute_boxes", "use_instance_mask",
+                "instance_mask_format", "use_keypoint")
+    mapper.need("is_train", True, True)
+    mapper.need("use_keypoint", False, False)
+    with_mask = "mask_head" in (root.get("model", {}).get("roi_heads") or {})
+    mapper.need("use_instance_mask", with_mask, False)
     # Our large-scale jitter recomputes boxes from the masks whenever it has them (data/lsj.py).
-    source.need(mapper, key, "recompute_boxes", with_mask, False)
+    mapper.need("recompute_boxes", with_mask, False)
     return {"filter_empty_gt": bool(dataset.get("filter_empty", True)), "min_size": 0}
 
 
-def _schedule(tree: dict, source: _Source, notes: list[str]) -> dict[str, Any]:
-    multiplier = tree.get("lr_multiplier") or {}
-    key = "lr_multiplier"
-    source.need(multiplier, key, "_target_", WARMUP)
-    source.only(multiplier, key, ("scheduler", "warmup_factor", "warmup_length", "warmup_method",
-                                  "rescale_interval"))
-    source.need(multiplier, key, "warmup_factor", 0.001)
-    source.need(multiplier, key, "warmup_method", "linear", "linear")
-    source.need(multiplier, key, "rescale_interval", False, False)
-    steps = multiplier.get("scheduler") or {}
-    source.need(steps, f"{key}.scheduler", "_target_", MULTI_STEP)
-    source.only(steps, f"{key}.scheduler", ("milestones", "num_updates", "values"))
+def _schedule(root: DumpNode, notes: list[str]) -> dict[str, Any]:
+    multiplier = root.node("lr_multiplier")
+    multiplier.need("_target_", WARMUP)
+    multiplier.only("scheduler", "warmup_factor", "warmup_length", "warmup_method", "rescale_interval")
+    multiplier.need("warmup_factor", 0.001)
+    multiplier.need("warmup_method", "linear", "linear")
+    multiplier.need("rescale_interval", False, False)
+    steps = multiplier.node("scheduler")
+    steps.need("_target_", MULTI_STEP)
+    steps.only("milestones", "num_updates", "values")
     milestones = list(steps.get("milestones") or [])
     values = steps.get("values")
     if not (isinstance(values, list) and len(values) == len(milestones) + 1
             and all(math.isclose(v, 0.1 ** i) for i, v in enumerate(values))):
-        raise source.refuse(f"{key}.scheduler.values", values, "only 1.0, then x0.1 at each milestone")
-    max_iter = (tree.get("train") or {}).get("max_iter")
+        raise steps.refuse("values", values, "only 1.0, then x0.1 at each milestone")
+    train = root.node("train")
+    max_iter = train.get("max_iter")
     if not isinstance(max_iter, int) or max_iter < 1:
-        raise source.refuse("train.max_iter", max_iter, "a positive count")
+        raise train.refuse("max_iter", max_iter, "a positive count")
     length = multiplier.get("warmup_length", 0.0)
     recipe: dict[str, Any] = {"warmup_iters": math.ceil(length * max_iter - 1e-6)}
-    schedule = zoo_schedule(tree)
+    schedule = zoo_schedule(root.tree)
     if schedule:
         recipe["schedule"] = schedule
     else:
-        notes.append(iterations_note(source.path, f"lr_multiplier's milestones {milestones} of {max_iter}"))
+        notes.append(iterations_note(root.path, f"lr_multiplier's milestones {milestones} of {max_iter}"))
     return recipe
 
 
