@@ -61,7 +61,7 @@ def snapshot(checkout: Path, path: str) -> None:
 
 def compare(old: str, new: str) -> None:
     """How many tensors are bit-identical, and the largest difference of each one that is not."""
-    a, b = torch.load(old), torch.load(new)
+    a, b = torch.load(old, weights_only=True), torch.load(new, weights_only=True)
     only = sorted(set(a) ^ set(b))
     same = [key for key in a if key in b and a[key].shape == b[key].shape and torch.equal(a[key], b[key])]
     print(f"{len(same)} of {len(a)} bit-identical" + (f"; in one file only: {only}" if only else ""))
