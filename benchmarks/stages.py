@@ -1,7 +1,7 @@
 """One box stage (Mask R-CNN head, IoU 0.5) vs the three-stage cascade, same data and schedule.
 
-Trains both from scratch on the demo's generated shapes data with the demo's recipe (AdamW,
-800 images, 5 epochs) and prints, per model, box and mask AP50..AP90 on held-out images as JSON
+Trains both from scratch on the demo's generated shapes data with the demo's from-scratch recipe
+(AdamW, 800 images, 5 epochs) and prints, per model, box and mask AP50..AP90 on held-out images as JSON
 lines (the paper's Table 1 experiment, small).
 
     python benchmarks/stages.py [--out runs/stages] [--val-images 100] [--device cpu]
@@ -19,14 +19,13 @@ import torch
 from cascade_rcnn.api import build_model
 from cascade_rcnn.data.coco import CocoDataset
 from cascade_rcnn.engine.demo import (
-    DEMO_MODEL,
     DemoSettings,
+    demo_model_config,
     demo_train_config,
     generate_demo_data,
 )
 from cascade_rcnn.engine.train import train
 from cascade_rcnn.engine.validate import evaluate_dataset
-from cascade_rcnn.weights.zoo import get_config
 
 
 def main() -> None:
@@ -36,10 +35,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     out = Path(args.out)
-    settings = DemoSettings(val_images=args.val_images)
+    settings = DemoSettings.from_scratch(val_images=args.val_images, eval_every=0)
     generate_demo_data(out, settings)
     val_json = out / "val" / "annotations.json"
-    base = get_config(DEMO_MODEL)
+    base = demo_model_config(settings)
     for stages in (1, 3):
         config = dataclasses.replace(base.with_changes(num_stages=stages), name=f"{base.name}_{stages}stage")
         start = time.perf_counter()

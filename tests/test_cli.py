@@ -233,12 +233,14 @@ def test_evaluate_with_a_missing_file_is_one_line(tmp_path, capsys):
 
 
 def test_demo_end_to_end_on_a_few_images(tmp_path, capsys):
-    """The demo's whole job, shrunk: data, training with the demo's recipe, per-stage evaluation of
-    the trained weights, metrics, pictures of the validation images."""
-    from cascade_rcnn.engine.demo import DemoSettings, run_demo
+    """The demo's whole job, shrunk: data, training with the demo's recipe from the shipped trunk,
+    per-stage evaluation of the trained weights, metrics, pictures of the validation images."""
+    from cascade_rcnn.engine.demo import DEMO_TRUNK, DemoSettings, run_demo
 
-    settings = DemoSettings(train_images=4, val_images=2, epochs=1, lr_steps=(), warmup_iters=1)
+    settings = DemoSettings(train_images=4, val_images=2, epochs=1, lr_steps=(), warmup_iters=1, eval_every=1)
     metrics = run_demo(tmp_path, settings)
+    out = capsys.readouterr().out
+    assert f"{DEMO_TRUNK}: holds no roi_head; it starts from a fresh initialisation" in out
     # trained as the settings say: one step of the 4 images, AdamW at the warm-up's first lr
     rows = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
     steps, evaluations = [r for r in rows if "loss" in r], [r for r in rows if "eval" in r]
@@ -263,7 +265,7 @@ def test_demo_end_to_end_on_a_few_images(tmp_path, capsys):
     for picture in pictures:
         assert np.array_equal(cv2.imread(str(picture)), cv2.imread(str(tmp_path / "data" / "val" / "images" /
                                                                       picture.name)))
-    assert f"pictures {tmp_path / 'pictures'}/" in capsys.readouterr().out
+    assert f"pictures {tmp_path / 'pictures'}/" in out
 
 
 def test_benchmark_reports_speed_and_memory_as_json(capsys):

@@ -121,5 +121,8 @@ def test_the_demo_command_runs_the_demo_into_out_at_its_precision(tmp_path, monk
     calls = recorder(monkeypatch, "cascade_rcnn.engine.demo.run_demo", {})
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
     assert main(["demo", "--out", str(tmp_path / "demo"), "--precision", "bf16"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--from-scratch"]) == 0
     assert [args for args, _ in calls] == [(tmp_path / "demo", DemoSettings()),
-                                           (tmp_path / "demo", DemoSettings(precision="bf16"))]
+                                           (tmp_path / "demo", DemoSettings(precision="bf16")),
+                                           (tmp_path / "demo", DemoSettings.from_scratch())]
+    assert DemoSettings().init_weights and DemoSettings.from_scratch().init_weights is None

@@ -72,12 +72,12 @@ def test_fixed_box_is_divided_by_the_scale_factor(with_mask, monkeypatch):
     scale_x, scale_y = 96 / 301, 48 / 150
     resized_box = torch.tensor([[10.0, 5.0, 50.0, 40.0]])
 
-    def fixed_boxes(features, proposals, image_sizes, *args, **kwargs):
-        assert image_sizes.tolist() == [[48, 96]]
+    def fixed_boxes(features, proposals, image_sizes, path, stages):
+        assert image_sizes.tolist() == [[48, 96]] and list(stages) == [None]
         probs = torch.tensor([[0.05, 0.9, 0.03, 0.02]])
-        return resized_box.clone(), probs, torch.zeros(1, dtype=torch.long)
+        return [(resized_box.clone(), probs, torch.zeros(1, dtype=torch.long))]
 
-    monkeypatch.setattr(model.roi_head, "predict_boxes", fixed_boxes)
+    monkeypatch.setattr(model.roi_head, "stage_boxes", fixed_boxes)
     result = model.predict(np.zeros((height, width, 3), np.uint8))[0]
     expected = torch.tensor([[10 / scale_x, 5 / scale_y, 50 / scale_x, 40 / scale_y]])
     torch.testing.assert_close(result.boxes, expected, rtol=0, atol=1e-3)
@@ -90,6 +90,18 @@ def test_fixed_box_is_divided_by_the_scale_factor(with_mask, monkeypatch):
         x0, y0, x1, y1 = expected[0].tolist()
         assert abs(xs.min().item() - x0) <= 1 and abs(xs.max().item() + 1 - x1) <= 1
         assert abs(ys.min().item() - y0) <= 1 and abs(ys.max().item() + 1 - y1) <= 1
+
+
+def test_one_run_for_every_stage_equals_a_predict_per_stage(with_mask):
+    """``predict_stages`` (the per-stage evaluation's single pass) gives each stage's detections,
+    and the cascade's, to the bit as ``predict(stage=k)`` does with a run of its own."""
+    scene = drawn_scene(128, 192, seed=3)
+    model = spread_random_weights(tiny_model(with_mask), scene)
+    stages = [0, 1, 2, None]
+    together = model.predict_stages(scene, stages)
+    for stage, detections in zip(stages, together):
+        assert_detections_equal(detections, model.predict(scene, stage=stage)[0])
+    assert len(together[-1]) > 0 and not torch.equal(together[0].scores, together[-1].scores)
 
 
 # --- batching and determinism --------------------------------------------------------------------

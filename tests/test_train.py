@@ -153,6 +153,46 @@ def test_fine_tuning_with_another_class_count_reinitialises_only_class_layers(sh
     assert tuned.roi_head.bbox_head[0].fc_cls.out_features == 6
 
 
+def test_a_trunk_file_initialises_its_parts_and_the_rest_starts_fresh(shapes, tmp_path, capsys):
+    """Initial weights holding only the backbone, FPN and RPN (the demo's trunk): those load, the
+    RoI heads keep the seeded fresh initialisation, and the log says so."""
+    source = cascade_rcnn.CascadeRCNN(train_config())
+    with torch.no_grad():
+        for parameter in source.parameters():
+            parameter.add_(1.0)  # unlike any fresh initialisation
+    trunk_file = tmp_path / "trunk.pth"
+    torch.save({"state_dict": {k: v for k, v in source.state_dict().items() if not k.startswith("roi_head.")}},
+               trunk_file)
+    out = tmp_path / "run"
+    seen = []
+    train(train_config(), run_config(shapes, out, epochs=1, lr=0.0, warmup_iters=0, weights=str(trunk_file),
+                                     on_iteration=seen.append))
+    assert seen == [1, 2] and "holds no roi_head; it starts from a fresh initialisation" in capsys.readouterr().out
+    names = tuple(c["name"] for c in json.loads((shapes / "annotations.json").read_text())["categories"])
+    torch.manual_seed(0)  # the trainer's seed: the fresh model it starts from
+    fresh = cascade_rcnn.CascadeRCNN(train_config().with_classes(names)).state_dict()
+    trained = final_weights(out)
+    parameters = dict(source.named_parameters())
+    for key, value in trained.items():  # lr 0: the weights are the initial ones (BatchNorm statistics move)
+        if key in parameters:
+            expected = (fresh if key.startswith("roi_head.") else source.state_dict())[key]
+            assert torch.equal(value, expected), key
+
+
+def test_initial_weights_missing_part_of_a_part_are_refused(shapes, tmp_path):
+    """Only whole parts may be absent: a backbone with a layer missing is another architecture."""
+    state = cascade_rcnn.CascadeRCNN(train_config()).state_dict()
+    del state["backbone.layer4.1.conv2.weight"]
+    partial = tmp_path / "partial.pth"
+    torch.save({"state_dict": state}, partial)
+    with pytest.raises(checkpoint.CheckpointError, match="1 missing .*backbone.layer4.1.conv2.weight"):
+        train(train_config(), run_config(shapes, tmp_path / "run", epochs=1, weights=str(partial)))
+    trunk = {k: v for k, v in state.items() if not k.startswith("roi_head.")}
+    torch.save({"state_dict": trunk}, partial)
+    with pytest.raises(checkpoint.CheckpointError, match="missing"):  # to predict, every part is needed
+        cascade_rcnn.build_model(train_config(), weights=partial)
+
+
 def test_crowd_regions_follow_the_configs_ignore_iof_thr():
     """MMDetection's MaxIoUAssigner: with ignore_iof_thr > 0 a box more than that fraction inside a
     crowd region is ignored, a would-be positive too; the zoo's -1 leaves crowd regions out."""

@@ -348,16 +348,22 @@ def initial_weights(model_config: ModelConfig, weights: str) -> str:
 
 def _load_initial_weights(model: CascadeRCNN, weights: str, log: TrainLog) -> None:
     """Load ``weights``; if its class count differs from the data set's, re-initialise the
-    class layers (and say which)."""
+    class layers (and say which); parts of the detector the file has no key of (e.g. the RoI
+    heads of a trunk) keep their fresh initialisation (said too)."""
     path = checkpoint.resolve(weights)
     loaded = checkpoint.read(path)
     state = checkpoint.state_dict_of(loaded, path)
     key = "roi_head.bbox_head.0.fc_cls.weight"
     differs = key in state and state[key].shape != model.state_dict()[key].shape
-    skipped = checkpoint.load_into(model, loaded, path, reinit_class_layers=differs)
-    if skipped:
+    skipped = checkpoint.load_into(model, loaded, path, reinit_class_layers=differs, absent_parts_fresh=True)
+    fresh_parts = sorted({name.split(".", 1)[0] for name in skipped} - {name.split(".", 1)[0] for name in state})
+    if fresh_parts:
+        log.message(f"{path}: holds no {', '.join(fresh_parts)}; "
+                    f"{'it starts' if len(fresh_parts) == 1 else 'they start'} from a fresh initialisation")
+    if differs:
         log.message(f"{path}: {state[key].shape[0] - 1} classes in the checkpoint, "
-                    f"{model.config.num_classes} in the data: re-initialised {', '.join(skipped)}")
+                    f"{model.config.num_classes} in the data: re-initialised "
+                    f"{', '.join(name for name in skipped if name.endswith(checkpoint.CLASS_LAYER_SUFFIXES))}")
 
 
 def _save(run: _Run, batch: int) -> None:

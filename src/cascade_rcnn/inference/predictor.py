@@ -43,12 +43,18 @@ class CascadeRCNN(CascadeNetwork):
             unpasted_in_original_pixels(raw, prepared[i][0])
             for i, raw in zip(group, self.detect_raw([prepared[i] for i in group], settings, stage))])
 
-    @torch.no_grad()
     def detect_raw(self, prepared: Sequence[Prepared], settings: DetectionSettings,
                    stage: int | None = None) -> list[ImageDetections]:
         """``detect_batch`` on preprocessed images of one padded size: per image, boxes in resized
         pixels (box-only models: already in original pixels, ``boxes_in_original``) and (N, 28, 28)
         mask probabilities."""
+        return self.detect_raw_stages(prepared, settings, (stage,))[0]
+
+    @torch.no_grad()
+    def detect_raw_stages(self, prepared: Sequence[Prepared], settings: DetectionSettings,
+                          stages: Sequence[int | None]) -> list[list[ImageDetections]]:
+        """``detect_raw`` for each of ``stages`` (None: the cascade's output; k: stage k alone), from
+        one run of the network."""
         device = self.device
         batch = pad_batch([tensor for _, tensor in prepared]).to(device, memory_format=self.memory_format)
         sizes = torch.tensor([record.size for record, _ in prepared], device=device)
@@ -56,7 +62,8 @@ class CascadeRCNN(CascadeNetwork):
         # models AFTER NMS and the mask heads (divide by s): MMDetection's two paths.
         box_scales = None if self.config.with_mask else torch.tensor(
             [[1 / s for s in record.scale_factor] * 2 for record, _ in prepared], device=device)
-        return self.detect_batch(batch, sizes, settings, stage, box_scales).per_image(len(prepared))
+        return [found.per_image(len(prepared))
+                for found in self.detect_stages(batch, sizes, settings, stages, box_scales)]
 
     def predict(self, images: ImageInput | Sequence[ImageInput], score_thr: float | None = None,
                 nms_iou: float | None = None, max_per_image: int | None = None,
@@ -100,6 +107,18 @@ class CascadeRCNN(CascadeNetwork):
             return in_size_batches([record.size for record, _ in prepared], batch_size, lambda group: [
                 to_original_pixels(raw, prepared[i][0], self.class_names, self.config.mask_threshold)
                 for i, raw in zip(group, self.detect_raw([prepared[i] for i in group], settings, stage))])
+        finally:
+            self.train(was_training)
+
+    def predict_stages(self, image: ImageInput, stages: Sequence[int | None], name: str = "image") -> list[Detections]:
+        """``predict(image, stage=k)`` for each k of ``stages`` (None: the cascade's output), at the
+        test settings, from one run of the network: what a per-stage evaluation needs."""
+        prepared = [self.preprocess(image, name)]
+        was_training = self.training
+        self.eval()
+        try:
+            return [to_original_pixels(raw[0], prepared[0][0], self.class_names, self.config.mask_threshold)
+                    for raw in self.detect_raw_stages(prepared, self.test_detections, stages)]
         finally:
             self.train(was_training)
 

@@ -11,6 +11,8 @@ arrays, and results in original-image pixels, are the inference layer's (``infer
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -105,10 +107,17 @@ class CascadeNetwork(nn.Module):
         ONNX export traces this very function with ``exporting`` set. At bf16/fp16 the network
         runs in that dtype and the detections come back in float32 (``low_precision.py``).
         """
+        return self.detect_stages(batch, image_sizes, settings, (stage,), box_scales, path)[0]
+
+    def detect_stages(self, batch: torch.Tensor, image_sizes: torch.Tensor, settings: DetectionSettings,
+                      stages: Sequence[int | None], box_scales: torch.Tensor | None = None,
+                      path: ComputePath | None = None) -> list[BatchDetections]:
+        """``detect_batch`` for each of ``stages`` (None: the cascade's output; k: stage k alone),
+        from one run of the backbone, the RPN and the stages."""
         path = path or self.path
         with at_precision(self, path), fused_layer_norms(path.fused_layer_norm):
             features = self.features(batch.to(path.dtype), path)
             logits, deltas = self.rpn_head(features)
             rois = self.rpn_head.proposals([level.float() for level in logits], [level.float() for level in deltas],
                                            self.rpn_head.anchors(features), image_sizes, path, training=False)
-            return self.roi_head.predict(features, rois, image_sizes, settings, path, stage, box_scales)
+            return self.roi_head.predict_stages(features, rois, image_sizes, settings, path, stages, box_scales)

@@ -181,18 +181,23 @@ def restore_settings(config: ModelConfig, loaded: dict[str, Any], path: str | os
 
 
 def load_into(model: nn.Module, loaded: dict[str, Any], path: str | os.PathLike,
-              reinit_class_layers: bool = False) -> list[str]:
+              reinit_class_layers: bool = False, absent_parts_fresh: bool = False) -> list[str]:
     """Load a checkpoint read from ``path`` into ``model``, strictly: every key must exist on both
     sides with equal shape, after the backbone spec's ``to_own_layout`` (e.g. a Swin backbone in
     MMDetection's layout turned into the official one).
 
     With ``reinit_class_layers`` the class-dependent layers (``fc_cls``, ``conv_logits`` of every
-    stage) keep the model's fresh initialisation - for fine-tuning on another class count.
-    Returns the names of the keys that were not loaded for that reason.
+    stage) keep the model's fresh initialisation - for fine-tuning on another class count. With
+    ``absent_parts_fresh`` a part of the detector (``backbone``, ``neck``, ``rpn_head``,
+    ``roi_head``) that the file holds no key of keeps it too - initial weights for training (e.g.
+    a trunk without RoI heads); a part the file holds is still loaded whole.
+    Returns the names of the keys that were not loaded for these reasons.
     """
     state = dict(hooks.to_own_layout(model.config.backbone, state_dict_of(loaded, path)))
     own = model.state_dict()
-    skipped = [k for k in own if reinit_class_layers and k.endswith(CLASS_LAYER_SUFFIXES)]
+    held_parts = {key.split(".", 1)[0] for key in state}
+    skipped = [k for k in own if (reinit_class_layers and k.endswith(CLASS_LAYER_SUFFIXES))
+               or (absent_parts_fresh and k.split(".", 1)[0] not in held_parts)]
     for key in skipped:
         state.pop(key, None)
     missing = [k for k in own if k not in state and k not in skipped]

@@ -10,6 +10,7 @@ training rule (``DETECTRON2_CASCADE``) samples at stage 0 only and relabels the 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,14 +164,25 @@ class CascadeRoIHead(nn.Module):
         ``stage=k`` scores with stage k alone; ``box_scales`` (B, 4) maps the boxes before the
         NMS (``select_detections``). Boxes and scores come back float32 at any precision.
         """
+        return self.predict_stages(features, rois, image_sizes, settings, path, (stage,), box_scales)[0]
+
+    def predict_stages(self, features: list[torch.Tensor], rois: torch.Tensor, image_sizes: torch.Tensor,
+                       settings: DetectionSettings, path: ComputePath, stages: Sequence[int | None],
+                       box_scales: torch.Tensor | None = None) -> list[BatchDetections]:
+        """``predict`` for each of ``stages`` (None: the cascade's output; k: stage k alone), from
+        one run of the stages (what a per-stage evaluation needs)."""
         features = self.box_roi_align.readable(features, path)
-        boxes, class_probs, image_index = self.predict_boxes(features, rois, image_sizes, path, stage)
-        detections = select_detections(boxes.float(), class_probs.float(), image_index, image_sizes, settings, path,
-                                       box_scales, self.spec.nms_rule)
-        if self.with_mask:
-            mask_rois = torch.cat([detections.image_index[:, None].to(detections.boxes.dtype), detections.boxes], 1)
-            detections.mask_probs = self.predict_masks(features, mask_rois, detections.labels, path, stage)
-        return detections
+        results = []
+        for stage, (boxes, class_probs, image_index) in zip(stages, self.stage_boxes(features, rois, image_sizes,
+                                                                                      path, stages)):
+            detections = select_detections(boxes.float(), class_probs.float(), image_index, image_sizes, settings,
+                                           path, box_scales, self.spec.nms_rule)
+            if self.with_mask:
+                mask_rois = torch.cat([detections.image_index[:, None].to(detections.boxes.dtype), detections.boxes],
+                                      1)
+                detections.mask_probs = self.predict_masks(features, mask_rois, detections.labels, path, stage)
+            results.append(detections)
+        return results
 
     def predict_boxes(self, features: list[torch.Tensor], rois: torch.Tensor, image_sizes: torch.Tensor,
                       path: ComputePath, stage: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -182,32 +194,43 @@ class CascadeRoIHead(nn.Module):
         ``stage=k`` is stage k alone (its scores, its boxes). A head with one box per class passes
         the box of each RoI's best class (by its own logits) to the next stage, as MMDetection.
         """
+        return self.stage_boxes(features, rois, image_sizes, path, (stage,))[0]
+
+    def stage_boxes(self, features: list[torch.Tensor], rois: torch.Tensor, image_sizes: torch.Tensor,
+                    path: ComputePath, stages: Sequence[int | None]
+                    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``predict_boxes`` for each of ``stages``, running each stage once."""
         image_index = rois[:, 0].long()
         max_shapes = image_sizes.to(rois.dtype)[image_index]
-        last = len(self.coders) - 1 if stage is None else stage
-        stage_logits = []
+        outputs = [len(self.coders) - 1 if stage is None else stage for stage in stages]
+        last = max(outputs)
+        stage_logits, output_boxes = [], {}
         for index, coder in enumerate(self.coders[:last + 1]):
             logits, deltas = self.forward_stage(index, features, rois, path)
             logits, deltas = logits.float(), deltas.float()  # float32 at bf16/fp16 too
             stage_logits.append(logits)
             if deltas.shape[1] == 4:
-                boxes = coder.decode(rois[:, 1:], deltas, max_shapes)
-            elif index == last:  # every class's box: (K, C, 4)
-                per_class = deltas.shape[1] // 4
-                boxes = coder.decode(rois[:, 1:].repeat_interleave(per_class, dim=0), deltas.reshape(-1, 4),
-                                     max_shapes.repeat_interleave(per_class, dim=0)).reshape(-1, per_class, 4)
+                boxes = output_boxes[index] = coder.decode(rois[:, 1:], deltas, max_shapes)
             else:
-                boxes = coder.decode(rois[:, 1:], class_deltas(deltas, logits[:, :-1].argmax(dim=1)), max_shapes)
+                if index in outputs:  # every class's box: (K, C, 4)
+                    per_class = deltas.shape[1] // 4
+                    output_boxes[index] = coder.decode(
+                        rois[:, 1:].repeat_interleave(per_class, dim=0), deltas.reshape(-1, 4),
+                        max_shapes.repeat_interleave(per_class, dim=0)).reshape(-1, per_class, 4)
+                if index < last:
+                    boxes = coder.decode(rois[:, 1:], class_deltas(deltas, logits[:, :-1].argmax(dim=1)), max_shapes)
             if index < last:
                 rois = torch.cat([rois[:, :1], boxes], dim=1)
-        if stage is not None:
-            return boxes, self._probabilities(stage_logits[-1]), image_index
+        return [(output_boxes[output], self._probabilities(stage_logits[output]) if stage is not None
+                 else self._cascade_probabilities(stage_logits), image_index)
+                for stage, output in zip(stages, outputs)]
+
+    def _cascade_probabilities(self, stage_logits: list[torch.Tensor]) -> torch.Tensor:
+        """The cascade's class probabilities from every stage's (K, C + 1) logits."""
         if self.spec.mean_of_probabilities:  # Detectron2: sum(probabilities) * (1 / 3), same order
-            return boxes, sum(self._probabilities(logits) for logits in stage_logits) * (1.0 / len(stage_logits)), \
-                image_index
+            return sum(self._probabilities(logits) for logits in stage_logits) * (1.0 / len(stage_logits))
         # MMDetection averages LOGITS and applies softmax afterwards (sum(...) / 3, same order).
-        mean_logits = sum(stage_logits) / float(len(stage_logits))
-        return boxes, self._probabilities(mean_logits), image_index
+        return self._probabilities(sum(stage_logits) / float(len(stage_logits)))
 
     def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """(K, C + 1) class logits -> probabilities (the last column the background's)."""
