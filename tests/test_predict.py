@@ -16,6 +16,7 @@ from cascade_rcnn.benchmarking.agreement import agreement
 from cascade_rcnn.benchmarking.synthetic import drawn_scene, spread_random_weights
 from cascade_rcnn.data.transforms import fit_size, resize
 from cascade_rcnn.errors import UserInputError
+from cascade_rcnn.models.heads.box_head import ConvFCBoxHeadConfig
 from cascade_rcnn.models.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from cascade_rcnn.ops.compute_path import EXACT
 
@@ -92,16 +93,33 @@ def test_fixed_box_is_divided_by_the_scale_factor(with_mask, monkeypatch):
         assert abs(ys.min().item() - y0) <= 1 and abs(ys.max().item() + 1 - y1) <= 1
 
 
-def test_one_run_for_every_stage_equals_a_predict_per_stage(with_mask):
+@pytest.mark.parametrize("box_head", [None, ConvFCBoxHeadConfig(conv_channels=8)], ids=["box_per_roi", "box_per_class"])
+def test_one_run_for_every_stage_equals_a_predict_per_stage(with_mask, box_head):
     """``predict_stages`` (the per-stage evaluation's single pass) gives each stage's detections,
-    and the cascade's, to the bit as ``predict(stage=k)`` does with a run of its own."""
+    and the cascade's, to the bit as ``predict(stage=k)`` does with a run of its own; stage 0
+    alone is also what a one-stage model with the same weights detects."""
     scene = drawn_scene(128, 192, seed=3)
-    model = spread_random_weights(tiny_model(with_mask), scene)
+    changes = {} if box_head is None else {"box_head": box_head}
+    model = spread_random_weights(tiny_model(with_mask, **changes), scene)
     stages = [0, 1, 2, None]
     together = model.predict_stages(scene, stages)
     for stage, detections in zip(stages, together):
         assert_detections_equal(detections, model.predict(scene, stage=stage)[0])
     assert len(together[-1]) > 0 and not torch.equal(together[0].scores, together[-1].scores)
+    one_stage = cascade_rcnn.CascadeRCNN(model.config.with_changes(num_stages=1)).eval()
+    own = one_stage.state_dict()
+    one_stage.load_state_dict({key: value for key, value in model.state_dict().items() if key in own})
+    assert_detections_equal(together[0], one_stage.predict(scene)[0])
+
+
+def test_a_stage_the_model_does_not_have_is_refused():
+    model = tiny_model(False)
+    image = np.zeros((64, 96, 3), np.uint8)
+    for stages in ([3], [-1], [0, 5], []):
+        with pytest.raises(UserInputError, match="has 3 stages, 0 to 2"):
+            model.predict_stages(image, stages)
+    with pytest.raises(UserInputError, match="stages \\[3\\]"):
+        model.predict(image, stage=3)
 
 
 # --- batching and determinism --------------------------------------------------------------------

@@ -193,6 +193,28 @@ def test_initial_weights_missing_part_of_a_part_are_refused(shapes, tmp_path):
         cascade_rcnn.build_model(train_config(), weights=partial)
 
 
+def test_initial_weights_without_a_backbone_and_of_other_classes_say_both(shapes, tmp_path, capsys):
+    """A file of another class count that lacks the backbone: the class layers are re-initialised,
+    the backbone starts fresh, and a config that expects a pretrained backbone warns about it."""
+    frozen = replace(train_config(), backbone=cascade_rcnn.ResNetConfig(depth=18, base_channels=8))
+    source = cascade_rcnn.CascadeRCNN(frozen.with_classes(("x", "y", "z"))).state_dict()
+    no_backbone = tmp_path / "no_backbone.pth"
+    torch.save({"state_dict": {k: v for k, v in source.items() if not k.startswith("backbone.")}}, no_backbone)
+    train(frozen, run_config(shapes, tmp_path / "run", epochs=1, weights=str(no_backbone)))
+    out = capsys.readouterr().out
+    assert f"{no_backbone}: holds no backbone; it starts from a fresh initialisation" in out
+    assert "in the data: re-initialised roi_head.bbox_head.0.fc_cls.weight" in out
+    assert "expects pretrained weights" in out and "its backbone stays random" in out
+
+
+def test_a_checkpoint_without_weights_is_refused_not_taken_for_all_parts_absent(tmp_path):
+    empty = tmp_path / "empty.pth"
+    torch.save({"state_dict": {}}, empty)
+    model = cascade_rcnn.CascadeRCNN(train_config())
+    with pytest.raises(checkpoint.CheckpointError, match="empty.pth: no state dict of tensors found"):
+        checkpoint.load_into(model, checkpoint.read(empty), empty, absent_parts_fresh=True)
+
+
 def test_crowd_regions_follow_the_configs_ignore_iof_thr():
     """MMDetection's MaxIoUAssigner: with ignore_iof_thr > 0 a box more than that fraction inside a
     crowd region is ignored, a would-be positive too; the zoo's -1 leaves crowd regions out."""

@@ -749,7 +749,7 @@ def add_demo(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", default="demo_output")
     demo.add_argument("--from-scratch", action="store_true",
                       help="train every layer from random weights: 1000 steps (about 3x the time) instead of "
-                           "300 from the shipped trunk (backbone, FPN, RPN trained on other generated images)")
+                           "352 from the shipped trunk (backbone, FPN, RPN trained on other generated images)")
     add_precision_option(demo)
 
 

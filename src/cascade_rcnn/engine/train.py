@@ -223,16 +223,17 @@ def _initial_model(model_config: ModelConfig, config: TrainConfig, context: dist
     weights, on the device in training mode."""
     with user_input():
         backbone_source = backbone_weights_source(model_config, config.backbone_weights, config.weights)
-    if not (config.weights or backbone_source) and (model_config.backbone.frozen_stages
-                                                    or model_config.backbone.norm_eval):
-        log.message(f"warning: {model_config.name} expects pretrained weights (frozen stem and layer1, "
-                    "fixed BatchNorm statistics) but none were given: its backbone stays random")
     torch.manual_seed(config.seed + context.rank)
     model = CascadeRCNN(model_config)
+    fresh_parts = []
     if config.weights:
-        _load_initial_weights(model, initial_weights(model_config, config.weights), log)
+        fresh_parts = _load_initial_weights(model, initial_weights(model_config, config.weights), log)
     elif backbone_source:
         log.message(load_backbone_weights(model.backbone, backbone_source).summary())
+    random_backbone = "backbone" in fresh_parts or not (config.weights or backbone_source)
+    if random_backbone and (model_config.backbone.frozen_stages or model_config.backbone.norm_eval):
+        log.message(f"warning: {model_config.name} expects pretrained weights (frozen stem and layer1, "
+                    "fixed BatchNorm statistics) but none were given: its backbone stays random")
     model.to(context.device).train()
     channels_last = (model.path.channels_last and channels_last_trains_faster(context.device)
                      and channels_last_trains_safely(model, context.device))
@@ -346,24 +347,25 @@ def initial_weights(model_config: ModelConfig, weights: str) -> str:
     return published_url(model_config) if weights == "zoo" else weights
 
 
-def _load_initial_weights(model: CascadeRCNN, weights: str, log: TrainLog) -> None:
+def _load_initial_weights(model: CascadeRCNN, weights: str, log: TrainLog) -> list[str]:
     """Load ``weights``; if its class count differs from the data set's, re-initialise the
     class layers (and say which); parts of the detector the file has no key of (e.g. the RoI
-    heads of a trunk) keep their fresh initialisation (said too)."""
+    heads of a trunk) keep their fresh initialisation (said too). Returns those parts' names."""
     path = checkpoint.resolve(weights)
     loaded = checkpoint.read(path)
     state = checkpoint.state_dict_of(loaded, path)
     key = "roi_head.bbox_head.0.fc_cls.weight"
     differs = key in state and state[key].shape != model.state_dict()[key].shape
     skipped = checkpoint.load_into(model, loaded, path, reinit_class_layers=differs, absent_parts_fresh=True)
-    fresh_parts = sorted({name.split(".", 1)[0] for name in skipped} - {name.split(".", 1)[0] for name in state})
+    class_layers = [name for name in skipped if differs and name.endswith(checkpoint.CLASS_LAYER_SUFFIXES)]
+    fresh_parts = sorted({name.split(".", 1)[0] for name in skipped if name not in class_layers})
     if fresh_parts:
         log.message(f"{path}: holds no {', '.join(fresh_parts)}; "
                     f"{'it starts' if len(fresh_parts) == 1 else 'they start'} from a fresh initialisation")
-    if differs:
+    if class_layers:
         log.message(f"{path}: {state[key].shape[0] - 1} classes in the checkpoint, "
-                    f"{model.config.num_classes} in the data: re-initialised "
-                    f"{', '.join(name for name in skipped if name.endswith(checkpoint.CLASS_LAYER_SUFFIXES))}")
+                    f"{model.config.num_classes} in the data: re-initialised {', '.join(class_layers)}")
+    return fresh_parts
 
 
 def _save(run: _Run, batch: int) -> None:

@@ -6,8 +6,9 @@ maps its raw detections back to the original images' pixels.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import replace
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 
@@ -54,7 +55,11 @@ class CascadeRCNN(CascadeNetwork):
     def detect_raw_stages(self, prepared: Sequence[Prepared], settings: DetectionSettings,
                           stages: Sequence[int | None]) -> list[list[ImageDetections]]:
         """``detect_raw`` for each of ``stages`` (None: the cascade's output; k: stage k alone), from
-        one run of the network."""
+        one run of the network. A stage the model does not have is refused (``UserInputError``)."""
+        count = self.config.num_stages
+        if not stages or any(stage is not None and not 0 <= stage < count for stage in stages):
+            raise UserInputError(f"stages {list(stages)}: {self.config.name} has {count} stages, 0 to {count - 1} "
+                                 "(None: the cascade's output)")
         device = self.device
         batch = pad_batch([tensor for _, tensor in prepared]).to(device, memory_format=self.memory_format)
         sizes = torch.tensor([record.size for record, _ in prepared], device=device)
@@ -101,24 +106,26 @@ class CascadeRCNN(CascadeNetwork):
             return self._predict_merged(images, settings, batch_size, stage, tile, tile_overlap,
                                         tile_full_image, tta)
         prepared = [self.preprocess(image, name) for image, name in named_inputs(images)]
-        was_training = self.training
-        self.eval()
-        try:
+        with self._evaluating():
             return in_size_batches([record.size for record, _ in prepared], batch_size, lambda group: [
                 to_original_pixels(raw, prepared[i][0], self.class_names, self.config.mask_threshold)
                 for i, raw in zip(group, self.detect_raw([prepared[i] for i in group], settings, stage))])
-        finally:
-            self.train(was_training)
 
     def predict_stages(self, image: ImageInput, stages: Sequence[int | None], name: str = "image") -> list[Detections]:
         """``predict(image, stage=k)`` for each k of ``stages`` (None: the cascade's output), at the
         test settings, from one run of the network: what a per-stage evaluation needs."""
         prepared = [self.preprocess(image, name)]
+        with self._evaluating():
+            return [to_original_pixels(raw[0], prepared[0][0], self.class_names, self.config.mask_threshold)
+                    for raw in self.detect_raw_stages(prepared, self.test_detections, stages)]
+
+    @contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """Evaluation mode inside the block; the mode it was in afterwards."""
         was_training = self.training
         self.eval()
         try:
-            return [to_original_pixels(raw[0], prepared[0][0], self.class_names, self.config.mask_threshold)
-                    for raw in self.detect_raw_stages(prepared, self.test_detections, stages)]
+            yield
         finally:
             self.train(was_training)
 
@@ -149,10 +156,8 @@ class CascadeRCNN(CascadeNetwork):
             if not isinstance(tta, TestTimeAugmentation):
                 raise UserInputError(f"tta must be a string such as 'flip,scales=0.75:1:1.25' or a "
                                      f"TestTimeAugmentation, got {type(tta).__name__}")
-        was_training = self.training
-        self.eval()
-        try:
-            results = []
+        results = []
+        with self._evaluating():
             for image, name in named_inputs(images):
                 pixels = to_rgb_uint8(image, name)
                 if tile is not None:
@@ -160,8 +165,6 @@ class CascadeRCNN(CascadeNetwork):
                                                  stage, batch_size))
                 else:
                     results.append(predict_tta(self, pixels, tta, settings, stage, batch_size))
-        finally:
-            self.train(was_training)
         return results
 
 

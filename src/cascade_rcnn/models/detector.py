@@ -120,4 +120,7 @@ class CascadeNetwork(nn.Module):
             logits, deltas = self.rpn_head(features)
             rois = self.rpn_head.proposals([level.float() for level in logits], [level.float() for level in deltas],
                                            self.rpn_head.anchors(features), image_sizes, path, training=False)
-            return self.roi_head.predict_stages(features, rois, image_sizes, settings, path, stages, box_scales)
+            if hasattr(self.roi_head, "predict_stages"):  # optional in the RoI head contract
+                return self.roi_head.predict_stages(features, rois, image_sizes, settings, path, stages, box_scales)
+            return [self.roi_head.predict(features, rois, image_sizes, settings, path, stage, box_scales)
+                    for stage in stages]

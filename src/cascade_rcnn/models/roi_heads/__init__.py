@@ -12,6 +12,9 @@ The contract (``ModelConfig.roi_heads``) - no registry, any object will do:
   neck's maps, ``rois`` the (R, 5) proposals (image index, box in resized-image pixels), and
   ``image_sizes`` the (B, 2) unpadded (h, w). ``predict`` runs inside ONNX tracing too: per-op
   choices read ``path.exporting`` (``select_detections`` does the final NMS either way).
+  Optional: ``predict_stages(features, rois, image_sizes, settings, path, stages, box_scales=None)
+  -> list[BatchDetections]``, ``predict`` for several stages from one run (the cascade's
+  per-stage evaluation); without it ``predict`` runs once per stage.
 
 ``cascade.py`` is the cascade, MMDetection's semantics; ``tests/test_custom_parts.py`` defines a
 single-stage RoI head in the test file.

@@ -170,7 +170,7 @@ class CascadeRoIHead(nn.Module):
                        settings: DetectionSettings, path: ComputePath, stages: Sequence[int | None],
                        box_scales: torch.Tensor | None = None) -> list[BatchDetections]:
         """``predict`` for each of ``stages`` (None: the cascade's output; k: stage k alone), from
-        one run of the stages (what a per-stage evaluation needs)."""
+        one run of the stages."""
         features = self.box_roi_align.readable(features, path)
         results = []
         for stage, (boxes, class_probs, image_index) in zip(stages, self.stage_boxes(features, rois, image_sizes,
@@ -178,28 +178,23 @@ class CascadeRoIHead(nn.Module):
             detections = select_detections(boxes.float(), class_probs.float(), image_index, image_sizes, settings,
                                            path, box_scales, self.spec.nms_rule)
             if self.with_mask:
-                mask_rois = torch.cat([detections.image_index[:, None].to(detections.boxes.dtype), detections.boxes],
-                                      1)
+                mask_rois = torch.cat([detections.image_index[:, None].to(detections.boxes.dtype),
+                                       detections.boxes], dim=1)
                 detections.mask_probs = self.predict_masks(features, mask_rois, detections.labels, path, stage)
             results.append(detections)
         return results
 
-    def predict_boxes(self, features: list[torch.Tensor], rois: torch.Tensor, image_sizes: torch.Tensor,
-                      path: ComputePath, stage: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run the stages on (K, 5) RoIs (image index, box); image_sizes (B, 2) unpadded (h, w).
-
-        Returns boxes (K, 4) - or (K, num_classes, 4) for a head with one box per class -, class
-        probabilities (K, num_classes + 1) and the (K,) image index of each row, in resized-image
-        pixels. ``stage=None`` is the cascade's output (scores of all stages, boxes of the last);
-        ``stage=k`` is stage k alone (its scores, its boxes). A head with one box per class passes
-        the box of each RoI's best class (by its own logits) to the next stage, as MMDetection.
-        """
-        return self.stage_boxes(features, rois, image_sizes, path, (stage,))[0]
-
     def stage_boxes(self, features: list[torch.Tensor], rois: torch.Tensor, image_sizes: torch.Tensor,
                     path: ComputePath, stages: Sequence[int | None]
                     ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """``predict_boxes`` for each of ``stages``, running each stage once."""
+        """Run the stages once on (K, 5) RoIs (image index, box); image_sizes (B, 2) unpadded (h, w).
+
+        For each of ``stages``: boxes (K, 4) - or (K, num_classes, 4) for a head with one box per
+        class -, class probabilities (K, num_classes + 1) and the (K,) image index of each row, in
+        resized-image pixels. None is the cascade's output (scores of all stages, boxes of the
+        last); k is stage k alone (its scores, its boxes). A head with one box per class passes the
+        box of each RoI's best class (by its own logits) to the next stage, as MMDetection.
+        """
         image_index = rois[:, 0].long()
         max_shapes = image_sizes.to(rois.dtype)[image_index]
         outputs = [len(self.coders) - 1 if stage is None else stage for stage in stages]
@@ -210,7 +205,9 @@ class CascadeRoIHead(nn.Module):
             logits, deltas = logits.float(), deltas.float()  # float32 at bf16/fp16 too
             stage_logits.append(logits)
             if deltas.shape[1] == 4:
-                boxes = output_boxes[index] = coder.decode(rois[:, 1:], deltas, max_shapes)
+                boxes = coder.decode(rois[:, 1:], deltas, max_shapes)
+                if index in outputs:
+                    output_boxes[index] = boxes
             else:
                 if index in outputs:  # every class's box: (K, C, 4)
                     per_class = deltas.shape[1] // 4
